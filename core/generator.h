@@ -1,0 +1,69 @@
+// Generation loop over an Engine: validation, chunked prefill, batched decode,
+// sampling and stop conditions, for a set of requests decoded together.
+#ifndef MOE_CORE_GENERATOR_H_
+#define MOE_CORE_GENERATOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "core/engine.h"
+#include "core/sampling.h"
+
+namespace moe {
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;
+  int max_tokens = 16;
+  SamplingParams sampling;
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  bool capture_logits = false;  // keep the full logits of every step
+};
+
+enum class FinishReason { kStop, kLength, kAbort };
+std::string_view FinishReasonName(FinishReason reason);  // "stop", ...
+
+struct GenerationResult {
+  std::vector<int32_t> output;
+  FinishReason finish = FinishReason::kLength;
+  // With capture_logits: output.size() vectors of vocab logits, the logits
+  // the step's token was sampled from (before any sampling processor).
+  std::vector<std::vector<float>> logits;
+};
+
+// INVALID_ARGUMENT naming the field: empty prompt, token id outside the
+// vocabulary, max_tokens < 1, prompt + max_tokens over the context length,
+// bad sampling values, stop ids outside the vocabulary.
+absl::Status ValidateRequest(const ModelConfig& config,
+                             const GenerationRequest& request);
+
+struct GeneratorOptions {
+  int prefill_chunk_tokens = 512;  // token budget of one prefill step
+};
+
+struct GenerationStats {
+  int64_t prefill_tokens = 0;
+  double prefill_seconds = 0;
+  int64_t decode_tokens = 0;
+  double decode_seconds = 0;
+};
+
+struct BatchGeneration {
+  std::vector<GenerationResult> results;  // one per request, in order
+  GenerationStats stats;
+};
+
+// Decodes all requests together as one batch (prefill, then one decode step
+// for all running sequences at a time). Every request is validated first.
+// Sequences' KV is freed before returning, on success and on error.
+absl::StatusOr<BatchGeneration> GenerateBatch(
+    Engine& engine, absl::Span<const GenerationRequest> requests,
+    const GeneratorOptions& options = {});
+
+}  // namespace moe
+
+#endif  // MOE_CORE_GENERATOR_H_

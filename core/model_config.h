@@ -1,0 +1,87 @@
+// Model hyper-parameters parsed from a Hugging Face `config.json`.
+//
+// Families are recognised by `architectures` (or `model_type` when
+// `architectures` is absent). Field names and defaults follow the Hugging Face
+// `transformers` configuration classes; structural sizes have no default and
+// a missing one is an error that names the field.
+#ifndef MOE_CORE_MODEL_CONFIG_H_
+#define MOE_CORE_MODEL_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace moe {
+
+enum class ModelFamily { kMixtral, kQwen2Moe, kQwen3Moe, kOlmoe };
+
+// Where q/k RMSNorm is applied, if at all.
+enum class QkNorm {
+  kNone,
+  kPerHead,          // Qwen3-MoE: weight [head_dim], per head, before RoPE
+  kWholeProjection,  // OLMoE: weight [heads*head_dim], over the projection
+};
+
+std::string_view FamilyName(ModelFamily family);            // "mixtral", ...
+std::string_view ArchitectureName(ModelFamily family);      // "MixtralForCausalLM"
+absl::StatusOr<ModelFamily> ParseFamily(std::string_view);  // either spelling
+
+struct ModelConfig {
+  ModelFamily family = ModelFamily::kMixtral;
+
+  int hidden_size = 0;
+  int num_layers = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int vocab_size = 0;
+  float rms_norm_eps = 1e-5f;
+  double rope_theta = 10000.0;
+  int max_position_embeddings = 0;
+  bool tie_word_embeddings = false;
+
+  // Attention details.
+  bool qkv_bias = false;  // q/k/v projections have biases (Qwen2-MoE)
+  bool o_bias = false;    // o projection has a bias (attention_bias families)
+  QkNorm qk_norm = QkNorm::kNone;
+  float clip_qkv = 0.0f;   // > 0: clamp q, k, v to [-clip, clip] (OLMoE)
+  int sliding_window = 0;  // > 0: attend only to the last `sliding_window`
+
+  // Mixture of experts.
+  int num_experts = 0;
+  int num_experts_per_tok = 0;
+  int expert_intermediate_size = 0;
+  bool norm_topk_prob = false;  // renormalise the top-k weights to sum to 1
+  int decoder_sparse_step = 1;
+  std::vector<int> mlp_only_layers;
+  int dense_intermediate_size = 0;  // FFN size of dense (non-MoE) layers
+  int shared_expert_intermediate_size = 0;  // 0: no shared expert
+
+  int bos_token_id = -1;
+  std::vector<int> eos_token_ids;
+  std::string torch_dtype;  // informational
+
+  int q_dim() const { return num_heads * head_dim; }
+  int kv_dim() const { return num_kv_heads * head_dim; }
+  bool has_shared_expert() const { return shared_expert_intermediate_size > 0; }
+  // True when layer `layer` routes through experts (else a dense MLP).
+  bool IsMoeLayer(int layer) const;
+  int NumMoeLayers() const;
+};
+
+// Parses config.json text. Errors are INVALID_ARGUMENT and name the field.
+absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text);
+
+// Reads and parses `dir/config.json`.
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir);
+
+// Serialises in the Hugging Face layout of the config's family, such that
+// ParseModelConfig(ModelConfigToJson(c)) reproduces `c`.
+std::string ModelConfigToJson(const ModelConfig& config);
+
+}  // namespace moe
+
+#endif  // MOE_CORE_MODEL_CONFIG_H_

@@ -1,0 +1,39 @@
+// Random checkpoints in the Hugging Face layout, for any supported family,
+// size, dtype and shard count; deterministic by seed. Used by moe-mkmodel,
+// tests and benchmarks.
+#ifndef MOE_CORE_MODEL_GENERATOR_H_
+#define MOE_CORE_MODEL_GENERATOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "core/dtype.h"
+#include "core/model_config.h"
+
+namespace moe {
+
+struct GeneratorSpec {
+  ModelConfig config;  // family, sizes and every family-specific field
+  DType dtype = DType::kBF16;
+  int num_shards = 1;  // > 1: model-0000i-of-0000n.safetensors + index
+  uint64_t seed = 0;
+};
+
+// A small config of `family` with every field the family uses set (e.g.
+// Qwen2-MoE gets a dense layer and a shared expert, Qwen3-MoE an explicit
+// head_dim, OLMoE q/k norms), for tests and the demo.
+ModelConfig SmallConfig(ModelFamily family);
+
+// Writes config.json and the weights of `spec` into `dir` (created if
+// missing). Weights are random with scale 1/sqrt(fan_in); norm weights near 1.
+// Same spec and seed -> byte-identical files. `progress(done, total)` reports
+// bytes written.
+absl::Status GenerateModel(
+    const std::string& dir, const GeneratorSpec& spec,
+    const std::function<void(int64_t, int64_t)>& progress = nullptr);
+
+}  // namespace moe
+
+#endif  // MOE_CORE_MODEL_GENERATOR_H_

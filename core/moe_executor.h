@@ -1,0 +1,26 @@
+// The MoE step of a transformer layer, behind an interface so that the same
+// layer code runs the experts in process (the engine) or through the router
+// (the attention server).
+#ifndef MOE_CORE_MOE_EXECUTOR_H_
+#define MOE_CORE_MOE_EXECUTOR_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace moe {
+
+class MoeExecutor {
+ public:
+  virtual ~MoeExecutor() = default;
+  // out[t, :] = sum over the routed experts e of token t of w[t, e] * FFN_e(
+  // x[t, :]) for t in [0, tokens), where x is the post-attention-normed
+  // hidden state [tokens, hidden]. Shared experts are not included. Called by
+  // one thread at a time.
+  virtual absl::Status RunMoe(int layer, const float* x, int64_t tokens,
+                              float* out) = 0;
+};
+
+}  // namespace moe
+
+#endif  // MOE_CORE_MOE_EXECUTOR_H_

@@ -1,0 +1,69 @@
+// The non-expert forward pass of a decoder: embeddings, attention over the
+// paged KV cache, norms, dense MLPs, shared experts and lm_head, with the
+// routed-expert step delegated to a MoeExecutor.
+#ifndef MOE_CORE_TRANSFORMER_H_
+#define MOE_CORE_TRANSFORMER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "core/expert_ffn.h"
+#include "core/kv_cache.h"
+#include "core/model_weights.h"
+#include "core/moe_executor.h"
+#include "core/thread_pool.h"
+
+namespace moe {
+
+// New tokens of one sequence for one forward pass. They are appended after
+// the tokens the sequence already has in the KV cache.
+struct SequenceChunk {
+  KvCache::SeqId seq = 0;
+  absl::Span<const int32_t> tokens;
+  bool want_logits = false;  // logits of the chunk's last token
+};
+
+// Not thread-safe: one executor thread drives a Transformer.
+class Transformer {
+ public:
+  // All pointers are borrowed and must outlive the Transformer. `weights`
+  // must hold the non-expert weights.
+  Transformer(const ModelWeights* weights, KvCache* cache, MoeExecutor* moe,
+              ThreadPool* pool);
+
+  // Runs the chunks as one batch: appends their K/V to the cache and returns
+  // the logits [chunks wanting logits, vocab] in chunk order. Every chunk's
+  // sequence must exist in the cache; RESOURCE_EXHAUSTED (nothing appended)
+  // if the cache cannot hold the new tokens; INVALID_ARGUMENT for a token id
+  // outside the vocabulary or a position past max_position_embeddings.
+  absl::StatusOr<std::vector<float>> Forward(
+      absl::Span<const SequenceChunk> chunks);
+
+ private:
+  absl::Status AttentionBlock(int layer, int64_t tokens);
+  absl::Status FfnBlock(int layer, int64_t tokens);
+
+  const ModelWeights* weights_;
+  const ModelConfig& config_;
+  KvCache* cache_;
+  MoeExecutor* moe_;
+  ThreadPool* pool_;
+  GroupedFfnRunner ffn_runner_;
+
+  // Per-forward state, reused across calls.
+  struct Segment {
+    int64_t first_row;  // row in the batch
+    int64_t tokens;
+    int first_pos;
+    std::vector<int32_t> block_table;
+  };
+  std::vector<Segment> segments_;
+  std::vector<int32_t> positions_;
+  std::vector<float> hidden_, normed_, q_, k_, v_, attn_, proj_, mlp_, shared_;
+};
+
+}  // namespace moe
+
+#endif  // MOE_CORE_TRANSFORMER_H_

@@ -1,0 +1,1 @@
+# Model-level tests: fixtures, family semantics, generation.

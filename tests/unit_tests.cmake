@@ -1,0 +1,1 @@
+# Unit tests of core/ (owned by the unit-test work; one moe_test per file).

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build needs, and only those missing.
+# Usage: tools/install_deps.sh [extra-package ...]
+set -euo pipefail
+
+packages=(
+  cmake make g++ pkg-config
+  libabsl-dev          # Status/StatusOr, flags, strings, synchronization
+  nlohmann-json3-dev   # config.json and safetensors header parsing
+  libgtest-dev libgmock-dev  # unit and integration tests
+  libbenchmark-dev     # micro-benchmarks
+  "$@"
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "install_deps: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
