@@ -1,0 +1,1 @@
+# Tests of the model generator and moe-mkmodel.
