@@ -4,7 +4,7 @@
 
 namespace moe {
 
-std::string_view DTypeName(DType d) {
+absl::string_view DTypeName(DType d) {
   switch (d) {
     case DType::kF32:
       return "F32";
@@ -16,7 +16,7 @@ std::string_view DTypeName(DType d) {
   return "?";
 }
 
-absl::StatusOr<DType> ParseDType(std::string_view name) {
+absl::StatusOr<DType> ParseDType(absl::string_view name) {
   if (name == "F32") return DType::kF32;
   if (name == "F16") return DType::kF16;
   if (name == "BF16") return DType::kBF16;

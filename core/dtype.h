@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
-#include <string_view>
+#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
 
@@ -20,11 +20,11 @@ enum class DType : uint8_t { kF32, kF16, kBF16 };
 inline size_t DTypeSize(DType d) { return d == DType::kF32 ? 4 : 2; }
 
 // Safetensors spelling: "F32", "F16", "BF16".
-std::string_view DTypeName(DType d);
+absl::string_view DTypeName(DType d);
 
 // Parses a safetensors dtype string. Error (INVALID_ARGUMENT) names the dtype
 // and the supported set.
-absl::StatusOr<DType> ParseDType(std::string_view name);
+absl::StatusOr<DType> ParseDType(absl::string_view name);
 
 inline float BF16ToFloat(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 #include <functional>
-#include <string_view>
+#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -25,7 +25,7 @@ struct GenerationRequest {
 };
 
 enum class FinishReason { kStop, kLength, kAbort };
-std::string_view FinishReasonName(FinishReason reason);  // "stop", ...
+absl::string_view FinishReasonName(FinishReason reason);  // "stop", ...
 
 struct GenerationResult {
   std::vector<int32_t> output;

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -89,7 +90,14 @@ class KvCache {
 
  private:
   KvCache(const KvCacheShape& shape, int num_blocks);
-  float* layer_base(int layer) { return storage_.data() + layer * layer_floats_; }
+
+ public:
+  ~KvCache();
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+
+ private:
+  float* layer_base(int layer) { return storage_ + layer * layer_floats_; }
   int64_t BlockOffset(int32_t block) const {
     return int64_t{block} * 2 * shape_.block_size * row_floats_;
   }
@@ -103,7 +111,8 @@ class KvCache {
   int num_blocks_;
   int64_t row_floats_;    // num_kv_heads * head_dim
   int64_t layer_floats_;  // num_blocks * 2 * block_size * row_floats
-  std::vector<float> storage_;
+  float* storage_ = nullptr;  // anonymous mapping, zero-filled lazily
+  size_t storage_bytes_ = 0;
 
   mutable absl::Mutex mu_;
   std::vector<int32_t> free_blocks_ ABSL_GUARDED_BY(mu_);

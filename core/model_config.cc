@@ -14,7 +14,7 @@ namespace {
 
 using Json = nlohmann::json;
 
-absl::Status FieldError(std::string_view field, std::string_view problem) {
+absl::Status FieldError(absl::string_view field, absl::string_view problem) {
   return absl::InvalidArgumentError(
       absl::StrCat("config.json: field \"", field, "\" ", problem));
 }
@@ -270,7 +270,7 @@ absl::Status ParseInto(const Json& j, ModelConfig& c) {
 
 }  // namespace
 
-std::string_view FamilyName(ModelFamily family) {
+absl::string_view FamilyName(ModelFamily family) {
   switch (family) {
     case ModelFamily::kMixtral:
       return "mixtral";
@@ -284,7 +284,7 @@ std::string_view FamilyName(ModelFamily family) {
   return "?";
 }
 
-std::string_view ArchitectureName(ModelFamily family) {
+absl::string_view ArchitectureName(ModelFamily family) {
   switch (family) {
     case ModelFamily::kMixtral:
       return "MixtralForCausalLM";
@@ -298,7 +298,7 @@ std::string_view ArchitectureName(ModelFamily family) {
   return "?";
 }
 
-absl::StatusOr<ModelFamily> ParseFamily(std::string_view name) {
+absl::StatusOr<ModelFamily> ParseFamily(absl::string_view name) {
   for (ModelFamily f : {ModelFamily::kMixtral, ModelFamily::kQwen2Moe,
                         ModelFamily::kQwen3Moe, ModelFamily::kOlmoe}) {
     if (name == FamilyName(f) || name == ArchitectureName(f)) return f;
@@ -324,7 +324,7 @@ int ModelConfig::NumMoeLayers() const {
   return n;
 }
 
-absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text) {
+absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text) {
   Json j = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     return absl::InvalidArgumentError("config.json: not valid JSON");

@@ -9,7 +9,7 @@
 
 #include <cstdint>
 #include <string>
-#include <string_view>
+#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -25,9 +25,9 @@ enum class QkNorm {
   kWholeProjection,  // OLMoE: weight [heads*head_dim], over the projection
 };
 
-std::string_view FamilyName(ModelFamily family);            // "mixtral", ...
-std::string_view ArchitectureName(ModelFamily family);      // "MixtralForCausalLM"
-absl::StatusOr<ModelFamily> ParseFamily(std::string_view);  // either spelling
+absl::string_view FamilyName(ModelFamily family);            // "mixtral", ...
+absl::string_view ArchitectureName(ModelFamily family);      // "MixtralForCausalLM"
+absl::StatusOr<ModelFamily> ParseFamily(absl::string_view);  // either spelling
 
 struct ModelConfig {
   ModelFamily family = ModelFamily::kMixtral;
@@ -73,7 +73,7 @@ struct ModelConfig {
 };
 
 // Parses config.json text. Errors are INVALID_ARGUMENT and name the field.
-absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text);
+absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text);
 
 // Reads and parses `dir/config.json`.
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir);

@@ -1,0 +1,151 @@
+// AVX-512 matmul tiles. Compiled with -mavx512f/bw/vl and only called when
+// the CPU supports them (see matmul.cc).
+//
+// Layout: y[m, n] = x[m, k] · w[n, k]^T. The microkernel keeps MR x NR
+// 16-lane accumulators, vectorised along k, and widens BF16/F16 weights to
+// float32 in registers, so weights are read once per MR rows of x and never
+// expanded in memory. Decode (m small) is bound by reading w; prefill reuses
+// each weight tile (kept in L1/L2) across all rows of x.
+#include <immintrin.h>
+
+#include "core/cpu/matmul_internal.h"
+
+namespace moe::cpu::internal {
+namespace {
+
+template <DType kType>
+inline __m512 LoadW(const void* base, int64_t i) {
+  if constexpr (kType == DType::kF32) {
+    return _mm512_loadu_ps(static_cast<const float*>(base) + i);
+  } else if constexpr (kType == DType::kBF16) {
+    const __m256i raw = _mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(base) + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+  } else {
+    const __m256i raw = _mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(base) + i));
+    return _mm512_cvtph_ps(raw);
+  }
+}
+
+template <DType kType>
+inline __m512 LoadWMasked(const void* base, int64_t i, __mmask16 mask) {
+  if constexpr (kType == DType::kF32) {
+    return _mm512_maskz_loadu_ps(mask, static_cast<const float*>(base) + i);
+  } else if constexpr (kType == DType::kBF16) {
+    const __m256i raw =
+        _mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(base) + i);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+  } else {
+    const __m256i raw =
+        _mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(base) + i);
+    return _mm512_cvtph_ps(raw);
+  }
+}
+
+// y[r, c] for r < MR, c < NR over the full k.
+template <DType kType, int MR, int NR>
+inline void MicroKernel(const float* x, int64_t ldx, const char* w,
+                        int64_t w_row_bytes, int64_t k, float* y,
+                        int64_t ldy) {
+  __m512 acc[MR][NR];
+  for (int r = 0; r < MR; ++r) {
+    for (int c = 0; c < NR; ++c) acc[r][c] = _mm512_setzero_ps();
+  }
+  int64_t i = 0;
+  for (; i + 16 <= k; i += 16) {
+    __m512 wv[NR];
+    for (int c = 0; c < NR; ++c) wv[c] = LoadW<kType>(w + c * w_row_bytes, i);
+    for (int r = 0; r < MR; ++r) {
+      const __m512 xv = _mm512_loadu_ps(x + r * ldx + i);
+      for (int c = 0; c < NR; ++c) {
+        acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+      }
+    }
+  }
+  if (i < k) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (k - i)) - 1);
+    __m512 wv[NR];
+    for (int c = 0; c < NR; ++c) {
+      wv[c] = LoadWMasked<kType>(w + c * w_row_bytes, i, mask);
+    }
+    for (int r = 0; r < MR; ++r) {
+      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + r * ldx + i);
+      for (int c = 0; c < NR; ++c) {
+        acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    for (int c = 0; c < NR; ++c) {
+      y[r * ldy + c] = _mm512_reduce_add_ps(acc[r][c]);
+    }
+  }
+}
+
+template <DType kType, int MR>
+inline void RowsKernel(const float* x, int64_t ldx, const char* w,
+                       int64_t w_row_bytes, int64_t k, float* y, int64_t ldy,
+                       int64_t n_begin, int64_t n_end) {
+  int64_t n = n_begin;
+  for (; n + 4 <= n_end; n += 4) {
+    MicroKernel<kType, MR, 4>(x, ldx, w + n * w_row_bytes, w_row_bytes, k,
+                              y + n, ldy);
+  }
+  for (; n < n_end; ++n) {
+    MicroKernel<kType, MR, 1>(x, ldx, w + n * w_row_bytes, w_row_bytes, k,
+                              y + n, ldy);
+  }
+}
+
+template <DType kType>
+void Tile(const MatMulJob& job, int64_t n_begin, int64_t n_end) {
+  const TensorView& w = *job.w;
+  const int64_t k = w.cols();
+  const char* wb = static_cast<const char*>(w.data);
+  const int64_t w_row_bytes = k * static_cast<int64_t>(DTypeSize(kType));
+  // Weight sub-tiles of 16 rows stay in L1 while every row of x passes.
+  constexpr int64_t kRowsPerPass = 16;
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += kRowsPerPass) {
+    const int64_t n1 = n0 + kRowsPerPass < n_end ? n0 + kRowsPerPass : n_end;
+    int64_t r = 0;
+    for (; r + 4 <= job.m; r += 4) {
+      RowsKernel<kType, 4>(job.x + r * job.ldx, job.ldx, wb, w_row_bytes, k,
+                           job.y + r * job.ldy, job.ldy, n0, n1);
+    }
+    switch (job.m - r) {
+      case 3:
+        RowsKernel<kType, 3>(job.x + r * job.ldx, job.ldx, wb, w_row_bytes, k,
+                             job.y + r * job.ldy, job.ldy, n0, n1);
+        break;
+      case 2:
+        RowsKernel<kType, 2>(job.x + r * job.ldx, job.ldx, wb, w_row_bytes, k,
+                             job.y + r * job.ldy, job.ldy, n0, n1);
+        break;
+      case 1:
+        RowsKernel<kType, 1>(job.x + r * job.ldx, job.ldx, wb, w_row_bytes, k,
+                             job.y + r * job.ldy, job.ldy, n0, n1);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+void MatMulTileAvx512(const MatMulJob& job, int64_t n_begin, int64_t n_end) {
+  switch (job.w->dtype) {
+    case DType::kBF16:
+      Tile<DType::kBF16>(job, n_begin, n_end);
+      return;
+    case DType::kF16:
+      Tile<DType::kF16>(job, n_begin, n_end);
+      return;
+    case DType::kF32:
+      Tile<DType::kF32>(job, n_begin, n_end);
+      return;
+  }
+}
+
+}  // namespace moe::cpu::internal

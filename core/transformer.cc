@@ -1,0 +1,209 @@
+#include "core/transformer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/cpu/attention.h"
+#include "core/cpu/kernels.h"
+#include "core/status_macros.h"
+
+namespace moe {
+
+Transformer::Transformer(const ModelWeights* weights, KvCache* cache,
+                         MoeExecutor* moe, ThreadPool* pool)
+    : weights_(weights),
+      config_(weights->config),
+      cache_(cache),
+      moe_(moe),
+      pool_(pool) {}
+
+absl::StatusOr<std::vector<float>> Transformer::Forward(
+    absl::Span<const SequenceChunk> chunks) {
+  const ModelConfig& c = config_;
+  const int64_t h = c.hidden_size;
+
+  // Validate everything before touching the cache.
+  int64_t total = 0;
+  int blocks_needed = 0;
+  for (const SequenceChunk& chunk : chunks) {
+    if (!cache_->HasSequence(chunk.seq)) {
+      return absl::NotFoundError(
+          absl::StrCat("sequence ", chunk.seq, " has no KV state"));
+    }
+    if (chunk.tokens.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", chunk.seq, ": empty chunk"));
+    }
+    for (int32_t id : chunk.tokens) {
+      if (id < 0 || id >= c.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", id, " is outside the vocabulary [0, ",
+                         c.vocab_size, ")"));
+      }
+    }
+    const int64_t have = cache_->NumTokens(chunk.seq);
+    if (have + static_cast<int64_t>(chunk.tokens.size()) >
+        c.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence ", chunk.seq, " would reach ", have + chunk.tokens.size(),
+          " tokens, over max_position_embeddings ", c.max_position_embeddings));
+    }
+    blocks_needed += cache_->BlocksFor(have + chunk.tokens.size()) -
+                     static_cast<int>(cache_->BlockTable(chunk.seq).size());
+    total += chunk.tokens.size();
+  }
+  if (blocks_needed > cache_->num_free_blocks()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV cache full: this step needs ", blocks_needed,
+                     " blocks, ", cache_->num_free_blocks(), " free"));
+  }
+
+  segments_.clear();
+  positions_.resize(total);
+  hidden_.resize(total * h);
+  int64_t row = 0;
+  for (const SequenceChunk& chunk : chunks) {
+    const int first_pos = cache_->NumTokens(chunk.seq);
+    RETURN_IF_ERROR(cache_->Append(chunk.seq, chunk.tokens.size()));
+    segments_.push_back({row, static_cast<int64_t>(chunk.tokens.size()),
+                         first_pos, cache_->BlockTable(chunk.seq)});
+    for (size_t t = 0; t < chunk.tokens.size(); ++t) {
+      positions_[row + t] = first_pos + static_cast<int>(t);
+      const void* src = weights_->embed_tokens.Row(chunk.tokens[t]);
+      float* dst = hidden_.data() + (row + t) * h;
+      for (int64_t i = 0; i < h; ++i) {
+        dst[i] = LoadAsFloat(src, weights_->embed_tokens.dtype, i);
+      }
+    }
+    row += chunk.tokens.size();
+  }
+
+  for (int l = 0; l < c.num_layers; ++l) {
+    RETURN_IF_ERROR(AttentionBlock(l, total));
+    RETURN_IF_ERROR(FfnBlock(l, total));
+  }
+
+  // Final norm and lm_head for the last token of chunks that want logits.
+  int64_t wanted = 0;
+  normed_.resize(total * h);
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (!chunks[i].want_logits) continue;
+    const Segment& s = segments_[i];
+    cpu::RmsNorm(hidden_.data() + (s.first_row + s.tokens - 1) * h, 1, h, h,
+                 weights_->final_norm, c.rms_norm_eps,
+                 normed_.data() + wanted * h);
+    ++wanted;
+  }
+  std::vector<float> logits(wanted * c.vocab_size);
+  cpu::MatMul(normed_.data(), wanted, weights_->lm_head, logits.data(), pool_);
+  return logits;
+}
+
+absl::Status Transformer::AttentionBlock(int l, int64_t tokens) {
+  const ModelConfig& c = config_;
+  const LayerWeights& lw = weights_->layers[l];
+  const AttentionWeights& a = lw.attention;
+  const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
+
+  normed_.resize(tokens * h);
+  cpu::RmsNorm(hidden_.data(), tokens, h, h, lw.input_norm, c.rms_norm_eps,
+               normed_.data());
+  q_.resize(tokens * qd);
+  k_.resize(tokens * kvd);
+  v_.resize(tokens * kvd);
+  const cpu::MatMulJob jobs[] = {
+      {normed_.data(), tokens, h, &a.q, q_.data(), qd},
+      {normed_.data(), tokens, h, &a.k, k_.data(), kvd},
+      {normed_.data(), tokens, h, &a.v, v_.data(), kvd},
+  };
+  cpu::MatMul(jobs, pool_);
+  if (c.qkv_bias) {
+    cpu::AddBias(q_.data(), tokens, qd, a.q_bias);
+    cpu::AddBias(k_.data(), tokens, kvd, a.k_bias);
+    cpu::AddBias(v_.data(), tokens, kvd, a.v_bias);
+  }
+  switch (c.qk_norm) {
+    case QkNorm::kNone:
+      break;
+    case QkNorm::kWholeProjection:
+      cpu::RmsNorm(q_.data(), tokens, qd, qd, a.q_norm, c.rms_norm_eps, q_.data());
+      cpu::RmsNorm(k_.data(), tokens, kvd, kvd, a.k_norm, c.rms_norm_eps, k_.data());
+      break;
+    case QkNorm::kPerHead:
+      cpu::RmsNorm(q_.data(), tokens * c.num_heads, c.head_dim, c.head_dim,
+                   a.q_norm, c.rms_norm_eps, q_.data());
+      cpu::RmsNorm(k_.data(), tokens * c.num_kv_heads, c.head_dim, c.head_dim,
+                   a.k_norm, c.rms_norm_eps, k_.data());
+      break;
+  }
+  if (c.clip_qkv > 0) {
+    cpu::Clamp(q_.data(), tokens * qd, c.clip_qkv);
+    cpu::Clamp(k_.data(), tokens * kvd, c.clip_qkv);
+    cpu::Clamp(v_.data(), tokens * kvd, c.clip_qkv);
+  }
+  cpu::ApplyRope(q_.data(), tokens, qd, c.num_heads, c.head_dim,
+                 positions_.data(), c.rope_theta);
+  cpu::ApplyRope(k_.data(), tokens, kvd, c.num_kv_heads, c.head_dim,
+                 positions_.data(), c.rope_theta);
+
+  attn_.resize(tokens * qd);
+  std::vector<cpu::AttentionSegment> segs;
+  segs.reserve(segments_.size());
+  for (const Segment& s : segments_) {
+    cpu::WriteKv(*cache_, l, s.block_table, s.first_pos, s.tokens,
+                 k_.data() + s.first_row * kvd, v_.data() + s.first_row * kvd,
+                 kvd);
+    segs.push_back({q_.data() + s.first_row * qd, qd,
+                    attn_.data() + s.first_row * qd, qd, s.tokens, s.first_pos,
+                    s.block_table});
+  }
+  cpu::AttentionParams params;
+  params.layer = l;
+  params.num_heads = c.num_heads;
+  params.num_kv_heads = c.num_kv_heads;
+  params.head_dim = c.head_dim;
+  params.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  params.sliding_window = c.sliding_window;
+  cpu::PagedAttention(segs, params, *cache_, pool_);
+
+  proj_.resize(tokens * h);
+  cpu::MatMul(attn_.data(), tokens, a.o, proj_.data(), pool_);
+  if (c.o_bias) cpu::AddBias(proj_.data(), tokens, h, a.o_bias);
+  for (int64_t i = 0; i < tokens * h; ++i) hidden_[i] += proj_[i];
+  return absl::OkStatus();
+}
+
+absl::Status Transformer::FfnBlock(int l, int64_t tokens) {
+  const ModelConfig& c = config_;
+  const LayerWeights& lw = weights_->layers[l];
+  const int64_t h = c.hidden_size;
+
+  cpu::RmsNorm(hidden_.data(), tokens, h, h, lw.post_attention_norm,
+               c.rms_norm_eps, normed_.data());
+  mlp_.resize(tokens * h);
+  if (!c.IsMoeLayer(l)) {
+    const FfnGroup group{&*lw.dense_mlp, normed_.data(), tokens, mlp_.data()};
+    ffn_runner_.Run(absl::MakeConstSpan(&group, 1), pool_);
+    for (int64_t i = 0; i < tokens * h; ++i) hidden_[i] += mlp_[i];
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(moe_->RunMoe(l, normed_.data(), tokens, mlp_.data()));
+  for (int64_t i = 0; i < tokens * h; ++i) hidden_[i] += mlp_[i];
+  if (lw.shared_expert) {
+    shared_.resize(tokens * h);
+    const FfnGroup group{&*lw.shared_expert, normed_.data(), tokens,
+                         shared_.data()};
+    ffn_runner_.Run(absl::MakeConstSpan(&group, 1), pool_);
+    std::vector<float> gate(tokens);
+    cpu::MatMul(normed_.data(), tokens, lw.shared_expert_gate, gate.data(),
+                nullptr);
+    for (int64_t t = 0; t < tokens; ++t) {
+      const float g = cpu::Sigmoid(gate[t]);
+      for (int64_t i = 0; i < h; ++i) hidden_[t * h + i] += g * shared_[t * h + i];
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moe
