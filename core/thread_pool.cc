@@ -15,8 +15,11 @@ inline void CpuRelax() {
 #endif
 }
 
-// Spin iterations before a worker sleeps (~tens of microseconds).
-constexpr int kSpinIterations = 20000;
+// Spin iterations before a worker sleeps, and before a waiting caller starts
+// yielding its core (which lets a descheduled worker finish its chunk when
+// other processes share the machine).
+constexpr int kSpinIterations = 4000;
+constexpr int kCallerSpinIterations = 2000;
 
 }  // namespace
 
@@ -73,7 +76,13 @@ void ThreadPool::ParallelFor(int64_t n, int64_t min_chunk,
   }
   cv_.notify_all();
   RunChunks();
-  while (pending_.load(std::memory_order_acquire) != 0) CpuRelax();
+  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < kCallerSpinIterations) {
+      CpuRelax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
   fn_ = nullptr;
 }
 

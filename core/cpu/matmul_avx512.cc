@@ -43,6 +43,18 @@ inline __m512 LoadWMasked(const void* base, int64_t i, __mmask16 mask) {
   }
 }
 
+// Horizontal sums of four vectors: {sum(a), sum(b), sum(c), sum(d)}.
+inline __m128 ReduceFour(__m512 a, __m512 b, __m512 c, __m512 d) {
+  auto halve = [](__m512 v) {
+    return _mm256_add_ps(_mm512_castps512_ps256(v),
+                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  };
+  const __m256 ab = _mm256_hadd_ps(halve(a), halve(b));
+  const __m256 cd = _mm256_hadd_ps(halve(c), halve(d));
+  const __m256 abcd = _mm256_hadd_ps(ab, cd);
+  return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
 // y[r, c] for r < MR, c < NR over the full k.
 template <DType kType, int MR, int NR>
 inline void MicroKernel(const float* x, int64_t ldx, const char* w,
@@ -53,8 +65,15 @@ inline void MicroKernel(const float* x, int64_t ldx, const char* w,
     for (int c = 0; c < NR; ++c) acc[r][c] = _mm512_setzero_ps();
   }
   int64_t i = 0;
+  constexpr int64_t kPrefetchBytes = 1024;
+  constexpr int64_t kElem = static_cast<int64_t>(sizeof(float)) / (kType == DType::kF32 ? 1 : 2);
   for (; i + 16 <= k; i += 16) {
     __m512 wv[NR];
+    if ((i & 31) == 0) {
+      for (int c = 0; c < NR; ++c) {
+        _mm_prefetch(w + c * w_row_bytes + i * kElem + kPrefetchBytes, _MM_HINT_T0);
+      }
+    }
     for (int c = 0; c < NR; ++c) wv[c] = LoadW<kType>(w + c * w_row_bytes, i);
     for (int r = 0; r < MR; ++r) {
       const __m512 xv = _mm512_loadu_ps(x + r * ldx + i);
@@ -77,8 +96,15 @@ inline void MicroKernel(const float* x, int64_t ldx, const char* w,
     }
   }
   for (int r = 0; r < MR; ++r) {
-    for (int c = 0; c < NR; ++c) {
-      y[r * ldy + c] = _mm512_reduce_add_ps(acc[r][c]);
+    if constexpr (NR % 4 == 0) {
+      for (int c = 0; c < NR; c += 4) {
+        _mm_storeu_ps(y + r * ldy + c, ReduceFour(acc[r][c], acc[r][c + 1],
+                                                 acc[r][c + 2], acc[r][c + 3]));
+      }
+    } else {
+      for (int c = 0; c < NR; ++c) {
+        y[r * ldy + c] = _mm512_reduce_add_ps(acc[r][c]);
+      }
     }
   }
 }
@@ -88,6 +114,13 @@ inline void RowsKernel(const float* x, int64_t ldx, const char* w,
                        int64_t w_row_bytes, int64_t k, float* y, int64_t ldy,
                        int64_t n_begin, int64_t n_end) {
   int64_t n = n_begin;
+  if constexpr (MR <= 2) {
+    // Few rows of x: more weight rows in flight hide memory latency.
+    for (; n + 8 <= n_end; n += 8) {
+      MicroKernel<kType, MR, 8>(x, ldx, w + n * w_row_bytes, w_row_bytes, k,
+                                y + n, ldy);
+    }
+  }
   for (; n + 4 <= n_end; n += 4) {
     MicroKernel<kType, MR, 4>(x, ldx, w + n * w_row_bytes, w_row_bytes, k,
                               y + n, ldy);
