@@ -1,1 +1,2 @@
 # Model-level tests: fixtures, family semantics, generation.
+moe_test(reference_model_test reference_model_test.cc)
