@@ -37,12 +37,14 @@ bool IsStopToken(const ModelConfig& config, const GenerationRequest& request,
 }
 
 // Samples from one row of logits and applies the stop conditions.
-void Advance(const ModelConfig& config, Running& r, const float* logits) {
+void Advance(const ModelConfig& config, const GeneratorOptions& options,
+             size_t index, Running& r, const float* logits) {
   std::vector<float> row(logits, logits + config.vocab_size);
   if (r.request->capture_logits) r.result.logits.push_back(row);
   const int32_t token = r.sampler.Sample(absl::MakeSpan(row), r.context);
   r.result.output.push_back(token);
   r.context.push_back(token);
+  if (options.on_token) options.on_token(index, token);
   if (IsStopToken(config, *r.request, token)) {
     r.result.finish = FinishReason::kStop;
     r.done = true;
@@ -164,7 +166,8 @@ absl::StatusOr<BatchGeneration> GenerateBatch(
     for (size_t c = 0; c < chunks.size(); ++c) {
       out.stats.prefill_tokens += chunks[c].tokens.size();
       if (!chunks[c].want_logits) continue;
-      Advance(config, running[owners[c]], logits.data() + row * config.vocab_size);
+      Advance(config, options, owners[c], running[owners[c]],
+              logits.data() + row * config.vocab_size);
       ++row;
     }
   }
@@ -185,7 +188,8 @@ absl::StatusOr<BatchGeneration> GenerateBatch(
     if (chunks.empty()) break;
     ASSIGN_OR_RETURN(std::vector<float> logits, engine.Forward(chunks));
     for (size_t c = 0; c < chunks.size(); ++c) {
-      Advance(config, running[owners[c]], logits.data() + c * config.vocab_size);
+      Advance(config, options, owners[c], running[owners[c]],
+              logits.data() + c * config.vocab_size);
     }
     out.stats.decode_tokens += chunks.size();
   }

@@ -43,6 +43,8 @@ absl::Status ValidateRequest(const ModelConfig& config,
 
 struct GeneratorOptions {
   int prefill_chunk_tokens = 512;  // token budget of one prefill step
+  // Called on the generating thread after each sampled token (streaming).
+  std::function<void(size_t request, int32_t token)> on_token;
 };
 
 struct GenerationStats {

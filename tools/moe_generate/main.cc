@@ -139,10 +139,27 @@ int main(int argc, char** argv) {
     r.stop_token_ids = stop_ids;
     r.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
     r.capture_logits = absl::GetFlag(FLAGS_dump_logits);
+    if (absl::Status valid = moe::ValidateRequest((*engine)->config(), r);
+        !valid.ok()) {
+      Fail(absl::StrCat(requests.empty() && prompts.size() == 1
+                            ? ""
+                            : absl::StrCat("prompt ", i, ": "),
+                        valid.message()));
+    }
     requests.push_back(std::move(r));
   }
   moe::GeneratorOptions gen_options;
   gen_options.prefill_chunk_tokens = absl::GetFlag(FLAGS_prefill_chunk);
+  const bool stream = !absl::GetFlag(FLAGS_json) && requests.size() == 1;
+  if (stream) {
+    std::printf("prompt: %s\noutput: ", absl::StrJoin(requests[0].prompt, ",").c_str());
+    std::fflush(stdout);
+    gen_options.on_token = [first = true](size_t, int32_t token) mutable {
+      std::printf(first ? "%d" : ",%d", token);
+      std::fflush(stdout);
+      first = false;
+    };
+  }
   absl::StatusOr<moe::BatchGeneration> gen =
       moe::GenerateBatch(**engine, requests, gen_options);
   if (!gen.ok()) {
@@ -163,11 +180,15 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  for (size_t i = 0; i < gen->results.size(); ++i) {
+  for (size_t i = 0; i < gen->results.size() && !stream; ++i) {
     const moe::GenerationResult& r = gen->results[i];
     std::cout << "prompt " << i << ": " << absl::StrJoin(requests[i].prompt, ",")
               << "\noutput " << i << ": " << absl::StrJoin(r.output, ",")
               << "  (" << moe::FinishReasonName(r.finish) << ")\n";
+  }
+  if (stream) {
+    std::printf("  (%s)\n",
+                std::string(moe::FinishReasonName(gen->results[0].finish)).c_str());
   }
   const moe::GenerationStats& s = gen->stats;
   std::printf(
