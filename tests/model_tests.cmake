@@ -1,2 +1,3 @@
 # Model-level tests: fixtures, family semantics, generation.
 moe_test(reference_model_test reference_model_test.cc)
+moe_test(engine_fixture_test engine_fixture_test.cc)
