@@ -57,8 +57,8 @@ void ExpectMatchesFixture(const FixtureCase& fc,
   EXPECT_EQ(result.finish, FinishReason::kLength);
   ASSERT_EQ(result.logits.size(), fc.steps.size());
   for (size_t s = 0; s < fc.steps.size(); ++s) {
-    EXPECT_TRUE(LogitsNear(result.logits[s], fc.steps[s].logits,
-                           kLogitTolerance))
+    EXPECT_TRUE(
+        LogitsNear(result.logits[s], fc.steps[s].logits, kLogitTolerance))
         << "step " << s;
   }
 }
@@ -115,7 +115,9 @@ TEST_P(EngineFixtureTest, GreedyTokensAndLogitsMatch) {
 }
 
 TEST_P(EngineFixtureTest, SmallPrefillChunksMatch) {
-  CheckOneAtATimeAndBatched(GeneratorOptions{.prefill_chunk_tokens = 3});
+  GeneratorOptions options;
+  options.prefill_chunk_tokens = 3;
+  CheckOneAtATimeAndBatched(options);
 }
 
 TEST_P(EngineFixtureTest, PromptForwardLogitsAndLastTokenRoutingMatch) {

@@ -119,27 +119,34 @@ absl::StatusOr<ReferenceModel> ReferenceModel::Load(
     ASSIGN_OR_RETURN(layer.o, matrix(AttentionTensorName(l, "o_proj", "weight"),
                                      hidden, c.q_dim()));
     if (c.qkv_bias) {
-      ASSIGN_OR_RETURN(layer.q_bias,
-                       vec(AttentionTensorName(l, "q_proj", "bias"), c.q_dim()));
-      ASSIGN_OR_RETURN(layer.k_bias, vec(AttentionTensorName(l, "k_proj", "bias"),
-                                         c.kv_dim()));
-      ASSIGN_OR_RETURN(layer.v_bias, vec(AttentionTensorName(l, "v_proj", "bias"),
-                                         c.kv_dim()));
+      ASSIGN_OR_RETURN(
+          layer.q_bias,
+          vec(AttentionTensorName(l, "q_proj", "bias"), c.q_dim()));
+      ASSIGN_OR_RETURN(
+          layer.k_bias,
+          vec(AttentionTensorName(l, "k_proj", "bias"), c.kv_dim()));
+      ASSIGN_OR_RETURN(
+          layer.v_bias,
+          vec(AttentionTensorName(l, "v_proj", "bias"), c.kv_dim()));
     }
     if (c.o_bias) {
       ASSIGN_OR_RETURN(layer.o_bias,
                        vec(AttentionTensorName(l, "o_proj", "bias"), hidden));
     }
     if (c.qk_norm == QkNorm::kPerHead) {
-      ASSIGN_OR_RETURN(layer.q_norm, vec(AttentionTensorName(l, "q_norm", "weight"),
-                                         c.head_dim));
-      ASSIGN_OR_RETURN(layer.k_norm, vec(AttentionTensorName(l, "k_norm", "weight"),
-                                         c.head_dim));
+      ASSIGN_OR_RETURN(
+          layer.q_norm,
+          vec(AttentionTensorName(l, "q_norm", "weight"), c.head_dim));
+      ASSIGN_OR_RETURN(
+          layer.k_norm,
+          vec(AttentionTensorName(l, "k_norm", "weight"), c.head_dim));
     } else if (c.qk_norm == QkNorm::kWholeProjection) {
-      ASSIGN_OR_RETURN(layer.q_norm, vec(AttentionTensorName(l, "q_norm", "weight"),
-                                         c.q_dim()));
-      ASSIGN_OR_RETURN(layer.k_norm, vec(AttentionTensorName(l, "k_norm", "weight"),
-                                         c.kv_dim()));
+      ASSIGN_OR_RETURN(
+          layer.q_norm,
+          vec(AttentionTensorName(l, "q_norm", "weight"), c.q_dim()));
+      ASSIGN_OR_RETURN(
+          layer.k_norm,
+          vec(AttentionTensorName(l, "k_norm", "weight"), c.kv_dim()));
     }
     layer.moe = c.IsMoeLayer(l);
     if (!layer.moe) {
@@ -187,7 +194,8 @@ std::vector<double> ReferenceModel::RmsNorm(
   double sum_sq = 0;
   for (double v : x) sum_sq += v * v;
   const double scale =
-      1.0 / std::sqrt(sum_sq / x.size() + static_cast<double>(config_.rms_norm_eps));
+      1.0 /
+      std::sqrt(sum_sq / x.size() + static_cast<double>(config_.rms_norm_eps));
   std::vector<double> y(x.size());
   for (size_t i = 0; i < x.size(); ++i) y[i] = weight[i] * (x[i] * scale);
   return y;
@@ -246,8 +254,7 @@ std::vector<std::vector<double>> ReferenceModel::Attention(
 
   const int group = c.num_heads / c.num_kv_heads;
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  const int window =
-      ablation_.ignore_sliding_window ? 0 : c.sliding_window;
+  const int window = ablation_.ignore_sliding_window ? 0 : c.sliding_window;
   std::vector<std::vector<double>> out(n);
   for (int t = 0; t < n; ++t) {
     std::vector<double> heads_out(c.q_dim(), 0.0);
@@ -306,10 +313,9 @@ ReferenceModel::MoeOutput ReferenceModel::Moe(
   }
   if (layer.has_shared) {
     const std::vector<double> y = RunFfn(layer.shared, x);
-    const double gate =
-        ablation_.skip_shared_expert_gate
-            ? 1.0
-            : Sigmoid(Linear(layer.shared_gate, {}, x)[0]);
+    const double gate = ablation_.skip_shared_expert_gate
+                            ? 1.0
+                            : Sigmoid(Linear(layer.shared_gate, {}, x)[0]);
     for (int i = 0; i < c.hidden_size; ++i) result.out[i] += gate * y[i];
   }
   return result;
@@ -354,7 +360,8 @@ ReferenceModel::ForwardResult ReferenceModel::Forward(
 
   const Matrix& head = c.tie_word_embeddings ? embed_ : lm_head_;
   for (int t = all_logits ? 0 : n - 1; t < n; ++t) {
-    result.logits.push_back(ToFloat(Linear(head, {}, RmsNorm(h[t], final_norm_))));
+    result.logits.push_back(
+        ToFloat(Linear(head, {}, RmsNorm(h[t], final_norm_))));
   }
   return result;
 }
@@ -417,7 +424,8 @@ absl::StatusOr<std::vector<FixtureCase>> LoadFixtureCases(
     for (const auto& js : jc.at("steps")) {
       FixtureStep step;
       step.token = js.at("token").get<int32_t>();
-      for (const auto& v : js.at("logits")) step.logits.push_back(v.get<float>());
+      for (const auto& v : js.at("logits"))
+        step.logits.push_back(v.get<float>());
       fc.steps.push_back(std::move(step));
     }
     for (const auto& layer : jc.at("prompt_routing_last_token")) {

@@ -73,12 +73,12 @@ class ReferenceModel {
     std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty: no bias
     std::vector<float> q_norm, k_norm;                  // empty: no qk norm
     bool moe = false;
-    Ffn dense;                   // dense layers
-    Matrix router;               // [experts, H]
+    Ffn dense;      // dense layers
+    Matrix router;  // [experts, H]
     std::vector<Ffn> experts;
     bool has_shared = false;
     Ffn shared;
-    Matrix shared_gate;          // [1, H]
+    Matrix shared_gate;  // [1, H]
   };
   struct ForwardResult {
     std::vector<std::vector<float>> logits;  // per requested position

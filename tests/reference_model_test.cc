@@ -53,8 +53,8 @@ TEST_P(ReferenceFixtureTest, LastPositionLogitsEqualAllLogitsRow) {
                          kLogitTolerance));
   std::vector<int32_t> prefix = fc.prompt;
   prefix.push_back(fc.steps[0].token);
-  EXPECT_TRUE(LogitsNear(model->Logits(prefix), fc.steps[1].logits,
-                         kLogitTolerance));
+  EXPECT_TRUE(
+      LogitsNear(model->Logits(prefix), fc.steps[1].logits, kLogitTolerance));
 }
 
 TEST_P(ReferenceFixtureTest, GreedyReproducesEveryCase) {
@@ -124,7 +124,8 @@ TEST(ReferenceAblationTest, LeavingOutAPieceBreaksTheFixture) {
   for (const AblationCase& a : ablations) {
     SCOPED_TRACE(a.fixture + " without " + a.what);
     const std::string dir = FixtureDir(a.fixture);
-    absl::StatusOr<ReferenceModel> model = ReferenceModel::Load(dir, a.ablation);
+    absl::StatusOr<ReferenceModel> model =
+        ReferenceModel::Load(dir, a.ablation);
     ASSERT_TRUE(model.ok()) << model.status();
     absl::StatusOr<std::vector<FixtureCase>> cases = LoadFixtureCases(dir);
     ASSERT_TRUE(cases.ok()) << cases.status();
