@@ -1,1 +1,3 @@
 # Unit tests of core/ (owned by the unit-test work; one moe_test per file).
+moe_test(dtype_test dtype_test.cc)
+moe_test(model_config_test model_config_test.cc)

@@ -1,0 +1,664 @@
+// Tests of core/model_config.h: parsing Hugging Face config.json files of
+// every family, the errors for bad configs, and the JSON round trip.
+#include "core/model_config.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/test_util.h"
+
+namespace moe {
+namespace {
+
+using ::moe::testing::FixtureDir;
+using ::moe::testing::ReadFileOrDie;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using Json = nlohmann::json;
+
+// Minimal valid configs of each family, edited by the error tests.
+Json MixtralJson() {
+  return Json::parse(R"({
+    "architectures": ["MixtralForCausalLM"],
+    "model_type": "mixtral",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 512,
+    "intermediate_size": 96,
+    "num_local_experts": 8,
+    "num_experts_per_tok": 2,
+    "eos_token_id": 2
+  })");
+}
+
+Json Qwen2MoeJson() {
+  return Json::parse(R"({
+    "architectures": ["Qwen2MoeForCausalLM"],
+    "model_type": "qwen2_moe",
+    "hidden_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 512,
+    "num_experts": 8,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 48,
+    "intermediate_size": 96,
+    "shared_expert_intermediate_size": 80,
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": []
+  })");
+}
+
+Json Qwen3MoeJson() {
+  return Json::parse(R"({
+    "architectures": ["Qwen3MoeForCausalLM"],
+    "model_type": "qwen3_moe",
+    "hidden_size": 64,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "vocab_size": 600,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "max_position_embeddings": 8192,
+    "num_experts": 16,
+    "num_experts_per_tok": 4,
+    "moe_intermediate_size": 40,
+    "norm_topk_prob": true,
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": [],
+    "attention_bias": false,
+    "tie_word_embeddings": true,
+    "bos_token_id": 5,
+    "eos_token_id": [7, 9],
+    "torch_dtype": "bfloat16"
+  })");
+}
+
+Json OlmoeJson() {
+  return Json::parse(R"({
+    "architectures": ["OlmoeForCausalLM"],
+    "model_type": "olmoe",
+    "hidden_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 6,
+    "vocab_size": 300,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 10000.0,
+    "max_position_embeddings": 4096,
+    "intermediate_size": 32,
+    "num_experts": 8,
+    "num_experts_per_tok": 2,
+    "norm_topk_prob": false,
+    "clip_qkv": 8.0,
+    "attention_bias": false,
+    "bos_token_id": null,
+    "eos_token_id": 299,
+    "torch_dtype": "float32"
+  })");
+}
+
+absl::StatusOr<ModelConfig> Parse(const Json& j) {
+  return ParseModelConfig(j.dump());
+}
+
+ModelConfig ParseOk(const Json& j) {
+  absl::StatusOr<ModelConfig> c = Parse(j);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? *c : ModelConfig{};
+}
+
+// Expects `j` to be rejected with INVALID_ARGUMENT naming `field`.
+void ExpectErrorNaming(const Json& j, const std::string& field) {
+  absl::StatusOr<ModelConfig> c = Parse(j);
+  ASSERT_FALSE(c.ok()) << "accepted: " << j.dump();
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument)
+      << c.status();
+  EXPECT_THAT(c.status().message(), HasSubstr(field)) << j.dump();
+}
+
+void ExpectSameConfig(const ModelConfig& a, const ModelConfig& b) {
+  EXPECT_EQ(a.family, b.family);
+  EXPECT_EQ(a.hidden_size, b.hidden_size);
+  EXPECT_EQ(a.num_layers, b.num_layers);
+  EXPECT_EQ(a.num_heads, b.num_heads);
+  EXPECT_EQ(a.num_kv_heads, b.num_kv_heads);
+  EXPECT_EQ(a.head_dim, b.head_dim);
+  EXPECT_EQ(a.vocab_size, b.vocab_size);
+  EXPECT_EQ(a.rms_norm_eps, b.rms_norm_eps);
+  EXPECT_EQ(a.rope_theta, b.rope_theta);
+  EXPECT_EQ(a.max_position_embeddings, b.max_position_embeddings);
+  EXPECT_EQ(a.tie_word_embeddings, b.tie_word_embeddings);
+  EXPECT_EQ(a.qkv_bias, b.qkv_bias);
+  EXPECT_EQ(a.o_bias, b.o_bias);
+  EXPECT_EQ(a.qk_norm, b.qk_norm);
+  EXPECT_EQ(a.clip_qkv, b.clip_qkv);
+  EXPECT_EQ(a.sliding_window, b.sliding_window);
+  EXPECT_EQ(a.num_experts, b.num_experts);
+  EXPECT_EQ(a.num_experts_per_tok, b.num_experts_per_tok);
+  EXPECT_EQ(a.expert_intermediate_size, b.expert_intermediate_size);
+  EXPECT_EQ(a.norm_topk_prob, b.norm_topk_prob);
+  EXPECT_EQ(a.decoder_sparse_step, b.decoder_sparse_step);
+  EXPECT_EQ(a.mlp_only_layers, b.mlp_only_layers);
+  EXPECT_EQ(a.dense_intermediate_size, b.dense_intermediate_size);
+  EXPECT_EQ(a.shared_expert_intermediate_size,
+            b.shared_expert_intermediate_size);
+  EXPECT_EQ(a.bos_token_id, b.bos_token_id);
+  EXPECT_EQ(a.eos_token_ids, b.eos_token_ids);
+  EXPECT_EQ(a.torch_dtype, b.torch_dtype);
+}
+
+TEST(ModelConfigTest, TinyMixtralFixture) {
+  absl::StatusOr<ModelConfig> loaded = LoadModelConfig(FixtureDir("tiny-mixtral"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const ModelConfig& c = *loaded;
+  EXPECT_EQ(c.family, ModelFamily::kMixtral);
+  EXPECT_EQ(c.hidden_size, 64);
+  EXPECT_EQ(c.num_layers, 2);
+  EXPECT_EQ(c.num_heads, 4);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.q_dim(), 64);
+  EXPECT_EQ(c.kv_dim(), 32);
+  EXPECT_EQ(c.vocab_size, 512);
+  EXPECT_EQ(c.rms_norm_eps, 1e-5f);
+  EXPECT_EQ(c.rope_theta, 10000.0);
+  EXPECT_EQ(c.max_position_embeddings, 4096);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_FALSE(c.o_bias);
+  EXPECT_EQ(c.qk_norm, QkNorm::kNone);
+  EXPECT_EQ(c.clip_qkv, 0.0f);
+  EXPECT_EQ(c.sliding_window, 0);
+  EXPECT_EQ(c.num_experts, 8);
+  EXPECT_EQ(c.num_experts_per_tok, 2);
+  EXPECT_EQ(c.expert_intermediate_size, 96);
+  EXPECT_TRUE(c.norm_topk_prob);  // Mixtral always renormalises
+  EXPECT_EQ(c.decoder_sparse_step, 1);
+  EXPECT_THAT(c.mlp_only_layers, IsEmpty());
+  EXPECT_EQ(c.dense_intermediate_size, 0);
+  EXPECT_EQ(c.shared_expert_intermediate_size, 0);
+  EXPECT_FALSE(c.has_shared_expert());
+  EXPECT_EQ(c.bos_token_id, 1);
+  EXPECT_THAT(c.eos_token_ids, ElementsAre(2));
+  EXPECT_EQ(c.torch_dtype, "bfloat16");
+  EXPECT_TRUE(c.IsMoeLayer(0));
+  EXPECT_TRUE(c.IsMoeLayer(1));
+  EXPECT_EQ(c.NumMoeLayers(), 2);
+}
+
+TEST(ModelConfigTest, TinyQwen2MoeFixture) {
+  absl::StatusOr<ModelConfig> loaded =
+      LoadModelConfig(FixtureDir("tiny-qwen2-moe"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const ModelConfig& c = *loaded;
+  EXPECT_EQ(c.family, ModelFamily::kQwen2Moe);
+  EXPECT_EQ(c.hidden_size, 64);
+  EXPECT_EQ(c.num_layers, 3);
+  EXPECT_EQ(c.num_heads, 4);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.vocab_size, 512);
+  EXPECT_EQ(c.rms_norm_eps, 1e-5f);
+  EXPECT_EQ(c.rope_theta, 10000.0);
+  EXPECT_EQ(c.max_position_embeddings, 4096);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_TRUE(c.qkv_bias);
+  EXPECT_FALSE(c.o_bias);
+  EXPECT_EQ(c.qk_norm, QkNorm::kNone);
+  EXPECT_EQ(c.clip_qkv, 0.0f);
+  EXPECT_EQ(c.sliding_window, 0);
+  EXPECT_EQ(c.num_experts, 8);
+  EXPECT_EQ(c.num_experts_per_tok, 3);
+  EXPECT_EQ(c.expert_intermediate_size, 48);
+  EXPECT_FALSE(c.norm_topk_prob);
+  EXPECT_EQ(c.decoder_sparse_step, 1);
+  EXPECT_THAT(c.mlp_only_layers, ElementsAre(1));
+  EXPECT_EQ(c.dense_intermediate_size, 96);
+  EXPECT_EQ(c.shared_expert_intermediate_size, 96);
+  EXPECT_TRUE(c.has_shared_expert());
+  EXPECT_EQ(c.bos_token_id, 1);
+  EXPECT_THAT(c.eos_token_ids, ElementsAre(2));
+  EXPECT_EQ(c.torch_dtype, "bfloat16");
+  EXPECT_TRUE(c.IsMoeLayer(0));
+  EXPECT_FALSE(c.IsMoeLayer(1));
+  EXPECT_TRUE(c.IsMoeLayer(2));
+  EXPECT_EQ(c.NumMoeLayers(), 2);
+}
+
+TEST(ModelConfigTest, ParseAndLoadAgree) {
+  const std::string dir = FixtureDir("tiny-qwen2-moe");
+  absl::StatusOr<ModelConfig> parsed =
+      ParseModelConfig(ReadFileOrDie(dir + "/config.json"));
+  absl::StatusOr<ModelConfig> loaded = LoadModelConfig(dir);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ExpectSameConfig(*parsed, *loaded);
+}
+
+TEST(ModelConfigTest, LoadFromMissingDirectoryFails) {
+  absl::StatusOr<ModelConfig> c = LoadModelConfig("/nonexistent/moe/model");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("config.json"));
+}
+
+TEST(ModelConfigTest, Qwen3Moe) {
+  const ModelConfig c = ParseOk(Qwen3MoeJson());
+  EXPECT_EQ(c.family, ModelFamily::kQwen3Moe);
+  EXPECT_EQ(c.hidden_size, 64);
+  EXPECT_EQ(c.num_layers, 3);
+  EXPECT_EQ(c.num_heads, 4);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 32);  // explicit, not hidden / heads
+  EXPECT_EQ(c.q_dim(), 128);
+  EXPECT_EQ(c.kv_dim(), 64);
+  EXPECT_EQ(c.vocab_size, 600);
+  EXPECT_EQ(c.rms_norm_eps, 1e-6f);
+  EXPECT_EQ(c.rope_theta, 1e6);
+  EXPECT_EQ(c.max_position_embeddings, 8192);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_FALSE(c.o_bias);
+  EXPECT_EQ(c.qk_norm, QkNorm::kPerHead);
+  EXPECT_EQ(c.clip_qkv, 0.0f);
+  EXPECT_EQ(c.num_experts, 16);
+  EXPECT_EQ(c.num_experts_per_tok, 4);
+  EXPECT_EQ(c.expert_intermediate_size, 40);
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_FALSE(c.has_shared_expert());
+  EXPECT_EQ(c.dense_intermediate_size, 0);
+  EXPECT_EQ(c.bos_token_id, 5);
+  EXPECT_THAT(c.eos_token_ids, ElementsAre(7, 9));
+  EXPECT_EQ(c.NumMoeLayers(), 3);
+}
+
+TEST(ModelConfigTest, Qwen3MoeAttentionBias) {
+  Json j = Qwen3MoeJson();
+  j["attention_bias"] = true;
+  const ModelConfig c = ParseOk(j);
+  EXPECT_TRUE(c.qkv_bias);
+  EXPECT_TRUE(c.o_bias);
+}
+
+TEST(ModelConfigTest, Qwen3MoeRequiresHeadDim) {
+  Json j = Qwen3MoeJson();
+  j.erase("head_dim");
+  ExpectErrorNaming(j, "head_dim");
+}
+
+TEST(ModelConfigTest, Olmoe) {
+  const ModelConfig c = ParseOk(OlmoeJson());
+  EXPECT_EQ(c.family, ModelFamily::kOlmoe);
+  EXPECT_EQ(c.hidden_size, 96);
+  EXPECT_EQ(c.num_layers, 2);
+  EXPECT_EQ(c.num_heads, 6);
+  EXPECT_EQ(c.num_kv_heads, 6);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.vocab_size, 300);
+  EXPECT_EQ(c.rms_norm_eps, 1e-5f);
+  EXPECT_EQ(c.rope_theta, 1e4);
+  EXPECT_EQ(c.qk_norm, QkNorm::kWholeProjection);
+  EXPECT_EQ(c.clip_qkv, 8.0f);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_FALSE(c.o_bias);
+  EXPECT_EQ(c.num_experts, 8);
+  EXPECT_EQ(c.num_experts_per_tok, 2);
+  EXPECT_EQ(c.expert_intermediate_size, 32);
+  EXPECT_FALSE(c.norm_topk_prob);
+  EXPECT_FALSE(c.has_shared_expert());
+  EXPECT_EQ(c.bos_token_id, -1);
+  EXPECT_THAT(c.eos_token_ids, ElementsAre(299));
+  EXPECT_EQ(c.torch_dtype, "float32");
+  EXPECT_TRUE(c.IsMoeLayer(0));
+  EXPECT_TRUE(c.IsMoeLayer(1));
+}
+
+TEST(ModelConfigTest, OlmoeWithoutClip) {
+  Json j = OlmoeJson();
+  j["clip_qkv"] = nullptr;
+  EXPECT_EQ(ParseOk(j).clip_qkv, 0.0f);
+  j.erase("clip_qkv");
+  EXPECT_EQ(ParseOk(j).clip_qkv, 0.0f);
+}
+
+TEST(ModelConfigTest, FamilyDefaultsFollowTransformers) {
+  // Mixtral: rope_theta 1e6, rms_norm_eps 1e-5.
+  Json mixtral = MixtralJson();
+  ModelConfig c = ParseOk(mixtral);
+  EXPECT_EQ(c.rope_theta, 1e6);
+  EXPECT_EQ(c.rms_norm_eps, 1e-5f);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.bos_token_id, -1);
+  // Qwen2-MoE: rope_theta 1e4, rms_norm_eps 1e-6, no renormalisation.
+  c = ParseOk(Qwen2MoeJson());
+  EXPECT_EQ(c.rope_theta, 1e4);
+  EXPECT_EQ(c.rms_norm_eps, 1e-6f);
+  EXPECT_FALSE(c.norm_topk_prob);
+  // Qwen3-MoE: rms_norm_eps 1e-6, rope_theta 1e4.
+  Json qwen3 = Qwen3MoeJson();
+  qwen3.erase("rms_norm_eps");
+  qwen3.erase("rope_theta");
+  qwen3.erase("norm_topk_prob");
+  c = ParseOk(qwen3);
+  EXPECT_EQ(c.rms_norm_eps, 1e-6f);
+  EXPECT_EQ(c.rope_theta, 1e4);
+  EXPECT_FALSE(c.norm_topk_prob);
+  // OLMoE: rms_norm_eps 1e-5, rope_theta 1e4.
+  Json olmoe = OlmoeJson();
+  olmoe.erase("rms_norm_eps");
+  olmoe.erase("rope_theta");
+  c = ParseOk(olmoe);
+  EXPECT_EQ(c.rms_norm_eps, 1e-5f);
+  EXPECT_EQ(c.rope_theta, 1e4);
+}
+
+TEST(ModelConfigTest, MixtralSlidingWindow) {
+  Json j = MixtralJson();
+  j["sliding_window"] = 4096;
+  EXPECT_EQ(ParseOk(j).sliding_window, 4096);
+  j["sliding_window"] = nullptr;
+  EXPECT_EQ(ParseOk(j).sliding_window, 0);
+}
+
+TEST(ModelConfigTest, MixtralIgnoresNormTopkProbFalse) {
+  Json j = MixtralJson();
+  j["norm_topk_prob"] = false;
+  EXPECT_TRUE(ParseOk(j).norm_topk_prob);
+}
+
+TEST(ModelConfigTest, DecoderSparseStepAndMlpOnlyLayers) {
+  Json j = Qwen2MoeJson();  // 4 layers
+  j["decoder_sparse_step"] = 2;
+  ModelConfig c = ParseOk(j);
+  // Hugging Face: MoE when (layer + 1) % decoder_sparse_step == 0.
+  EXPECT_FALSE(c.IsMoeLayer(0));
+  EXPECT_TRUE(c.IsMoeLayer(1));
+  EXPECT_FALSE(c.IsMoeLayer(2));
+  EXPECT_TRUE(c.IsMoeLayer(3));
+  EXPECT_EQ(c.NumMoeLayers(), 2);
+  EXPECT_EQ(c.dense_intermediate_size, 96);
+
+  j["mlp_only_layers"] = {3};
+  c = ParseOk(j);
+  EXPECT_FALSE(c.IsMoeLayer(0));
+  EXPECT_TRUE(c.IsMoeLayer(1));
+  EXPECT_FALSE(c.IsMoeLayer(2));
+  EXPECT_FALSE(c.IsMoeLayer(3));
+  EXPECT_EQ(c.NumMoeLayers(), 1);
+
+  j["decoder_sparse_step"] = 1;
+  j["mlp_only_layers"] = {0, 2};
+  c = ParseOk(j);
+  EXPECT_FALSE(c.IsMoeLayer(0));
+  EXPECT_TRUE(c.IsMoeLayer(1));
+  EXPECT_FALSE(c.IsMoeLayer(2));
+  EXPECT_TRUE(c.IsMoeLayer(3));
+  EXPECT_THAT(c.mlp_only_layers, ElementsAre(0, 2));
+
+  // Qwen3-MoE follows the same rule.
+  Json q3 = Qwen3MoeJson();
+  q3["mlp_only_layers"] = {0};
+  q3["intermediate_size"] = 128;
+  c = ParseOk(q3);
+  EXPECT_FALSE(c.IsMoeLayer(0));
+  EXPECT_TRUE(c.IsMoeLayer(1));
+  EXPECT_TRUE(c.IsMoeLayer(2));
+  EXPECT_EQ(c.dense_intermediate_size, 128);
+}
+
+TEST(ModelConfigTest, DenseLayersNeedIntermediateSize) {
+  Json j = Qwen2MoeJson();
+  j["mlp_only_layers"] = {1};
+  j.erase("intermediate_size");
+  ExpectErrorNaming(j, "intermediate_size");
+}
+
+TEST(ModelConfigTest, ModelTypeFallback) {
+  Json j = MixtralJson();
+  j.erase("architectures");
+  EXPECT_EQ(ParseOk(j).family, ModelFamily::kMixtral);
+  j = Qwen2MoeJson();
+  j.erase("architectures");
+  EXPECT_EQ(ParseOk(j).family, ModelFamily::kQwen2Moe);
+  j = Qwen3MoeJson();
+  j.erase("architectures");
+  EXPECT_EQ(ParseOk(j).family, ModelFamily::kQwen3Moe);
+  j = OlmoeJson();
+  j.erase("architectures");
+  EXPECT_EQ(ParseOk(j).family, ModelFamily::kOlmoe);
+}
+
+TEST(ModelConfigTest, UnknownArchitectureNamesIt) {
+  Json j = MixtralJson();
+  j["architectures"] = {"LlamaForCausalLM"};
+  ExpectErrorNaming(j, "LlamaForCausalLM");
+  j.erase("architectures");
+  j["model_type"] = "llama";
+  ExpectErrorNaming(j, "llama");
+}
+
+TEST(ModelConfigTest, NoArchitectureNorModelType) {
+  Json j = MixtralJson();
+  j.erase("architectures");
+  j.erase("model_type");
+  ExpectErrorNaming(j, "architectures");
+}
+
+TEST(ModelConfigTest, FamilyNames) {
+  for (ModelFamily f : {ModelFamily::kMixtral, ModelFamily::kQwen2Moe,
+                        ModelFamily::kQwen3Moe, ModelFamily::kOlmoe}) {
+    absl::StatusOr<ModelFamily> by_name = ParseFamily(FamilyName(f));
+    absl::StatusOr<ModelFamily> by_arch = ParseFamily(ArchitectureName(f));
+    ASSERT_TRUE(by_name.ok()) << by_name.status();
+    ASSERT_TRUE(by_arch.ok()) << by_arch.status();
+    EXPECT_EQ(*by_name, f);
+    EXPECT_EQ(*by_arch, f);
+  }
+  EXPECT_EQ(ArchitectureName(ModelFamily::kQwen3Moe), "Qwen3MoeForCausalLM");
+  EXPECT_EQ(FamilyName(ModelFamily::kOlmoe), "olmoe");
+  absl::StatusOr<ModelFamily> bad = ParseFamily("LlamaForCausalLM");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("LlamaForCausalLM"));
+}
+
+TEST(ModelConfigTest, MissingRequiredFieldsAreNamed) {
+  struct Case {
+    Json base;
+    const char* field;
+  };
+  const Case cases[] = {
+      {MixtralJson(), "hidden_size"},
+      {MixtralJson(), "num_hidden_layers"},
+      {MixtralJson(), "num_attention_heads"},
+      {MixtralJson(), "vocab_size"},
+      {MixtralJson(), "num_local_experts"},
+      {MixtralJson(), "num_experts_per_tok"},
+      {MixtralJson(), "intermediate_size"},
+      {Qwen2MoeJson(), "hidden_size"},
+      {Qwen2MoeJson(), "num_hidden_layers"},
+      {Qwen2MoeJson(), "num_experts"},
+      {Qwen2MoeJson(), "moe_intermediate_size"},
+      {Qwen2MoeJson(), "shared_expert_intermediate_size"},
+      {Qwen3MoeJson(), "num_experts"},
+      {Qwen3MoeJson(), "moe_intermediate_size"},
+      {OlmoeJson(), "num_experts"},
+      {OlmoeJson(), "intermediate_size"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string(c.base["model_type"].get<std::string>()) +
+                 " without " + c.field);
+    Json j = c.base;
+    ASSERT_EQ(j.erase(c.field), 1u);
+    ExpectErrorNaming(j, c.field);
+    // null counts as missing.
+    j[c.field] = nullptr;
+    ExpectErrorNaming(j, c.field);
+  }
+}
+
+TEST(ModelConfigTest, WrongTypesAreNamed) {
+  struct Case {
+    const char* field;
+    Json value;
+  };
+  const Case cases[] = {
+      {"hidden_size", "64"},
+      {"hidden_size", 64.5},
+      {"hidden_size", -64},
+      {"hidden_size", 0},
+      {"num_hidden_layers", true},
+      {"num_attention_heads", Json::array({4})},
+      {"num_key_value_heads", "2"},
+      {"num_key_value_heads", 0},
+      {"vocab_size", Json::object()},
+      {"num_local_experts", "8"},
+      {"num_experts_per_tok", 2.5},
+      {"intermediate_size", "96"},
+      {"rms_norm_eps", "1e-5"},
+      {"rope_theta", "10000"},
+      {"tie_word_embeddings", "yes"},
+      {"tie_word_embeddings", 1},
+      {"eos_token_id", "2"},
+      {"eos_token_id", Json::array({2, "3"})},
+      {"bos_token_id", 1.5},
+      {"max_position_embeddings", "4096"},
+      {"sliding_window", "4096"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string(c.field) + " = " + c.value.dump());
+    Json j = MixtralJson();
+    j[c.field] = c.value;
+    ExpectErrorNaming(j, c.field);
+  }
+  Json q = Qwen2MoeJson();
+  q["mlp_only_layers"] = "1";
+  ExpectErrorNaming(q, "mlp_only_layers");
+  q = Qwen2MoeJson();
+  q["norm_topk_prob"] = "false";
+  ExpectErrorNaming(q, "norm_topk_prob");
+  q = Qwen2MoeJson();
+  q["decoder_sparse_step"] = 0;
+  ExpectErrorNaming(q, "decoder_sparse_step");
+  q = Qwen2MoeJson();
+  q["shared_expert_intermediate_size"] = "80";
+  ExpectErrorNaming(q, "shared_expert_intermediate_size");
+  Json o = OlmoeJson();
+  o["clip_qkv"] = "8";
+  ExpectErrorNaming(o, "clip_qkv");
+  o["clip_qkv"] = -1.0;
+  ExpectErrorNaming(o, "clip_qkv");
+}
+
+TEST(ModelConfigTest, InvalidJson) {
+  for (const char* text : {"", "{", "{\"hidden_size\": 64,}", "not json",
+                           "[1, 2]", "42"}) {
+    absl::StatusOr<ModelConfig> c = ParseModelConfig(text);
+    ASSERT_FALSE(c.ok()) << text;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << text;
+  }
+}
+
+TEST(ModelConfigTest, KvHeadsMustDivideHeads) {
+  Json j = MixtralJson();
+  j["num_key_value_heads"] = 3;
+  ExpectErrorNaming(j, "num_key_value_heads");
+  j["num_key_value_heads"] = 8;  // more kv heads than heads
+  ExpectErrorNaming(j, "num_key_value_heads");
+}
+
+TEST(ModelConfigTest, TopKAboveExpertCount) {
+  Json j = MixtralJson();
+  j["num_experts_per_tok"] = 9;
+  ExpectErrorNaming(j, "num_experts_per_tok");
+  j["num_experts_per_tok"] = 8;  // all experts is fine
+  EXPECT_EQ(ParseOk(j).num_experts_per_tok, 8);
+  Json q = Qwen2MoeJson();
+  q["num_experts_per_tok"] = 9;
+  ExpectErrorNaming(q, "num_experts_per_tok");
+}
+
+TEST(ModelConfigTest, RopeScalingIsRejected) {
+  Json j = MixtralJson();
+  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  ExpectErrorNaming(j, "rope_scaling");
+  j["rope_scaling"] = nullptr;
+  EXPECT_TRUE(Parse(j).ok());
+}
+
+TEST(ModelConfigTest, MlpOnlyLayersOutOfRange) {
+  for (int bad : {4, 100, -1}) {
+    Json j = Qwen2MoeJson();  // 4 layers
+    j["mlp_only_layers"] = {0, bad};
+    ExpectErrorNaming(j, "mlp_only_layers");
+  }
+}
+
+TEST(ModelConfigTest, EosOutsideVocabulary) {
+  Json j = MixtralJson();  // vocab 512
+  j["eos_token_id"] = 512;
+  ExpectErrorNaming(j, "eos_token_id");
+  j["eos_token_id"] = {2, 600};
+  ExpectErrorNaming(j, "eos_token_id");
+  j["eos_token_id"] = -3;
+  ExpectErrorNaming(j, "eos_token_id");
+  j["eos_token_id"] = {0, 511};
+  EXPECT_THAT(ParseOk(j).eos_token_ids, ElementsAre(0, 511));
+}
+
+TEST(ModelConfigTest, RoundTripsThroughJsonForAllFamilies) {
+  std::vector<ModelConfig> configs;
+  for (const char* fixture : {"tiny-mixtral", "tiny-qwen2-moe"}) {
+    absl::StatusOr<ModelConfig> c = LoadModelConfig(FixtureDir(fixture));
+    ASSERT_TRUE(c.ok()) << c.status();
+    configs.push_back(*c);
+  }
+  Json mixtral = MixtralJson();
+  mixtral["sliding_window"] = 1024;
+  mixtral["tie_word_embeddings"] = true;
+  mixtral["rms_norm_eps"] = 3e-6;
+  mixtral["eos_token_id"] = {2, 3, 4};
+  configs.push_back(ParseOk(mixtral));
+  Json qwen2 = Qwen2MoeJson();
+  qwen2["decoder_sparse_step"] = 2;
+  qwen2["mlp_only_layers"] = {3};
+  qwen2["norm_topk_prob"] = true;
+  configs.push_back(ParseOk(qwen2));
+  configs.push_back(ParseOk(Qwen3MoeJson()));
+  Json qwen3 = Qwen3MoeJson();
+  qwen3["attention_bias"] = true;
+  qwen3["mlp_only_layers"] = {1};
+  qwen3["intermediate_size"] = 72;
+  configs.push_back(ParseOk(qwen3));
+  configs.push_back(ParseOk(OlmoeJson()));
+  Json olmoe = OlmoeJson();
+  olmoe["clip_qkv"] = nullptr;
+  olmoe["attention_bias"] = true;
+  olmoe["norm_topk_prob"] = true;
+  configs.push_back(ParseOk(olmoe));
+
+  for (const ModelConfig& c : configs) {
+    SCOPED_TRACE(std::string(FamilyName(c.family)));
+    const std::string text = ModelConfigToJson(c);
+    // The output is in the family's Hugging Face layout.
+    const Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(j.is_discarded()) << text;
+    ASSERT_TRUE(j.contains("architectures")) << text;
+    EXPECT_EQ(j["architectures"][0], std::string(ArchitectureName(c.family)));
+    absl::StatusOr<ModelConfig> back = ParseModelConfig(text);
+    ASSERT_TRUE(back.ok()) << back.status() << "\n" << text;
+    ExpectSameConfig(c, *back);
+  }
+}
+
+}  // namespace
+}  // namespace moe
