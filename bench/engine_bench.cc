@@ -1,0 +1,539 @@
+// moe-bench: memory bandwidth and single-process engine throughput on a
+// generated Mixtral-shaped model (~2.2 GB of BF16), in one run.
+//
+// Prints a table to stdout and merges its figures into a JSON report (other
+// keys of an existing report are kept). Progress goes to stderr.
+//
+//   build/bin/moe-bench [--report build/bench/report.json]
+//                       [--model_cache build/bench/models/mixtral-bench]
+//
+// Measurements:
+//   memory_bandwidth_gbps       STREAM triad a = b + s*c, doubles, one thread
+//                               per core on contiguous slices, best of 5;
+//                               24 bytes per element.
+//   memory_read_bandwidth_gbps  sum over a float array, best of 5.
+//   model_load_seconds          Engine::Load with weights faulted in.
+//   engine_decode_b{1,8,32}_tokens_per_s
+//                               generated tokens per second of decode time
+//                               (prefill excluded), greedy, best of N runs.
+//   engine_decode_b1_bw_fraction
+//                               b1 tokens/s * active weight bytes per token
+//                               / triad bandwidth.
+//   engine_prefill_tokens_per_s one prompt of --prefill_tokens tokens.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/engine.h"
+#include "core/generator.h"
+#include "core/model_generator.h"
+#include "core/model_weights.h"
+#include "nlohmann/json.hpp"
+
+ABSL_FLAG(std::string, report, "build/bench/report.json",
+          "JSON report to write; an existing report is merged (its other keys "
+          "are kept, this program's are overwritten).");
+ABSL_FLAG(std::string, model_cache, "build/bench/models/mixtral-bench",
+          "Directory of the generated bench model; reused when its "
+          "bench_spec.json matches, regenerated otherwise.");
+ABSL_FLAG(bool, regenerate, false,
+          "Regenerate the bench model even if cached.");
+ABSL_FLAG(int, decode_steps, 64, "Decode steps per decode measurement.");
+ABSL_FLAG(int, prompt_tokens, 16, "Prompt length of the decode measurements.");
+ABSL_FLAG(int, prefill_tokens, 128,
+          "Prompt length of the prefill measurement.");
+ABSL_FLAG(int, repeats, 3, "Runs per engine measurement (the best counts).");
+ABSL_FLAG(int, threads, 0, "Engine and triad threads; 0 = one per core.");
+ABSL_FLAG(bool, skip_triad, false,
+          "Skip the bandwidth measurement (the bandwidth fraction then uses "
+          "the report's previous memory_bandwidth_gbps, if any).");
+ABSL_FLAG(bool, skip_engine, false, "Only measure memory bandwidth.");
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+[[noreturn]] void Die(const std::string& message) {
+  std::fprintf(stderr, "moe-bench: %s\n", message.c_str());
+  std::exit(1);
+}
+
+void Note(const std::string& message) {
+  std::fprintf(stderr, "[moe-bench] %s\n", message.c_str());
+}
+
+int NumThreads() {
+  const int flag = absl::GetFlag(FLAGS_threads);
+  if (flag > 0) return flag;
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// ---------------------------------------------------------------------------
+// Memory bandwidth.
+
+// Runs body(t) on `threads` threads released together; returns the seconds
+// from the release to the last thread's end (thread start-up excluded).
+double TimeOnThreads(int threads, const std::function<void(int)>& body) {
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  std::vector<Clock::time_point> ends(threads);
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      ready.fetch_add(1);
+      while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
+      body(t);
+      ends[t] = Clock::now();
+    });
+  }
+  while (ready.load() < threads) std::this_thread::yield();
+  const Clock::time_point start = Clock::now();
+  go.store(true, std::memory_order_release);
+  for (std::thread& w : workers) w.join();
+  const Clock::time_point end = *std::max_element(ends.begin(), ends.end());
+  return std::chrono::duration<double>(end - start).count();
+}
+
+// [begin, end) of slice t of n items split over `threads`.
+std::pair<int64_t, int64_t> Slice(int64_t n, int threads, int t) {
+  return {n * t / threads, n * (t + 1) / threads};
+}
+
+struct Bandwidth {
+  double triad_gbps = 0;
+  double read_gbps = 0;
+};
+
+Bandwidth MeasureBandwidth(int threads) {
+  constexpr int64_t kTriadElements = int64_t{32} << 20;  // 3 x 256 MB
+  constexpr int64_t kReadElements = int64_t{128} << 20;  // 512 MB of floats
+  constexpr int kRepetitions = 5;
+  Bandwidth result;
+  {
+    std::unique_ptr<double[]> a(new double[kTriadElements]);
+    std::unique_ptr<double[]> b(new double[kTriadElements]);
+    std::unique_ptr<double[]> c(new double[kTriadElements]);
+    // First touch by the thread that later streams the slice.
+    TimeOnThreads(threads, [&](int t) {
+      auto [lo, hi] = Slice(kTriadElements, threads, t);
+      for (int64_t i = lo; i < hi; ++i) {
+        a[i] = 0.0;
+        b[i] = 1.0;
+        c[i] = 2.0;
+      }
+    });
+    double best = 1e30;
+    for (int rep = 0; rep < kRepetitions; ++rep) {
+      const double scalar = 3.0 + rep;
+      double* pa = a.get();
+      const double* pb = b.get();
+      const double* pc = c.get();
+      best = std::min(best, TimeOnThreads(threads, [&](int t) {
+                        auto [lo, hi] = Slice(kTriadElements, threads, t);
+                        for (int64_t i = lo; i < hi; ++i)
+                          pa[i] = pb[i] + scalar * pc[i];
+                      }));
+    }
+    result.triad_gbps = 24.0 * kTriadElements / best / 1e9;
+    // Keep the stores observable.
+    if (a[kTriadElements / 2] != 1.0 + (3.0 + kRepetitions - 1) * 2.0) {
+      Die("triad produced a wrong result");
+    }
+  }
+  {
+    std::unique_ptr<float[]> x(new float[kReadElements]);
+    TimeOnThreads(threads, [&](int t) {
+      auto [lo, hi] = Slice(kReadElements, threads, t);
+      std::fill(x.get() + lo, x.get() + hi, 1.0f);
+    });
+    std::vector<double> sums(threads);
+    double best = 1e30;
+    for (int rep = 0; rep < kRepetitions; ++rep) {
+      best = std::min(best, TimeOnThreads(threads, [&](int t) {
+                        auto [lo, hi] = Slice(kReadElements, threads, t);
+                        // Independent partial sums let the compiler vectorise
+                        // the loop without reassociating floating-point
+                        // additions.
+                        constexpr int kLanes = 16;
+                        float acc[kLanes] = {};
+                        const float* p = x.get();
+                        int64_t i = lo;
+                        for (; i + kLanes <= hi; i += kLanes) {
+                          for (int j = 0; j < kLanes; ++j) acc[j] += p[i + j];
+                        }
+                        double sum = 0;
+                        for (; i < hi; ++i) sum += p[i];
+                        for (float v : acc) sum += v;
+                        sums[t] = sum;
+                      }));
+    }
+    double total = 0;
+    for (double s : sums) total += s;
+    if (total <= 0) Die("read pass produced a wrong result");
+    result.read_gbps = 4.0 * kReadElements / best / 1e9;
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------
+// The bench model.
+
+// Bump when the generator's output changes, to invalidate cached models.
+constexpr int kBenchModelVersion = 1;
+
+moe::GeneratorSpec BenchSpec() {
+  moe::GeneratorSpec spec;
+  moe::ModelConfig& c = spec.config;
+  c = moe::SmallConfig(moe::ModelFamily::kMixtral);
+  c.hidden_size = 1024;
+  c.num_layers = 8;
+  c.num_heads = 8;
+  c.num_kv_heads = 2;
+  c.head_dim = 128;
+  c.vocab_size = 32000;
+  c.num_experts = 16;
+  c.num_experts_per_tok = 2;
+  c.expert_intermediate_size = 2560;
+  spec.dtype = moe::DType::kBF16;
+  spec.num_shards = 1;
+  spec.seed = 1;
+  return spec;
+}
+
+// What identifies a generated model: the config as written plus the rest of
+// the spec.
+nlohmann::json SpecJson(const moe::GeneratorSpec& spec) {
+  nlohmann::json j;
+  j["version"] = kBenchModelVersion;
+  j["config"] = nlohmann::json::parse(moe::ModelConfigToJson(spec.config),
+                                      nullptr, false);
+  j["dtype"] = std::string(moe::DTypeName(spec.dtype));
+  j["num_shards"] = spec.num_shards;
+  j["seed"] = spec.seed;
+  return j;
+}
+
+std::optional<nlohmann::json> ReadJsonFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
+  if (j.is_discarded()) return std::nullopt;
+  return j;
+}
+
+bool WriteTextFile(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+  out.close();
+  return static_cast<bool>(out);
+}
+
+// Writes "written / total, rate" on one stderr line, at most ~5 times/second.
+class ProgressLine {
+ public:
+  explicit ProgressLine(std::string what) : what_(std::move(what)) {}
+  void Update(int64_t done, int64_t total) {
+    const Clock::time_point now = Clock::now();
+    if (done < total && shown_ &&
+        now - last_ < std::chrono::milliseconds(200)) {
+      return;
+    }
+    last_ = now;
+    const double seconds = SecondsSince(start_);
+    std::fprintf(stderr, "\r[moe-bench] %s %8.1f / %.1f MB (%3d%%) %6.0f MB/s ",
+                 what_.c_str(), done / 1e6, total / 1e6,
+                 total > 0 ? static_cast<int>(100.0 * done / total) : 100,
+                 seconds > 0 ? done / 1e6 / seconds : 0.0);
+    shown_ = true;
+  }
+  void Finish() {
+    if (shown_) std::fputc('\n', stderr);
+    shown_ = false;
+  }
+
+ private:
+  std::string what_;
+  Clock::time_point start_ = Clock::now();
+  Clock::time_point last_;
+  bool shown_ = false;
+};
+
+// Generates the bench model into `dir` unless it is already there.
+// Returns the generation time, or 0 when the cached model was reused.
+double EnsureBenchModel(const std::string& dir) {
+  const moe::GeneratorSpec spec = BenchSpec();
+  const nlohmann::json want = SpecJson(spec);
+  const std::string spec_path = dir + "/bench_spec.json";
+  std::optional<nlohmann::json> have = ReadJsonFile(spec_path);
+  if (!absl::GetFlag(FLAGS_regenerate) && have && *have == want &&
+      std::filesystem::exists(dir + "/config.json") &&
+      std::filesystem::exists(dir + "/model.safetensors")) {
+    Note(absl::StrCat("using the cached bench model in ", dir));
+    return 0;
+  }
+  Note(absl::StrCat("generating the bench model in ", dir,
+                    have ? " (cached spec differs)" : ""));
+  std::error_code ec;
+  std::filesystem::remove(spec_path, ec);
+  ProgressLine line("writing");
+  const Clock::time_point start = Clock::now();
+  const absl::Status status = moe::GenerateModel(
+      dir, spec,
+      [&](int64_t done, int64_t total) { line.Update(done, total); });
+  line.Finish();
+  if (!status.ok())
+    Die(absl::StrCat("generating the model: ", status.ToString()));
+  const double seconds = SecondsSince(start);
+  if (!WriteTextFile(spec_path, want.dump(2) + "\n")) {
+    Die(absl::StrCat("cannot write ", spec_path));
+  }
+  Note(absl::StrFormat("generated in %.1f s", seconds));
+  return seconds;
+}
+
+// ---------------------------------------------------------------------------
+// Engine measurements.
+
+std::vector<int32_t> RandomPrompt(std::mt19937& rng, int length, int vocab) {
+  std::uniform_int_distribution<int32_t> id(3, vocab - 1);
+  std::vector<int32_t> prompt(length);
+  for (int32_t& t : prompt) t = id(rng);
+  return prompt;
+}
+
+// `batch` greedy requests with random prompts, each generating
+// `decode_steps` tokens after the one sampled at the end of prefill.
+std::vector<moe::GenerationRequest> Requests(int batch, int prompt_tokens,
+                                             int decode_steps, int vocab,
+                                             uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<moe::GenerationRequest> requests(batch);
+  for (moe::GenerationRequest& r : requests) {
+    r.prompt = RandomPrompt(rng, prompt_tokens, vocab);
+    r.max_tokens = decode_steps + 1;
+    r.ignore_eos = true;
+  }
+  return requests;
+}
+
+moe::GenerationStats Run(moe::Engine& engine,
+                         const std::vector<moe::GenerationRequest>& requests) {
+  moe::GeneratorOptions options;
+  // The whole batch's prompts in one prefill step where possible.
+  options.prefill_chunk_tokens = 4096;
+  absl::StatusOr<moe::BatchGeneration> out =
+      moe::GenerateBatch(engine, requests, options);
+  if (!out.ok())
+    Die(absl::StrCat("generation failed: ", out.status().ToString()));
+  return out->stats;
+}
+
+// Best decode tokens/s of `repeats` runs of `batch` sequences, after one
+// shorter warm-up run.
+double MeasureDecode(moe::Engine& engine, int batch) {
+  const int vocab = engine.config().vocab_size;
+  const int steps = absl::GetFlag(FLAGS_decode_steps);
+  const int prompt = absl::GetFlag(FLAGS_prompt_tokens);
+  const int repeats = absl::GetFlag(FLAGS_repeats);
+  Note(absl::StrCat("decode, batch ", batch, ": warm-up"));
+  Run(engine, Requests(batch, prompt, std::min(steps, 8), vocab, 99));
+  double best = 0;
+  for (int r = 0; r < repeats; ++r) {
+    const moe::GenerationStats s =
+        Run(engine, Requests(batch, prompt, steps, vocab, 1000 + r));
+    const double rate =
+        s.decode_seconds > 0 ? s.decode_tokens / s.decode_seconds : 0;
+    Note(absl::StrFormat(
+        "decode, batch %d: run %d/%d: %d tokens in %.3f s = %.1f tokens/s",
+        batch, r + 1, repeats, s.decode_tokens, s.decode_seconds, rate));
+    best = std::max(best, rate);
+  }
+  return best;
+}
+
+double MeasurePrefill(moe::Engine& engine) {
+  const int vocab = engine.config().vocab_size;
+  const int tokens = absl::GetFlag(FLAGS_prefill_tokens);
+  const int repeats = absl::GetFlag(FLAGS_repeats);
+  Note(absl::StrCat("prefill, ", tokens, " tokens: warm-up"));
+  Run(engine, Requests(1, tokens, 0, vocab, 77));
+  double best = 0;
+  for (int r = 0; r < repeats; ++r) {
+    const moe::GenerationStats s =
+        Run(engine, Requests(1, tokens, 0, vocab, 2000 + r));
+    const double rate =
+        s.prefill_seconds > 0 ? s.prefill_tokens / s.prefill_seconds : 0;
+    Note(absl::StrFormat(
+        "prefill: run %d/%d: %d tokens in %.3f s = %.1f tokens/s", r + 1,
+        repeats, s.prefill_tokens, s.prefill_seconds, rate));
+    best = std::max(best, rate);
+  }
+  return best;
+}
+
+// ---------------------------------------------------------------------------
+// Report.
+
+struct Row {
+  std::string key;
+  double value;
+  std::string target;     // e.g. "<= 2", empty if none
+  bool met = true;        // meaningful only with a target
+  std::string reference;  // orientation figure, empty if none
+};
+
+void PrintTable(const std::vector<Row>& rows, const std::string& report) {
+  std::printf("%-34s %12s  %-8s %-6s %s\n", "key", "value", "target", "",
+              "reference");
+  for (const Row& r : rows) {
+    std::printf("%-34s %12.3f  %-8s %-6s %s\n", r.key.c_str(), r.value,
+                r.target.c_str(),
+                r.target.empty() ? "" : (r.met ? "ok" : "MISSED"),
+                r.reference.c_str());
+  }
+  std::printf("report written to %s\n", report.c_str());
+}
+
+void WriteReport(const std::string& path, const std::vector<Row>& rows,
+                 const nlohmann::json& extra) {
+  nlohmann::json report = nlohmann::json::object();
+  if (std::optional<nlohmann::json> old = ReadJsonFile(path);
+      old && old->is_object()) {
+    report = *old;
+  }
+  for (const Row& r : rows) report[r.key] = r.value;
+  for (auto it = extra.begin(); it != extra.end(); ++it) {
+    report[it.key()] = it.value();
+  }
+  const std::filesystem::path parent =
+      std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec)
+    Die(absl::StrCat("cannot create ", parent.string(), ": ", ec.message()));
+  if (!WriteTextFile(path, report.dump(2) + "\n")) {
+    Die(absl::StrCat("cannot write ", path));
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Measures memory bandwidth and engine throughput on a generated "
+      "Mixtral-shaped model.\n  moe-bench [--report FILE] [--model_cache DIR]");
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view path) {
+    return absl::StrContains(path, "bench/engine_bench");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) {
+    std::fprintf(stderr, "moe-bench: unexpected argument \"%s\"\n", rest[1]);
+    return 2;
+  }
+  for (const auto& [name, value] :
+       {std::pair{"decode_steps", absl::GetFlag(FLAGS_decode_steps)},
+        std::pair{"prompt_tokens", absl::GetFlag(FLAGS_prompt_tokens)},
+        std::pair{"prefill_tokens", absl::GetFlag(FLAGS_prefill_tokens)},
+        std::pair{"repeats", absl::GetFlag(FLAGS_repeats)}}) {
+    if (value < 1) {
+      std::fprintf(stderr, "moe-bench: --%s must be at least 1\n", name);
+      return 2;
+    }
+  }
+  const std::string report_path = absl::GetFlag(FLAGS_report);
+  const int threads = NumThreads();
+  std::vector<Row> rows;
+  nlohmann::json extra;
+  extra["bench_threads"] = threads;
+
+  std::optional<double> bandwidth;
+  if (!absl::GetFlag(FLAGS_skip_triad)) {
+    Note(absl::StrCat("memory bandwidth, ", threads, " threads"));
+    const Bandwidth bw = MeasureBandwidth(threads);
+    bandwidth = bw.triad_gbps;
+    rows.push_back({"memory_bandwidth_gbps", bw.triad_gbps, "", true,
+                    "37-51 measured on this machine class"});
+    rows.push_back({"memory_read_bandwidth_gbps", bw.read_gbps, "", true, ""});
+  } else if (std::optional<nlohmann::json> old = ReadJsonFile(report_path);
+             old && old->contains("memory_bandwidth_gbps") &&
+             (*old)["memory_bandwidth_gbps"].is_number()) {
+    bandwidth = (*old)["memory_bandwidth_gbps"].get<double>();
+    Note(absl::StrFormat("using memory_bandwidth_gbps %.1f from %s", *bandwidth,
+                         report_path));
+  }
+
+  if (!absl::GetFlag(FLAGS_skip_engine)) {
+    const std::string dir = absl::GetFlag(FLAGS_model_cache);
+    const double generate_seconds = EnsureBenchModel(dir);
+    // null when the cached model was reused.
+    extra["bench_model_generate_seconds"] =
+        generate_seconds > 0 ? nlohmann::json(generate_seconds)
+                             : nlohmann::json(nullptr);
+
+    Note("loading the engine");
+    moe::EngineOptions options;
+    options.model_dir = dir;
+    options.populate_weights = true;
+    options.num_threads = absl::GetFlag(FLAGS_threads);
+    const Clock::time_point load_start = Clock::now();
+    absl::StatusOr<std::unique_ptr<moe::Engine>> engine =
+        moe::Engine::Load(options);
+    const double load_seconds = SecondsSince(load_start);
+    if (!engine.ok())
+      Die(absl::StrCat("loading ", dir, ": ", engine.status().ToString()));
+    rows.push_back(
+        {"model_load_seconds", load_seconds, "<= 2", load_seconds <= 2, ""});
+    const int64_t active_bytes =
+        moe::ActiveWeightBytesPerToken((*engine)->weights());
+    extra["engine_active_weight_bytes_per_token"] = active_bytes;
+
+    const double b1 = MeasureDecode(**engine, 1);
+    rows.push_back(
+        {"engine_decode_b1_tokens_per_s", b1, "", true, "84 (llama.cpp)"});
+    if (bandwidth) {
+      const double fraction = b1 * active_bytes / (*bandwidth * 1e9);
+      rows.push_back({"engine_decode_b1_bw_fraction", fraction, ">= 0.6",
+                      fraction >= 0.6, ""});
+    } else {
+      Note(
+          "no memory bandwidth measured: engine_decode_b1_bw_fraction skipped");
+    }
+    rows.push_back({"engine_decode_b8_tokens_per_s", MeasureDecode(**engine, 8),
+                    "", true, ""});
+    rows.push_back({"engine_decode_b32_tokens_per_s",
+                    MeasureDecode(**engine, 32), "", true, ""});
+    rows.push_back({"engine_prefill_tokens_per_s", MeasurePrefill(**engine), "",
+                    true, "430 (llama.cpp, 128-token prompt)"});
+  }
+
+  WriteReport(report_path, rows, extra);
+  PrintTable(rows, report_path);
+  return 0;
+}
