@@ -488,23 +488,27 @@ std::vector<size_t> ShardStarts(const std::vector<int64_t>& bytes, int shards) {
 // leaves no config.json.
 absl::Status RemoveOldCheckpointFiles(const std::string& dir) {
   static const std::regex kShard(R"(model-\d{5}-of-\d{5}\.safetensors)");
+  std::vector<std::filesystem::path> old;
   std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
+  std::filesystem::directory_iterator it(dir, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
     if (name == "config.json" || name == "model.safetensors" ||
         name == "model.safetensors.index.json" ||
         std::regex_match(name, kShard)) {
-      std::filesystem::remove(entry.path(), ec);
-      if (ec) {
-        return absl::InternalError(
-            absl::StrCat("cannot remove old checkpoint file ",
-                         entry.path().string(), ": ", ec.message()));
-      }
+      old.push_back(it->path());
     }
   }
   if (ec) {
     return absl::InternalError(
         absl::StrCat("cannot list ", dir, ": ", ec.message()));
+  }
+  for (const std::filesystem::path& path : old) {
+    if (!std::filesystem::remove(path, ec) && ec) {
+      return absl::InternalError(
+          absl::StrCat("cannot remove old checkpoint file ", path.string(),
+                       ": ", ec.message()));
+    }
   }
   return absl::OkStatus();
 }

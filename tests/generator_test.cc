@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <ostream>
 #include <set>
 #include <string>
 #include <tuple>
@@ -31,6 +32,13 @@
 #include "tests/test_util.h"
 
 namespace moe {
+
+// Readable test parameters in gtest and ctest output.
+void PrintTo(ModelFamily family, std::ostream* os) {
+  *os << FamilyName(family);
+}
+void PrintTo(DType dtype, std::ostream* os) { *os << DTypeName(dtype); }
+
 namespace {
 
 using ::moe::testing::FixtureDir;
@@ -676,6 +684,32 @@ TEST(MkmodelTest, BadFlagsExitWithStatus2NamingTheFlag) {
     EXPECT_THAT(run.output, HasSubstr(message)) << args;
   }
   EXPECT_FALSE(std::filesystem::exists(tmp.Join("m/config.json")));
+}
+
+TEST(MkmodelTest, DashedAndBareBooleanFlags) {
+  TempDir tmp;
+  CommandResult run = RunMkmodel(absl::StrCat(
+      "--out=", tmp.path(),
+      " --family olmoe --norm-topk-prob --tie-embeddings --max-positions 256 "
+      "--quiet"));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  absl::StatusOr<ModelConfig> config = LoadModelConfig(tmp.path());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->norm_topk_prob);
+  EXPECT_TRUE(config->tie_word_embeddings);
+  EXPECT_EQ(config->max_position_embeddings, 256);
+
+  run = RunMkmodel(absl::StrCat("--out ", tmp.path(),
+                                " --family qwen3_moe --nonorm_topk_prob "
+                                "--layers 3 --mlp_only_layers 1 --quiet"));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  config = LoadModelConfig(tmp.path());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->norm_topk_prob);
+  EXPECT_EQ(config->mlp_only_layers, std::vector<int>{1});
+  // The dense size defaults to the expert size when the small config has none.
+  EXPECT_EQ(config->dense_intermediate_size, config->expert_intermediate_size);
+  EXPECT_EQ(config->head_dim, 32);
 }
 
 TEST(MkmodelTest, HelpListsTheFlags) {

@@ -69,8 +69,9 @@ ABSL_FLAG(std::optional<int>, decoder_sparse_step, std::nullopt,
           "Every n-th layer is a MoE layer (qwen2_moe, qwen3_moe). Default: "
           "the family's small config.");
 ABSL_FLAG(std::optional<bool>, norm_topk_prob, std::nullopt,
-          "--norm_topk_prob=true|false: renormalise the top-k routing weights "
-          "(default: the family's; mixtral always renormalises).");
+          "Renormalise the top-k routing weights (--norm_topk_prob, "
+          "--nonorm_topk_prob or =true|false; default: the family's; mixtral "
+          "always renormalises).");
 ABSL_FLAG(bool, tie_embeddings, false, "Share the embedding with lm_head.");
 ABSL_FLAG(std::optional<int>, max_positions, std::nullopt,
           "max_position_embeddings (context length). Default: the family's "
@@ -130,7 +131,10 @@ std::vector<std::string> NormalizeArgs(int argc, char** argv) {
     if (flag == nullptr && absl::StartsWith(name, "no")) {
       absl::CommandLineFlag* positive =
           absl::FindCommandLineFlag(name.substr(2));
-      if (positive != nullptr && positive->IsOfType<bool>()) flag = positive;
+      if (positive != nullptr && (positive->IsOfType<bool>() ||
+                                  positive->IsOfType<std::optional<bool>>())) {
+        flag = positive;
+      }
     }
     if (flag == nullptr && IsBuiltinFlag(name)) {
       // Left to absl (usage and flag-file flags are not in the registry).
@@ -152,10 +156,17 @@ std::vector<std::string> NormalizeArgs(int argc, char** argv) {
         FlagError(name, absl::StrCat("invalid value \"", value, "\": ", error));
       }
       args.push_back(normalized + "=" + value);
-    } else if (flag->IsOfType<bool>() || flag->Name() != name) {
+    } else if (flag->IsOfType<bool>()) {
       args.push_back(normalized);  // --flag or --noflag
+    } else if (flag->IsOfType<std::optional<bool>>()) {
+      // Bare --flag / --noflag set a tri-state flag like a plain bool.
+      const bool negated = flag->Name() != name;
+      args.push_back(
+          absl::StrCat("--", flag->Name(), negated ? "=false" : "=true"));
     } else {
-      if (i + 1 >= argc) FlagError(name, "missing value");
+      if (i + 1 >= argc || absl::StartsWith(argv[i + 1], "--")) {
+        FlagError(name, "missing value");
+      }
       const std::string value = argv[++i];
       std::string error;
       if (own && !flag->ParseFrom(value, &error)) {
