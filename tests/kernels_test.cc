@@ -149,6 +149,59 @@ TEST_P(MatMulTest, AllShapes) {
   }
 }
 
+TEST_P(MatMulTest, PrefillSizedBatches) {
+  for (int64_t n : {17, 64}) {
+    for (int64_t k : {33, 256}) {
+      const OwnedTensor w = RandomWeight(n, k);
+      for (int64_t m : {64, 130}) {
+        const std::vector<float> x = RandomValues(m * k, rng_);
+        std::vector<float> y(m * n, kSentinel);
+        MatMul(x.data(), m, w.view(), y.data(), pool_.get());
+        ExpectMatMulNear(y.data(), m, n, n, ReferenceMatMul(x.data(), m, k, w),
+                         kMatMulTolerance, absl::StrCat("m=", m, " n=", n, " k=", k));
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+TEST_P(MatMulTest, ExtremeWeightValuesWidenExactly) {
+  // Subnormal, huge, tiny and signed-zero weights of the stored dtype,
+  // against one-hot inputs: y picks single weights out, which must be
+  // exactly the stored value widened.
+  std::vector<float> values;
+  switch (GetParam().dtype) {
+    case DType::kF16:
+      values = {std::ldexp(1.0f, -24), -std::ldexp(3.0f, -24), 65504.0f,
+                -65504.0f, std::ldexp(1023.0f, -24), -0.0f, 1.0f, 0.5f};
+      break;
+    case DType::kBF16:
+      values = {std::ldexp(1.0f, -133), 3.0e38f, -3.0e38f, 1e-38f, -0.0f,
+                1.0f, 0.5f, -2.0f};
+      break;
+    case DType::kF32:
+      values = {std::ldexp(1.0f, -149), 3.0e38f, -3.0e38f, 1e-38f, -0.0f,
+                1.0f, 0.5f, -2.0f};
+      break;
+  }
+  const int64_t n = 3, k = 37;  // 111 weights: values repeated
+  std::vector<float> wv(n * k);
+  for (int64_t i = 0; i < n * k; ++i) wv[i] = values[i % values.size()];
+  const OwnedTensor w(GetParam().dtype, {n, k}, wv);
+  // Row r of x is one-hot at column r.
+  const int64_t m = k;
+  std::vector<float> x(m * k, 0.0f);
+  for (int64_t r = 0; r < m; ++r) x[r * k + r] = 1.0f;
+  std::vector<float> y(m * n, kSentinel);
+  MatMul(x.data(), m, w.view(), y.data(), pool_.get());
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t c = 0; c < n; ++c) {
+      ASSERT_EQ(y[r * n + c], static_cast<float>(w.At(c * k + r)))
+          << "row " << r << " col " << c;
+    }
+  }
+}
+
 TEST_P(MatMulTest, ManyJobsInOneCall) {
   // Like q/k/v or many experts' gate/up: different weights (and dtypes),
   // inputs and strides, some writing side by side into one output buffer.

@@ -559,6 +559,23 @@ TEST(ModelConfigTest, WrongTypesAreNamed) {
   ExpectErrorNaming(o, "clip_qkv");
 }
 
+TEST(ModelConfigTest, UnsupportedFeaturesAreNamed) {
+  Json j = MixtralJson();
+  j["hidden_act"] = "gelu";
+  ExpectErrorNaming(j, "hidden_act");
+  j["hidden_act"] = "silu";
+  EXPECT_TRUE(Parse(j).ok());
+  Json q = Qwen2MoeJson();
+  q["use_sliding_window"] = true;
+  ExpectErrorNaming(q, "use_sliding_window");
+  q["use_sliding_window"] = false;
+  EXPECT_TRUE(Parse(q).ok());
+  // Rotary pairs need an even head_dim.
+  Json q3 = Qwen3MoeJson();
+  q3["head_dim"] = 33;
+  ExpectErrorNaming(q3, "head_dim");
+}
+
 TEST(ModelConfigTest, InvalidJson) {
   for (const char* text : {"", "{", "{\"hidden_size\": 64,}", "not json",
                            "[1, 2]", "42"}) {
@@ -613,6 +630,15 @@ TEST(ModelConfigTest, EosOutsideVocabulary) {
   ExpectErrorNaming(j, "eos_token_id");
   j["eos_token_id"] = {0, 511};
   EXPECT_THAT(ParseOk(j).eos_token_ids, ElementsAre(0, 511));
+}
+
+TEST(ModelConfigTest, HugeEosIdsDoNotWrapIntoTheVocabulary) {
+  // 2^32 + 2 truncated to 32 bits would be 2, a valid id.
+  Json j = MixtralJson();
+  j["eos_token_id"] = uint64_t{4294967298};
+  ExpectErrorNaming(j, "eos_token_id");
+  j["eos_token_id"] = {2, uint64_t{4294967298}};
+  ExpectErrorNaming(j, "eos_token_id");
 }
 
 TEST(ModelConfigTest, RoundTripsThroughJsonForAllFamilies) {

@@ -289,6 +289,20 @@ TEST(SamplerTest, TopPAppliesAfterTopKAndTemperature) {
   EXPECT_EQ(Keys(counts), (std::set<int32_t>{0, 1, 2}));
 }
 
+TEST(SamplerTest, TinyPositiveTemperatureIsNearlyGreedy) {
+  // softmax(logits / T) concentrates on the argmax as T -> 0+; a valid but
+  // tiny temperature must not overflow into NaN probabilities (logits of
+  // typical magnitude).
+  for (float t : {1e-3f, 1e-20f, 1e-37f, 1e-38f,
+                  std::numeric_limits<float>::denorm_min()}) {
+    SCOPED_TRACE(t);
+    ASSERT_TRUE(ValidateSamplingParams(Params(t)).ok());
+    const std::map<int32_t, int> counts =
+        Histogram(Params(t, 0, 1.0f, 1.0f, 9), {10.0f, 30.0f, 20.0f, -40.0f}, 200);
+    EXPECT_EQ(Keys(counts), (std::set<int32_t>{1}));
+  }
+}
+
 TEST(SamplerTest, MaskedLogitsAreNeverDrawn) {
   const std::vector<float> logits = {-kInf, 0.0f, -kInf, 0.0f};
   const std::map<int32_t, int> counts = Histogram(Params(1.0f, 0, 1.0f, 1.0f, 4), logits, 2000);
