@@ -330,6 +330,20 @@ TEST_F(SafetensorsTest, BadShapes) {
   ExpectOpenError(SafetensorsBytes(header.dump(), data), {kB});
 }
 
+TEST_F(SafetensorsTest, ByteSizeOfHugeShapesMustNotWrap) {
+  // 2^62 F32 elements are 2^64 bytes: modulo 2^64 that is 0, which must not
+  // pass for an empty byte range (the view would claim 2^62 elements).
+  for (const Json& shape : {Json::array({uint64_t{1} << 62}),
+                            Json::array({uint64_t{1} << 31, uint64_t{1} << 31})}) {
+    SCOPED_TRACE(shape.dump());
+    std::string data;
+    Json header = GoodHeader(&data);
+    header["empty.weight"] = {{"dtype", "F32"}, {"shape", shape},
+                              {"data_offsets", {0, 0}}};
+    ExpectOpenError(SafetensorsBytes(header.dump(), data), {"empty.weight"});
+  }
+}
+
 TEST_F(SafetensorsTest, EntryNotAnObject) {
   std::string data;
   Json header = GoodHeader(&data);
