@@ -659,6 +659,10 @@ TEST(ModelConfigTest, RoundTripsThroughJsonForAllFamilies) {
   qwen2["mlp_only_layers"] = {3};
   qwen2["norm_topk_prob"] = true;
   configs.push_back(ParseOk(qwen2));
+  qwen2["qkv_bias"] = false;
+  qwen2["tie_word_embeddings"] = true;
+  qwen2["bos_token_id"] = 0;
+  configs.push_back(ParseOk(qwen2));
   configs.push_back(ParseOk(Qwen3MoeJson()));
   Json qwen3 = Qwen3MoeJson();
   qwen3["attention_bias"] = true;
