@@ -133,18 +133,22 @@ class PagedAttentionTest : public ::testing::TestWithParam<AttentionParam> {
       s.v = RandomValues(int64_t{total} * kv_dim(), rng_);
       for (int layer = 0; layer < kLayers; ++layer) {
         // Layer 0 gets different values: reading it would be caught.
-        std::vector<float> ks(int64_t{total} * ld, 1e3f), vs(int64_t{total} * ld, 1e3f);
+        std::vector<float> ks(int64_t{total} * ld, 1e3f),
+            vs(int64_t{total} * ld, 1e3f);
         for (int p = 0; p < total; ++p) {
           for (int i = 0; i < kv_dim(); ++i) {
             const float sign = layer == kLayer ? 1.0f : -1.0f;
             ks[p * ld + i] = sign * s.k[p * kv_dim() + i];
-            vs[p * ld + i] = sign * s.v[p * kv_dim() + i] + (layer == kLayer ? 0 : 5);
+            vs[p * ld + i] =
+                sign * s.v[p * kv_dim() + i] + (layer == kLayer ? 0 : 5);
           }
         }
         // History first, then the new tokens (first_pos != 0).
-        WriteKv(*cache_, layer, s.table, 0, s.spec.history, ks.data(), vs.data(), ld);
+        WriteKv(*cache_, layer, s.table, 0, s.spec.history, ks.data(),
+                vs.data(), ld);
         WriteKv(*cache_, layer, s.table, s.spec.history, s.spec.tokens,
-                ks.data() + s.spec.history * ld, vs.data() + s.spec.history * ld, ld);
+                ks.data() + s.spec.history * ld,
+                vs.data() + s.spec.history * ld, ld);
       }
       s.q = RandomValues(int64_t{s.spec.tokens} * ldq(), rng_, -2.0f, 2.0f);
       s.out.assign(int64_t{s.spec.tokens} * ldo(), kSentinel);
@@ -178,13 +182,16 @@ class PagedAttentionTest : public ::testing::TestWithParam<AttentionParam> {
     PagedAttention(segments, params, *cache_, &pool);
 
     for (const SeqData& s : seqs_) {
-      SCOPED_TRACE(absl::StrCat("history ", s.spec.history, " tokens ", s.spec.tokens));
+      SCOPED_TRACE(
+          absl::StrCat("history ", s.spec.history, " tokens ", s.spec.tokens));
       const std::vector<double> want =
           ReferenceAttention(s, kv_heads(), ldq(), scale, window());
       for (int t = 0; t < s.spec.tokens; ++t) {
         for (int c = 0; c < kHeads * kHeadDim; ++c) {
-          ASSERT_NEAR(s.out[t * ldo() + c], want[t * kHeads * kHeadDim + c], 2e-5)
-              << "token " << t << " head " << c / kHeadDim << " dim " << c % kHeadDim;
+          ASSERT_NEAR(s.out[t * ldo() + c], want[t * kHeads * kHeadDim + c],
+                      2e-5)
+              << "token " << t << " head " << c / kHeadDim << " dim "
+              << c % kHeadDim;
         }
         ASSERT_EQ(s.out[t * ldo() + kHeads * kHeadDim], kSentinel) << "padding";
       }
@@ -230,7 +237,8 @@ TEST_P(PagedAttentionTest, LongPrefill) {
   RunAndCheck(1.0f / std::sqrt(static_cast<float>(kHeadDim)));
 }
 
-std::string AttentionParamName(const ::testing::TestParamInfo<AttentionParam>& info) {
+std::string AttentionParamName(
+    const ::testing::TestParamInfo<AttentionParam>& info) {
   return absl::StrCat("block", std::get<0>(info.param), "_window",
                       std::get<1>(info.param), "_kv", std::get<2>(info.param),
                       "_threads", std::get<3>(info.param));

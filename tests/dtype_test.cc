@@ -182,7 +182,8 @@ TEST(F16Test, EveryHalfDecodesToItsValue) {
       continue;
     }
     ASSERT_EQ(static_cast<double>(f), expected) << "half 0x" << std::hex << h;
-    ASSERT_EQ(std::signbit(f), (h & 0x8000u) != 0) << "half 0x" << std::hex << h;
+    ASSERT_EQ(std::signbit(f), (h & 0x8000u) != 0)
+        << "half 0x" << std::hex << h;
   }
 }
 
@@ -252,8 +253,8 @@ TEST(F16Test, SubnormalsAndUnderflow) {
 }
 
 TEST(F16Test, NaNStaysNaN) {
-  for (uint32_t bits : {0x7fc00000u, 0x7f800001u, 0xff800001u, 0x7fffffffu,
-                        0x7f802000u}) {
+  for (uint32_t bits :
+       {0x7fc00000u, 0x7f800001u, 0xff800001u, 0x7fffffffu, 0x7f802000u}) {
     const uint16_t h = FloatToF16(BitsToFloat(bits));
     EXPECT_TRUE(std::isnan(F16ToFloat(h))) << std::hex << bits << " -> " << h;
   }
@@ -262,10 +263,11 @@ TEST(F16Test, NaNStaysNaN) {
 // Checks FloatToF16(f) against the reference rounding, by value and sign.
 void ExpectHalfRounding(float f) {
   const uint16_t h = FloatToF16(f);
-  const double expected = RoundToHalfMagnitude(std::fabs(static_cast<double>(f)));
+  const double expected =
+      RoundToHalfMagnitude(std::fabs(static_cast<double>(f)));
   const double got = DecodeHalf(h);
-  ASSERT_EQ(std::fabs(got), expected) << "float bits 0x" << std::hex
-                                      << FloatBits(f) << " -> half 0x" << h;
+  ASSERT_EQ(std::fabs(got), expected)
+      << "float bits 0x" << std::hex << FloatBits(f) << " -> half 0x" << h;
   ASSERT_EQ((h & 0x8000u) != 0, std::signbit(f))
       << "sign, float bits 0x" << std::hex << FloatBits(f);
 }

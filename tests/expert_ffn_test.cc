@@ -30,9 +30,10 @@ struct Expert {
 };
 
 Expert RandomExpert(DType dtype, int64_t inter, std::mt19937& rng) {
-  return {OwnedTensor(dtype, {inter, kHidden}, RandomValues(inter * kHidden, rng)),
-          OwnedTensor(dtype, {inter, kHidden}, RandomValues(inter * kHidden, rng)),
-          OwnedTensor(dtype, {kHidden, inter}, RandomValues(kHidden * inter, rng))};
+  return {
+      OwnedTensor(dtype, {inter, kHidden}, RandomValues(inter * kHidden, rng)),
+      OwnedTensor(dtype, {inter, kHidden}, RandomValues(inter * kHidden, rng)),
+      OwnedTensor(dtype, {kHidden, inter}, RandomValues(kHidden * inter, rng))};
 }
 
 // down(silu(gate x) * up x) in double for one token, with a bound on the
@@ -95,7 +96,8 @@ void RunAndCheck(GroupedFfnRunner& runner, const std::vector<Expert>& experts,
     SCOPED_TRACE(absl::StrCat("group ", g, " expert ", specs[g].expert,
                               " tokens ", specs[g].tokens));
     for (int64_t t = 0; t < specs[g].tokens; ++t) {
-      ReferenceFfn(experts[specs[g].expert], xs[g].data() + t * kHidden, want, tol);
+      ReferenceFfn(experts[specs[g].expert], xs[g].data() + t * kHidden, want,
+                   tol);
       for (int64_t j = 0; j < kHidden; ++j) {
         ASSERT_NEAR(outs[g][t * kHidden + j], want[j], tol[j])
             << "token " << t << " col " << j;
@@ -115,13 +117,15 @@ TEST_P(GroupedFfnTest, MatchesPlainSwiGlu) {
   std::vector<Expert> experts;
   experts.push_back(RandomExpert(DType::kBF16, 48, rng));
   experts.push_back(RandomExpert(DType::kBF16, 48, rng));
-  experts.push_back(RandomExpert(DType::kF32, 80, rng));  // e.g. a shared expert
+  experts.push_back(
+      RandomExpert(DType::kF32, 80, rng));  // e.g. a shared expert
   experts.push_back(RandomExpert(DType::kF16, 17, rng));
   ThreadPool pool(GetParam());
   GroupedFfnRunner runner;
   // Several groups of different sizes, one expert used twice, an empty group.
-  RunAndCheck(runner, experts, {{0, 3}, {1, 1}, {2, 5}, {0, 0}, {1, 17}, {3, 4}, {0, 2}},
-              &pool, rng);
+  RunAndCheck(runner, experts,
+              {{0, 3}, {1, 1}, {2, 5}, {0, 0}, {1, 17}, {3, 4}, {0, 2}}, &pool,
+              rng);
   // The runner's scratch is reused: a smaller call after a larger one, then
   // a larger one again.
   RunAndCheck(runner, experts, {{2, 1}}, &pool, rng);

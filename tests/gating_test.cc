@@ -63,8 +63,8 @@ Routing ReferenceRouting(const ModelConfig& c, const std::vector<float>& logits,
     for (int j = 0; j < k; ++j) top += p[order[j]];
     for (int j = 0; j < k; ++j) {
       r.experts.push_back(order[j]);
-      r.weights.push_back(static_cast<float>(renormalise ? p[order[j]] / top
-                                                         : p[order[j]]));
+      r.weights.push_back(
+          static_cast<float>(renormalise ? p[order[j]] / top : p[order[j]]));
     }
   }
   return r;
@@ -78,8 +78,10 @@ void ExpectRoutingEq(const Routing& got, const Routing& want) {
   for (int64_t t = 0; t < want.tokens; ++t) {
     for (int j = 0; j < want.k; ++j) {
       const size_t i = t * want.k + j;
-      ASSERT_EQ(got.experts[i], want.experts[i]) << "token " << t << " slot " << j;
-      ASSERT_NEAR(got.weights[i], want.weights[i], 1e-6) << "token " << t << " slot " << j;
+      ASSERT_EQ(got.experts[i], want.experts[i])
+          << "token " << t << " slot " << j;
+      ASSERT_NEAR(got.weights[i], want.weights[i], 1e-6)
+          << "token " << t << " slot " << j;
     }
   }
 }
@@ -102,15 +104,18 @@ struct FamilyRule {
 void CheckRules(const std::vector<FamilyRule>& rules) {
   std::mt19937 rng(3);
   for (const FamilyRule& rule : rules) {
-    for (auto [experts, k] : {std::pair{8, 2}, std::pair{8, 3}, std::pair{60, 4},
-                              std::pair{4, 1}, std::pair{6, 6}}) {
+    for (auto [experts, k] :
+         {std::pair{8, 2}, std::pair{8, 3}, std::pair{60, 4}, std::pair{4, 1},
+          std::pair{6, 6}}) {
       SCOPED_TRACE(absl::StrCat(FamilyName(rule.family), " norm_topk_prob=",
                                 rule.norm_topk_prob, " E=", experts, " k=", k));
-      const ModelConfig c = RouterConfig(rule.family, experts, k, rule.norm_topk_prob);
+      const ModelConfig c =
+          RouterConfig(rule.family, experts, k, rule.norm_topk_prob);
       const int64_t tokens = 50;
       const std::vector<float> logits = GridLogits(tokens * experts, rng);
       const Routing got = RouteFromLogits(c, logits.data(), tokens);
-      ExpectRoutingEq(got, ReferenceRouting(c, logits, tokens, rule.renormalises));
+      ExpectRoutingEq(got,
+                      ReferenceRouting(c, logits, tokens, rule.renormalises));
       if (::testing::Test::HasFatalFailure()) return;
     }
   }
@@ -151,18 +156,20 @@ TEST(RouteFromLogitsTest, ParsedMixtralConfigRenormalises) {
 TEST(RouteFromLogitsTest, TiesGoToTheLowerId) {
   const ModelConfig c = RouterConfig(ModelFamily::kQwen2Moe, 8, 3, false);
   const std::vector<float> logits = {
-      0, 0, 0, 0, 0, 0, 0, 0,     // all equal
-      1, 3, 3, 0, 3, 2, 2, 3,     // four-way tie at the top
-      5, 1, 1, 1, 1, 1, 1, 1,     // tie for second place
+      0,  0,  0, 0,  0, 0,  0,  0,  // all equal
+      1,  3,  3, 0,  3, 2,  2,  3,  // four-way tie at the top
+      5,  1,  1, 1,  1, 1,  1,  1,  // tie for second place
       -1, -1, 2, -1, 2, -1, -1, 2,
   };
   const Routing r = RouteFromLogits(c, logits.data(), 4);
   EXPECT_THAT(std::vector<int32_t>(r.experts.begin(), r.experts.begin() + 3),
               ElementsAre(0, 1, 2));
-  EXPECT_THAT(std::vector<int32_t>(r.experts.begin() + 3, r.experts.begin() + 6),
-              ElementsAre(1, 2, 4));
-  EXPECT_THAT(std::vector<int32_t>(r.experts.begin() + 6, r.experts.begin() + 9),
-              ElementsAre(0, 1, 2));
+  EXPECT_THAT(
+      std::vector<int32_t>(r.experts.begin() + 3, r.experts.begin() + 6),
+      ElementsAre(1, 2, 4));
+  EXPECT_THAT(
+      std::vector<int32_t>(r.experts.begin() + 6, r.experts.begin() + 9),
+      ElementsAre(0, 1, 2));
   EXPECT_THAT(std::vector<int32_t>(r.experts.begin() + 9, r.experts.end()),
               ElementsAre(2, 4, 7));
   for (int j = 0; j < 3; ++j) EXPECT_NEAR(r.weights[j], 1.0 / 8, 1e-7);
@@ -200,10 +207,12 @@ TEST(ComputeRoutingTest, GateProductThenRouting) {
   const int64_t hidden = c.hidden_size, tokens = 37;
   for (DType d : {DType::kBF16, DType::kF32}) {
     const OwnedTensor gate(d, {8, hidden}, RandomValues(8 * hidden, rng));
-    const std::vector<float> x = RandomValues(tokens * hidden, rng, -2.0f, 2.0f);
+    const std::vector<float> x =
+        RandomValues(tokens * hidden, rng, -2.0f, 2.0f);
     for (int threads : {1, 3}) {
       ThreadPool pool(threads);
-      const Routing got = ComputeRouting(c, gate.view(), x.data(), tokens, &pool);
+      const Routing got =
+          ComputeRouting(c, gate.view(), x.data(), tokens, &pool);
       // Reference logits in double; tokens whose k-th and (k+1)-th logits
       // are too close to order reliably in float32 are skipped.
       std::vector<float> logits(tokens * 8);
@@ -211,17 +220,23 @@ TEST(ComputeRoutingTest, GateProductThenRouting) {
       for (int64_t t = 0; t < tokens; ++t) {
         std::vector<double> l(8);
         for (int e = 0; e < 8; ++e) {
-          for (int64_t i = 0; i < hidden; ++i) l[e] += double{x[t * hidden + i]} * gate.At(e * hidden + i);
+          for (int64_t i = 0; i < hidden; ++i)
+            l[e] += double{x[t * hidden + i]} * gate.At(e * hidden + i);
           logits[t * 8 + e] = static_cast<float>(l[e]);
         }
         std::vector<double> sorted = l;
         std::sort(sorted.rbegin(), sorted.rend());
-        if (sorted[0] - sorted[1] < 1e-4 || sorted[1] - sorted[2] < 1e-4) continue;
-        const Routing want = ReferenceRouting(
-            c, std::vector<float>(logits.begin() + t * 8, logits.begin() + (t + 1) * 8), 1, true);
+        if (sorted[0] - sorted[1] < 1e-4 || sorted[1] - sorted[2] < 1e-4)
+          continue;
+        const Routing want =
+            ReferenceRouting(c,
+                             std::vector<float>(logits.begin() + t * 8,
+                                                logits.begin() + (t + 1) * 8),
+                             1, true);
         for (int j = 0; j < 2; ++j) {
           EXPECT_EQ(got.experts[t * 2 + j], want.experts[j]) << "token " << t;
-          EXPECT_NEAR(got.weights[t * 2 + j], want.weights[j], 1e-5) << "token " << t;
+          EXPECT_NEAR(got.weights[t * 2 + j], want.weights[j], 1e-5)
+              << "token " << t;
         }
         ++compared;
       }
@@ -239,7 +254,8 @@ TEST(GroupByExpertTest, TokensInOrderPerExpert) {
   const std::vector<ExpertAssignment> groups = GroupByExpert(r);
   std::map<int32_t, const ExpertAssignment*> by_expert;
   for (const ExpertAssignment& a : groups) {
-    EXPECT_TRUE(by_expert.emplace(a.expert, &a).second) << "expert " << a.expert << " twice";
+    EXPECT_TRUE(by_expert.emplace(a.expert, &a).second)
+        << "expert " << a.expert << " twice";
   }
   ASSERT_EQ(by_expert.size(), 5u);  // experts 0, 1, 2, 3, 5; 4 unused
   EXPECT_EQ(by_expert.count(4), 0u);
@@ -262,19 +278,22 @@ TEST(GroupByExpertTest, EverySlotAppearsExactlyOnce) {
   const std::vector<float> logits = RandomValues(tokens * 16, rng, -3.0f, 3.0f);
   const Routing r = RouteFromLogits(c, logits.data(), tokens);
   const std::vector<ExpertAssignment> groups = GroupByExpert(r);
-  std::map<std::pair<int32_t, int32_t>, float> seen;  // (token, expert) -> weight
+  std::map<std::pair<int32_t, int32_t>, float>
+      seen;  // (token, expert) -> weight
   for (const ExpertAssignment& a : groups) {
     ASSERT_EQ(a.tokens.size(), a.weights.size());
     ASSERT_FALSE(a.tokens.empty());
     EXPECT_TRUE(std::is_sorted(a.tokens.begin(), a.tokens.end()));
     for (size_t i = 0; i < a.tokens.size(); ++i) {
-      EXPECT_TRUE(seen.emplace(std::pair{a.tokens[i], a.expert}, a.weights[i]).second);
+      EXPECT_TRUE(
+          seen.emplace(std::pair{a.tokens[i], a.expert}, a.weights[i]).second);
     }
   }
   ASSERT_EQ(seen.size(), static_cast<size_t>(tokens * 4));
   for (int64_t t = 0; t < tokens; ++t) {
     for (int j = 0; j < 4; ++j) {
-      const auto it = seen.find({static_cast<int32_t>(t), r.experts[t * 4 + j]});
+      const auto it =
+          seen.find({static_cast<int32_t>(t), r.experts[t * 4 + j]});
       ASSERT_NE(it, seen.end());
       EXPECT_EQ(it->second, r.weights[t * 4 + j]);
     }

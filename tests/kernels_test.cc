@@ -158,7 +158,8 @@ TEST_P(MatMulTest, PrefillSizedBatches) {
         std::vector<float> y(m * n, kSentinel);
         MatMul(x.data(), m, w.view(), y.data(), pool_.get());
         ExpectMatMulNear(y.data(), m, n, n, ReferenceMatMul(x.data(), m, k, w),
-                         kMatMulTolerance, absl::StrCat("m=", m, " n=", n, " k=", k));
+                         kMatMulTolerance,
+                         absl::StrCat("m=", m, " n=", n, " k=", k));
         if (HasFatalFailure()) return;
       }
     }
@@ -172,16 +173,34 @@ TEST_P(MatMulTest, ExtremeWeightValuesWidenExactly) {
   std::vector<float> values;
   switch (GetParam().dtype) {
     case DType::kF16:
-      values = {std::ldexp(1.0f, -24), -std::ldexp(3.0f, -24), 65504.0f,
-                -65504.0f, std::ldexp(1023.0f, -24), -0.0f, 1.0f, 0.5f};
+      values = {std::ldexp(1.0f, -24),
+                -std::ldexp(3.0f, -24),
+                65504.0f,
+                -65504.0f,
+                std::ldexp(1023.0f, -24),
+                -0.0f,
+                1.0f,
+                0.5f};
       break;
     case DType::kBF16:
-      values = {std::ldexp(1.0f, -133), 3.0e38f, -3.0e38f, 1e-38f, -0.0f,
-                1.0f, 0.5f, -2.0f};
+      values = {std::ldexp(1.0f, -133),
+                3.0e38f,
+                -3.0e38f,
+                1e-38f,
+                -0.0f,
+                1.0f,
+                0.5f,
+                -2.0f};
       break;
     case DType::kF32:
-      values = {std::ldexp(1.0f, -149), 3.0e38f, -3.0e38f, 1e-38f, -0.0f,
-                1.0f, 0.5f, -2.0f};
+      values = {std::ldexp(1.0f, -149),
+                3.0e38f,
+                -3.0e38f,
+                1e-38f,
+                -0.0f,
+                1.0f,
+                0.5f,
+                -2.0f};
       break;
   }
   const int64_t n = 3, k = 37;  // 111 weights: values repeated
@@ -349,7 +368,8 @@ void CheckRmsNorm(DType wdtype, int64_t m, int64_t n, int64_t ld, float eps,
   RmsNorm(x.data(), m, n, ld, w.view(), eps, out);
   for (int64_t r = 0; r < m; ++r) {
     double ss = 0;
-    for (int64_t i = 0; i < n; ++i) ss += double{x0[r * ld + i]} * x0[r * ld + i];
+    for (int64_t i = 0; i < n; ++i)
+      ss += double{x0[r * ld + i]} * x0[r * ld + i];
     const double inv = 1.0 / std::sqrt(ss / n + eps);
     for (int64_t i = 0; i < n; ++i) {
       const double want = x0[r * ld + i] * inv * w.At(i);
@@ -412,8 +432,9 @@ void CheckRope(int64_t heads, int64_t head_dim, int64_t ld,
         const double want_b = b * std::cos(angle) + a * std::sin(angle);
         // Hugging Face forms the angle and its cos/sin in float32, so the
         // angle carries a relative error of a few float32 ulps.
-        const double tol = (std::fabs(a) + std::fabs(b)) *
-                           (1e-6 + 4 * angle * std::numeric_limits<float>::epsilon());
+        const double tol =
+            (std::fabs(a) + std::fabs(b)) *
+            (1e-6 + 4 * angle * std::numeric_limits<float>::epsilon());
         ASSERT_NEAR(x[base + i], want_a, tol)
             << "pos " << positions[t] << " head " << h << " i " << i;
         ASSERT_NEAR(x[base + i + half], want_b, tol)
@@ -421,7 +442,8 @@ void CheckRope(int64_t heads, int64_t head_dim, int64_t ld,
       }
     }
     for (int64_t c = heads * head_dim; c < ld; ++c) {
-      ASSERT_EQ(x[t * ld + c], x0[t * ld + c]) << "column " << c << " beyond the heads";
+      ASSERT_EQ(x[t * ld + c], x0[t * ld + c])
+          << "column " << c << " beyond the heads";
     }
   }
 }
@@ -432,7 +454,7 @@ TEST(RopeTest, MatchesExplicitFormula) {
   for (double theta : {1e4, 1e6}) {
     CheckRope(1, 2, 2, positions, theta, rng);
     CheckRope(4, 16, 64, positions, theta, rng);
-    CheckRope(3, 8, 30, positions, theta, rng);    // trailing columns
+    CheckRope(3, 8, 30, positions, theta, rng);  // trailing columns
     CheckRope(2, 64, 128, positions, theta, rng);
     CheckRope(2, 128, 260, positions, theta, rng);
   }
@@ -479,7 +501,8 @@ TEST(SiluMulTest, MatchesReference) {
   for (int i = 0; i < 1000; ++i) {
     const double g = gate[i];
     const double want = g / (1.0 + std::exp(-g)) * up[i];
-    ASSERT_NEAR(in_place[i], want, 1e-6 * std::fabs(want) + 1e-37) << "gate " << g;
+    ASSERT_NEAR(in_place[i], want, 1e-6 * std::fabs(want) + 1e-37)
+        << "gate " << g;
   }
 }
 
@@ -546,9 +569,11 @@ TEST(SigmoidTest, MatchesReference) {
 
 TEST(ClampTest, ClampsBothSides) {
   const float inf = std::numeric_limits<float>::infinity();
-  std::vector<float> x = {-5.0f, -2.0f, -1.5f, 0.0f, 1.5f, 2.0f, 7.0f, inf, -inf, 9.0f};
+  std::vector<float> x = {-5.0f, -2.0f, -1.5f, 0.0f, 1.5f,
+                          2.0f,  7.0f,  inf,   -inf, 9.0f};
   Clamp(x.data(), 9, 2.0f);
-  const std::vector<float> want = {-2.0f, -2.0f, -1.5f, 0.0f, 1.5f, 2.0f, 2.0f, 2.0f, -2.0f, 9.0f};
+  const std::vector<float> want = {-2.0f, -2.0f, -1.5f, 0.0f,  1.5f,
+                                   2.0f,  2.0f,  2.0f,  -2.0f, 9.0f};
   EXPECT_EQ(x, want);
 }
 
@@ -561,7 +586,8 @@ TEST(AddBiasTest, AddsToEachRowWithinItsWidth) {
     AddBias(y.data(), 3, 10, bias.view());
     for (int r = 0; r < 3; ++r) {
       for (int i = 0; i < 7; ++i) {
-        EXPECT_EQ(y[r * 10 + i], y0[r * 10 + i] + static_cast<float>(bias.At(i)));
+        EXPECT_EQ(y[r * 10 + i],
+                  y0[r * 10 + i] + static_cast<float>(bias.At(i)));
       }
       for (int i = 7; i < 10; ++i) EXPECT_EQ(y[r * 10 + i], y0[r * 10 + i]);
     }

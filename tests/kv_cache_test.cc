@@ -33,7 +33,8 @@ KvCacheShape SmallShape() {
 }
 
 std::unique_ptr<KvCache> MakeCache(const KvCacheShape& shape, int64_t bytes) {
-  absl::StatusOr<std::unique_ptr<KvCache>> cache = KvCache::Create(shape, bytes);
+  absl::StatusOr<std::unique_ptr<KvCache>> cache =
+      KvCache::Create(shape, bytes);
   EXPECT_TRUE(cache.ok()) << cache.status();
   return cache.ok() ? std::move(*cache) : nullptr;
 }
@@ -67,7 +68,8 @@ TEST(KvCacheTest, InvalidShapesAndBudgets) {
       KvCacheShape s = SmallShape();
       int* f[] = {&s.num_layers, &s.num_kv_heads, &s.head_dim, &s.block_size};
       *f[field] = bad;
-      absl::StatusOr<std::unique_ptr<KvCache>> cache = KvCache::Create(s, 1 << 20);
+      absl::StatusOr<std::unique_ptr<KvCache>> cache =
+          KvCache::Create(s, 1 << 20);
       ASSERT_FALSE(cache.ok()) << "field " << field << " = " << bad;
       EXPECT_EQ(cache.status().code(), absl::StatusCode::kInvalidArgument);
     }
@@ -105,8 +107,8 @@ TEST(KvCacheTest, AppendAllocatesBlocksOnlyAtBoundaries) {
     size_t blocks_after;
   };
   // Block size 4.
-  const Step steps[] = {{0, 0, 0}, {1, 1, 1},  {3, 4, 1}, {1, 5, 2},
-                        {2, 7, 2}, {1, 8, 2},  {9, 17, 5}, {0, 17, 5},
+  const Step steps[] = {{0, 0, 0},  {1, 1, 1}, {3, 4, 1},  {1, 5, 2},
+                        {2, 7, 2},  {1, 8, 2}, {9, 17, 5}, {0, 17, 5},
                         {3, 20, 5}, {1, 21, 6}};
   std::vector<int32_t> previous;
   for (const Step& s : steps) {
@@ -265,7 +267,8 @@ TEST(KvCacheTest, RowsOfDifferentBlocksAndLayersDoNotAlias) {
   ASSERT_NE(cache, nullptr);
   const int row = shape.num_kv_heads * shape.head_dim;
   auto value = [&](int layer, int block, int slot, int kv, int i) {
-    return static_cast<float>((((layer * 8 + block) * 8 + slot) * 2 + kv) * 16 + i);
+    return static_cast<float>((((layer * 8 + block) * 8 + slot) * 2 + kv) * 16 +
+                              i);
   };
   for (int l = 0; l < shape.num_layers; ++l) {
     for (int b = 0; b < cache->num_blocks(); ++b) {
@@ -370,7 +373,8 @@ TEST(KvCacheTest, ConcurrentAppendAndFreeKeepAccountingExact) {
       if (tokens[t][slot] < 0) continue;
       const KvCache::SeqId id = slot * kThreads + t;
       const std::vector<int32_t> table = cache->BlockTable(id);
-      EXPECT_EQ(static_cast<int>(table.size()), cache->BlocksFor(tokens[t][slot]));
+      EXPECT_EQ(static_cast<int>(table.size()),
+                cache->BlocksFor(tokens[t][slot]));
       held.insert(table.begin(), table.end());
       held_count += table.size();
     }

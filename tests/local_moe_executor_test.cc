@@ -29,7 +29,8 @@ using ::moe::testing::RandomValues;
 std::vector<double> MatVec(const TensorView& w, const std::vector<double>& x) {
   std::vector<double> y(w.rows(), 0.0);
   for (int64_t r = 0; r < w.rows(); ++r) {
-    for (int64_t c = 0; c < w.cols(); ++c) y[r] += w.At(r * w.cols() + c) * x[c];
+    for (int64_t c = 0; c < w.cols(); ++c)
+      y[r] += w.At(r * w.cols() + c) * x[c];
   }
   return y;
 }
@@ -37,7 +38,8 @@ std::vector<double> MatVec(const TensorView& w, const std::vector<double>& x) {
 std::vector<double> Ffn(const FfnWeights& f, const std::vector<double>& x) {
   const std::vector<double> g = MatVec(f.gate, x), u = MatVec(f.up, x);
   std::vector<double> h(g.size());
-  for (size_t i = 0; i < g.size(); ++i) h[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
+  for (size_t i = 0; i < g.size(); ++i)
+    h[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
   return MatVec(f.down, h);
 }
 
@@ -61,7 +63,8 @@ RefToken ReferenceMoe(const ModelWeights& w, int layer, const float* x) {
   RefToken ref;
   ref.clear_margin = true;
   for (int j = 0; j + 1 < std::min(k + 1, c.num_experts); ++j) {
-    if (logits[order[j]] - logits[order[j + 1]] < 1e-4) ref.clear_margin = false;
+    if (logits[order[j]] - logits[order[j + 1]] < 1e-4)
+      ref.clear_margin = false;
   }
   const double max = logits[order[0]];
   double total = 0, top = 0;
@@ -113,23 +116,27 @@ TEST_P(LocalMoeExecutorTest, MatchesPlainMoe) {
         ASSERT_EQ(observed.k, c.num_experts_per_tok);
         int compared = 0;
         for (int64_t t = 0; t < tokens; ++t) {
-          const RefToken ref = ReferenceMoe(*w, layer, x.data() + t * c.hidden_size);
+          const RefToken ref =
+              ReferenceMoe(*w, layer, x.data() + t * c.hidden_size);
           if (!ref.clear_margin) continue;
           ++compared;
           for (int j = 0; j < c.num_experts_per_tok; ++j) {
-            EXPECT_EQ(observed.experts[t * c.num_experts_per_tok + j], ref.experts[j])
+            EXPECT_EQ(observed.experts[t * c.num_experts_per_tok + j],
+                      ref.experts[j])
                 << "token " << t << " slot " << j;
           }
           double scale = 0;
           for (double v : ref.out) scale = std::max(scale, std::fabs(v));
           for (int i = 0; i < c.hidden_size; ++i) {
-            ASSERT_NEAR(out[t * c.hidden_size + i], ref.out[i], 1e-4 * scale + 1e-6)
+            ASSERT_NEAR(out[t * c.hidden_size + i], ref.out[i],
+                        1e-4 * scale + 1e-6)
                 << "token " << t << " col " << i;
           }
         }
         EXPECT_GT(compared, 0);
         for (int i = 0; i < c.hidden_size; ++i) {
-          ASSERT_EQ(out[tokens * c.hidden_size + i], 1234.0f) << "wrote past the tokens";
+          ASSERT_EQ(out[tokens * c.hidden_size + i], 1234.0f)
+              << "wrote past the tokens";
         }
       }
     }

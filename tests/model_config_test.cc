@@ -159,7 +159,8 @@ void ExpectSameConfig(const ModelConfig& a, const ModelConfig& b) {
 }
 
 TEST(ModelConfigTest, TinyMixtralFixture) {
-  absl::StatusOr<ModelConfig> loaded = LoadModelConfig(FixtureDir("tiny-mixtral"));
+  absl::StatusOr<ModelConfig> loaded =
+      LoadModelConfig(FixtureDir("tiny-mixtral"));
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   const ModelConfig& c = *loaded;
   EXPECT_EQ(c.family, ModelFamily::kMixtral);
@@ -512,26 +513,16 @@ TEST(ModelConfigTest, WrongTypesAreNamed) {
     Json value;
   };
   const Case cases[] = {
-      {"hidden_size", "64"},
-      {"hidden_size", 64.5},
-      {"hidden_size", -64},
-      {"hidden_size", 0},
-      {"num_hidden_layers", true},
-      {"num_attention_heads", Json::array({4})},
-      {"num_key_value_heads", "2"},
-      {"num_key_value_heads", 0},
-      {"vocab_size", Json::object()},
-      {"num_local_experts", "8"},
-      {"num_experts_per_tok", 2.5},
-      {"intermediate_size", "96"},
-      {"rms_norm_eps", "1e-5"},
-      {"rope_theta", "10000"},
-      {"tie_word_embeddings", "yes"},
-      {"tie_word_embeddings", 1},
-      {"eos_token_id", "2"},
-      {"eos_token_id", Json::array({2, "3"})},
-      {"bos_token_id", 1.5},
-      {"max_position_embeddings", "4096"},
+      {"hidden_size", "64"},          {"hidden_size", 64.5},
+      {"hidden_size", -64},           {"hidden_size", 0},
+      {"num_hidden_layers", true},    {"num_attention_heads", Json::array({4})},
+      {"num_key_value_heads", "2"},   {"num_key_value_heads", 0},
+      {"vocab_size", Json::object()}, {"num_local_experts", "8"},
+      {"num_experts_per_tok", 2.5},   {"intermediate_size", "96"},
+      {"rms_norm_eps", "1e-5"},       {"rope_theta", "10000"},
+      {"tie_word_embeddings", "yes"}, {"tie_word_embeddings", 1},
+      {"eos_token_id", "2"},          {"eos_token_id", Json::array({2, "3"})},
+      {"bos_token_id", 1.5},          {"max_position_embeddings", "4096"},
       {"sliding_window", "4096"},
   };
   for (const Case& c : cases) {
@@ -577,8 +568,8 @@ TEST(ModelConfigTest, UnsupportedFeaturesAreNamed) {
 }
 
 TEST(ModelConfigTest, InvalidJson) {
-  for (const char* text : {"", "{", "{\"hidden_size\": 64,}", "not json",
-                           "[1, 2]", "42"}) {
+  for (const char* text :
+       {"", "{", "{\"hidden_size\": 64,}", "not json", "[1, 2]", "42"}) {
     absl::StatusOr<ModelConfig> c = ParseModelConfig(text);
     ASSERT_FALSE(c.ok()) << text;
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << text;

@@ -75,11 +75,13 @@ class SafetensorsTest : public ::testing::Test {
 TEST_F(SafetensorsTest, ReadsValuesOfEachDTypeExactly) {
   const std::vector<float> f32 = {1.5f, -2.25f, 3e-8f, 1e30f, -0.0f, 7.0f};
   const std::vector<float> f16 = {0.5f, -65504.0f, 6e-8f, 0.333251953125f};
-  const std::vector<float> bf16 = {1.0f, -3.0e38f, 0.015625f, 7.0f, -0.5f, 2.0f};
-  absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = OpenBytes(
-      BuildSafetensors({MakeTensor("layer.f32", DType::kF32, {2, 3}, f32),
-                        MakeTensor("layer.f16", DType::kF16, {4}, f16),
-                        MakeTensor("layer.bf16", DType::kBF16, {3, 1, 2}, bf16)}));
+  const std::vector<float> bf16 = {1.0f, -3.0e38f, 0.015625f,
+                                   7.0f, -0.5f,    2.0f};
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> f =
+      OpenBytes(BuildSafetensors(
+          {MakeTensor("layer.f32", DType::kF32, {2, 3}, f32),
+           MakeTensor("layer.f16", DType::kF16, {4}, f16),
+           MakeTensor("layer.bf16", DType::kBF16, {3, 1, 2}, bf16)}));
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ((*f)->path(), path_);
   EXPECT_TRUE((*f)->Has("layer.f32"));
@@ -159,8 +161,9 @@ TEST_F(SafetensorsTest, TensorsMayBeStoredOutOfOrderAndHeaderPadded) {
 }
 
 TEST_F(SafetensorsTest, PopulateOpensTheSameData) {
-  WriteFileOrDie(dir_.Join("p.safetensors"),
-                 BuildSafetensors({MakeTensor("w", DType::kBF16, {2}, {3, 4})}));
+  WriteFileOrDie(
+      dir_.Join("p.safetensors"),
+      BuildSafetensors({MakeTensor("w", DType::kBF16, {2}, {3, 4})}));
   absl::StatusOr<std::unique_ptr<SafetensorsFile>> f =
       SafetensorsFile::Open(dir_.Join("p.safetensors"), /*populate=*/true);
   ASSERT_TRUE(f.ok()) << f.status();
@@ -170,8 +173,8 @@ TEST_F(SafetensorsTest, PopulateOpensTheSameData) {
 }
 
 TEST_F(SafetensorsTest, MissingTensorIsNotFoundAndNamed) {
-  absl::StatusOr<std::unique_ptr<SafetensorsFile>> f =
-      OpenBytes(BuildSafetensors({MakeTensor("present", DType::kF32, {1}, {1})}));
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = OpenBytes(
+      BuildSafetensors({MakeTensor("present", DType::kF32, {1}, {1})}));
   ASSERT_TRUE(f.ok()) << f.status();
   absl::StatusOr<TensorView> v = (*f)->Get("model.layers.0.absent.weight");
   ASSERT_FALSE(v.ok());
@@ -333,13 +336,14 @@ TEST_F(SafetensorsTest, BadShapes) {
 TEST_F(SafetensorsTest, ByteSizeOfHugeShapesMustNotWrap) {
   // 2^62 F32 elements are 2^64 bytes: modulo 2^64 that is 0, which must not
   // pass for an empty byte range (the view would claim 2^62 elements).
-  for (const Json& shape : {Json::array({uint64_t{1} << 62}),
-                            Json::array({uint64_t{1} << 31, uint64_t{1} << 31})}) {
+  for (const Json& shape :
+       {Json::array({uint64_t{1} << 62}),
+        Json::array({uint64_t{1} << 31, uint64_t{1} << 31})}) {
     SCOPED_TRACE(shape.dump());
     std::string data;
     Json header = GoodHeader(&data);
-    header["empty.weight"] = {{"dtype", "F32"}, {"shape", shape},
-                              {"data_offsets", {0, 0}}};
+    header["empty.weight"] = {
+        {"dtype", "F32"}, {"shape", shape}, {"data_offsets", {0, 0}}};
     ExpectOpenError(SafetensorsBytes(header.dump(), data), {"empty.weight"});
   }
 }

@@ -114,7 +114,8 @@ TEST(ValidateSamplingParamsTest, RejectsBadValuesNamingTheField) {
   };
   for (const Case& c : cases) {
     absl::Status s = ValidateSamplingParams(c.params);
-    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.field << ": " << s;
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument)
+        << c.field << ": " << s;
     EXPECT_THAT(s.message(), HasSubstr(c.field));
   }
 }
@@ -183,7 +184,8 @@ TEST(SamplerTest, GreedyAppliesRepetitionPenalty) {
 TEST(SamplerTest, EmpiricalDistributionMatchesSoftmax) {
   const std::vector<float> logits = {1.0f, 0.0f, 2.0f, -1.0f, 0.5f, 1.5f};
   constexpr int kDraws = 20000;
-  const std::map<int32_t, int> counts = Histogram(Params(1.0f, 0, 1.0f, 1.0f, 42), logits, kDraws);
+  const std::map<int32_t, int> counts =
+      Histogram(Params(1.0f, 0, 1.0f, 1.0f, 42), logits, kDraws);
   ExpectCountsMatch(counts, SoftmaxRef(logits, 1.0), kDraws);
 }
 
@@ -197,7 +199,8 @@ TEST(SamplerTest, TemperatureScalesLogits) {
     ExpectCountsMatch(counts, SoftmaxRef(logits, t), kDraws);
   }
   // A tiny temperature is almost greedy.
-  const std::map<int32_t, int> cold = Histogram(Params(0.01f, 0, 1.0f, 1.0f, 3), logits, 2000);
+  const std::map<int32_t, int> cold =
+      Histogram(Params(0.01f, 0, 1.0f, 1.0f, 3), logits, 2000);
   EXPECT_EQ(cold.size(), 1u);
   EXPECT_EQ(cold.begin()->first, 2);
 }
@@ -225,10 +228,12 @@ TEST(SamplerTest, TopKKeepsExactlyKCandidates) {
     EXPECT_EQ(Keys(counts), std::set<int32_t>(top.begin(), top.begin() + k));
   }
   // The control: without top-k, ids outside the top 5 are drawn.
-  const std::map<int32_t, int> all = Histogram(Params(1.0f, 0, 1.0f, 1.0f, 5), logits, 5000);
+  const std::map<int32_t, int> all =
+      Histogram(Params(1.0f, 0, 1.0f, 1.0f, 5), logits, 5000);
   EXPECT_GT(all.size(), 20u);
   // top_k larger than the vocabulary keeps everything.
-  const std::map<int32_t, int> big = Histogram(Params(1.0f, 1000, 1.0f, 1.0f, 5), logits, 5000);
+  const std::map<int32_t, int> big =
+      Histogram(Params(1.0f, 1000, 1.0f, 1.0f, 5), logits, 5000);
   EXPECT_GT(big.size(), 20u);
 }
 
@@ -252,15 +257,16 @@ TEST(SamplerTest, TopPKeepsTheSmallestSetReachingP) {
     float top_p;
     int kept;  // how many of `order` can appear
   };
-  for (const Case& c : {Case{0.3f, 1}, Case{0.49f, 1}, Case{0.51f, 2},
-                        Case{0.75f, 2}, Case{0.79f, 2}, Case{0.81f, 3},
-                        Case{0.9f, 3}, Case{0.94f, 3}, Case{0.96f, 4},
-                        Case{1.0f, 4}}) {
+  for (const Case& c :
+       {Case{0.3f, 1}, Case{0.49f, 1}, Case{0.51f, 2}, Case{0.75f, 2},
+        Case{0.79f, 2}, Case{0.81f, 3}, Case{0.9f, 3}, Case{0.94f, 3},
+        Case{0.96f, 4}, Case{1.0f, 4}}) {
     SCOPED_TRACE(c.top_p);
     constexpr int kDraws = 5000;
     const std::map<int32_t, int> counts =
         Histogram(Params(1.0f, 0, c.top_p, 1.0f, 17), logits, kDraws);
-    EXPECT_EQ(Keys(counts), std::set<int32_t>(order.begin(), order.begin() + c.kept));
+    EXPECT_EQ(Keys(counts),
+              std::set<int32_t>(order.begin(), order.begin() + c.kept));
     // The kept candidates are drawn in proportion to their probabilities.
     double mass = 0;
     for (int r = 0; r < c.kept; ++r) mass += probs[r];
@@ -275,7 +281,8 @@ TEST(SamplerTest, TopPAppliesAfterTopKAndTemperature) {
   // 0.5 keeps only id 0; on the full distribution it would keep two.
   const std::vector<float> logits = {std::log(0.4f), std::log(0.35f),
                                      std::log(0.25f)};
-  std::map<int32_t, int> counts = Histogram(Params(1.0f, 2, 0.5f, 1.0f, 2), logits, 3000);
+  std::map<int32_t, int> counts =
+      Histogram(Params(1.0f, 2, 0.5f, 1.0f, 2), logits, 3000);
   EXPECT_EQ(Keys(counts), (std::set<int32_t>{0}));
   counts = Histogram(Params(1.0f, 0, 0.5f, 1.0f, 2), logits, 3000);
   EXPECT_EQ(Keys(counts), (std::set<int32_t>{0, 1}));
@@ -297,15 +304,16 @@ TEST(SamplerTest, TinyPositiveTemperatureIsNearlyGreedy) {
                   std::numeric_limits<float>::denorm_min()}) {
     SCOPED_TRACE(t);
     ASSERT_TRUE(ValidateSamplingParams(Params(t)).ok());
-    const std::map<int32_t, int> counts =
-        Histogram(Params(t, 0, 1.0f, 1.0f, 9), {10.0f, 30.0f, 20.0f, -40.0f}, 200);
+    const std::map<int32_t, int> counts = Histogram(
+        Params(t, 0, 1.0f, 1.0f, 9), {10.0f, 30.0f, 20.0f, -40.0f}, 200);
     EXPECT_EQ(Keys(counts), (std::set<int32_t>{1}));
   }
 }
 
 TEST(SamplerTest, MaskedLogitsAreNeverDrawn) {
   const std::vector<float> logits = {-kInf, 0.0f, -kInf, 0.0f};
-  const std::map<int32_t, int> counts = Histogram(Params(1.0f, 0, 1.0f, 1.0f, 4), logits, 2000);
+  const std::map<int32_t, int> counts =
+      Histogram(Params(1.0f, 0, 1.0f, 1.0f, 4), logits, 2000);
   EXPECT_EQ(Keys(counts), (std::set<int32_t>{1, 3}));
 }
 
