@@ -213,17 +213,20 @@ TEST(ModelWeightsTest, MixtralSelectedExperts) {
 TEST(ModelWeightsTest, ExpertOutsideTheModelIsRejected) {
   struct Case {
     std::pair<int, int> expert;
-    std::string named;
+    std::string kind;   // what is out of range: "expert" or "layer"
+    std::string value;  // the offending number
   };
   for (const Case& c :
-       {Case{{0, 8}, "8"}, Case{{1, 100}, "100"}, Case{{0, -1}, "-1"},
-        Case{{2, 0}, "layer 2"}, Case{{-1, 0}, "-1"}}) {
-    SCOPED_TRACE(c.named);
+       {Case{{0, 8}, "expert", "8"}, Case{{1, 100}, "expert", "100"},
+        Case{{0, -1}, "expert", "-1"}, Case{{2, 0}, "layer", "2"},
+        Case{{-1, 0}, "layer", "-1"}}) {
+    SCOPED_TRACE(c.kind + " " + c.value);
     absl::StatusOr<ModelWeights> w = LoadFixture(
         "tiny-mixtral", WeightSelection::Experts({{0, 1}, c.expert}));
     ASSERT_FALSE(w.ok());
     EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(w.status().message(), HasSubstr(c.named));
+    EXPECT_THAT(w.status().message(),
+                AllOf(HasSubstr(c.kind), HasSubstr(c.value)));
   }
 }
 
@@ -299,7 +302,7 @@ TEST(ModelWeightsTest, DenseLayerHasNoExperts) {
       LoadFixture("tiny-qwen2-moe", WeightSelection::Experts({{1, 0}}));
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(w.status().message(), HasSubstr("1"));
+  EXPECT_THAT(w.status().message(), AllOf(HasSubstr("layer"), HasSubstr("1")));
 }
 
 // ActiveWeightBytesPerToken, from the config by hand: per layer the norms,
