@@ -77,16 +77,21 @@ uint16_t FloatToF16(float f) {
 }
 
 void StoreFromFloat(void* data, DType d, size_t i, float v) {
+  char* base = static_cast<char*>(data);
   switch (d) {
     case DType::kF32:
-      static_cast<float*>(data)[i] = v;
+      std::memcpy(base + i * 4, &v, 4);
       return;
-    case DType::kBF16:
-      static_cast<uint16_t*>(data)[i] = FloatToBF16(v);
+    case DType::kBF16: {
+      const uint16_t h = FloatToBF16(v);
+      std::memcpy(base + i * 2, &h, 2);
       return;
-    case DType::kF16:
-      static_cast<uint16_t*>(data)[i] = FloatToF16(v);
+    }
+    case DType::kF16: {
+      const uint16_t h = FloatToF16(v);
+      std::memcpy(base + i * 2, &h, 2);
       return;
+    }
   }
 }
 

@@ -45,15 +45,26 @@ inline uint16_t FloatToBF16(float f) {
 float F16ToFloat(uint16_t v);
 uint16_t FloatToF16(float f);
 
-// Reads element `i` of a buffer of dtype `d` as float.
+// Reads element `i` of a buffer of dtype `d` as float. Safetensors data need
+// not be aligned, hence the memcpy loads (plain moves on x86).
 inline float LoadAsFloat(const void* data, DType d, size_t i) {
+  const char* base = static_cast<const char*>(data);
   switch (d) {
-    case DType::kF32:
-      return static_cast<const float*>(data)[i];
-    case DType::kBF16:
-      return BF16ToFloat(static_cast<const uint16_t*>(data)[i]);
-    case DType::kF16:
-      return F16ToFloat(static_cast<const uint16_t*>(data)[i]);
+    case DType::kF32: {
+      float f;
+      std::memcpy(&f, base + i * 4, 4);
+      return f;
+    }
+    case DType::kBF16: {
+      uint16_t h;
+      std::memcpy(&h, base + i * 2, 2);
+      return BF16ToFloat(h);
+    }
+    case DType::kF16: {
+      uint16_t h;
+      std::memcpy(&h, base + i * 2, 2);
+      return F16ToFloat(h);
+    }
   }
   return 0.0f;
 }

@@ -16,6 +16,9 @@ Routing RouteFromLogits(const ModelConfig& config, const float* logits,
   r.k = k;
   r.experts.resize(tokens * k);
   r.weights.resize(tokens * k);
+  // Mixtral renormalises whatever the flag says (the parser also sets it).
+  const bool renormalise =
+      config.norm_topk_prob || config.family == ModelFamily::kMixtral;
   std::vector<float> probs(e);
   std::vector<int32_t> order(e);
   for (int64_t t = 0; t < tokens; ++t) {
@@ -32,7 +35,7 @@ Routing RouteFromLogits(const ModelConfig& config, const float* logits,
     for (int j = 0; j < k; ++j) {
       r.experts[t * k + j] = order[j];
       r.weights[t * k + j] =
-          config.norm_topk_prob ? probs[order[j]] / sum : probs[order[j]];
+          renormalise ? probs[order[j]] / sum : probs[order[j]];
     }
   }
   return r;

@@ -68,7 +68,14 @@ absl::StatusOr<std::vector<int>> OptionalIntList(const Json& j,
   std::vector<int> out;
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return out;
+  auto in_range = [](const Json& v) {
+    return v.is_number_integer() && v.get<int64_t>() >= 0 &&
+           v.get<int64_t>() <= INT32_MAX;
+  };
   if (it->is_number_integer()) {
+    if (!in_range(*it)) {
+      return FieldError(field, absl::StrCat("holds an invalid token id ", it->dump()));
+    }
     out.push_back(it->get<int>());
     return out;
   }
@@ -78,6 +85,9 @@ absl::StatusOr<std::vector<int>> OptionalIntList(const Json& j,
   for (const Json& v : *it) {
     if (!v.is_number_integer()) {
       return FieldError(field, "must contain only integers");
+    }
+    if (!in_range(v)) {
+      return FieldError(field, absl::StrCat("holds an invalid token id ", v.dump()));
     }
     out.push_back(v.get<int>());
   }

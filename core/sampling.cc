@@ -7,7 +7,6 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "core/cpu/kernels.h"
 
 namespace moe {
 
@@ -73,10 +72,18 @@ int32_t Sampler::Sample(absl::Span<float> logits,
   } else {
     std::sort(ids.begin(), ids.end(), better);
   }
-  std::vector<float> probs(keep);
-  const float inv_t = 1.0f / params_.temperature;
-  for (size_t i = 0; i < keep; ++i) probs[i] = logits[ids[i]] * inv_t;
-  cpu::Softmax(probs.data(), static_cast<int64_t>(keep));
+  // Softmax of logits / T in double, shifted by the best logit so that a
+  // tiny temperature cannot overflow: the best candidate gets exp(0) = 1.
+  std::vector<double> probs(keep);
+  const double inv_t = 1.0 / static_cast<double>(params_.temperature);
+  const double best = logits[ids[0]];
+  double mass = 0;
+  for (size_t i = 0; i < keep; ++i) {
+    const double diff = logits[ids[i]] - best;  // <= 0
+    probs[i] = diff == 0 ? 1.0 : std::exp(diff * inv_t);
+    mass += probs[i];
+  }
+  for (size_t i = 0; i < keep; ++i) probs[i] /= mass;
   if (params_.top_p < 1.0f) {
     // Smallest prefix whose mass reaches top_p (at least one token).
     double cum = 0;
@@ -86,7 +93,7 @@ int32_t Sampler::Sample(absl::Span<float> logits,
       if (cum >= params_.top_p) break;
     }
     keep = n;
-    float total = 0;
+    double total = 0;
     for (size_t i = 0; i < keep; ++i) total += probs[i];
     for (size_t i = 0; i < keep; ++i) probs[i] /= total;
   }

@@ -2,9 +2,9 @@
 // the CPU supports them (see matmul.cc).
 //
 // Layout: y[m, n] = x[m, k] · w[n, k]^T. The microkernel keeps MR x NR
-// 16-lane accumulators, vectorised along k, and widens BF16/F16 weights to
-// float32 in registers, so weights are read once per MR rows of x and never
-// expanded in memory. Decode (m small) is bound by reading w; prefill reuses
+// 16-lane accumulators (MR <= 4 rows of x, NR <= 8 weight rows), vectorised
+// along k, and widens BF16/F16 weights to float32 in registers, so weights
+// are read once per MR rows of x and never expanded in memory. Decode (m small) is bound by reading w; prefill reuses
 // each weight tile (kept in L1/L2) across all rows of x.
 #include <immintrin.h>
 
@@ -65,61 +65,57 @@ inline void MicroKernel(const float* x, int64_t ldx, const char* w,
     for (int c = 0; c < NR; ++c) acc[r][c] = _mm512_setzero_ps();
   }
   int64_t i = 0;
-  constexpr int64_t kPrefetchBytes = 1024;
-  constexpr int64_t kElem = static_cast<int64_t>(sizeof(float)) / (kType == DType::kF32 ? 1 : 2);
   for (; i + 16 <= k; i += 16) {
-    __m512 wv[NR];
-    if ((i & 31) == 0) {
-      for (int c = 0; c < NR; ++c) {
-        _mm_prefetch(w + c * w_row_bytes + i * kElem + kPrefetchBytes, _MM_HINT_T0);
-      }
-    }
-    for (int c = 0; c < NR; ++c) wv[c] = LoadW<kType>(w + c * w_row_bytes, i);
-    for (int r = 0; r < MR; ++r) {
-      const __m512 xv = _mm512_loadu_ps(x + r * ldx + i);
-      for (int c = 0; c < NR; ++c) {
-        acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+    // x rows first, then one weight row at a time: MR*NR accumulators plus
+    // MR + 1 operands stay within the 32 vector registers.
+    __m512 xv[MR];
+    for (int r = 0; r < MR; ++r) xv[r] = _mm512_loadu_ps(x + r * ldx + i);
+    for (int c = 0; c < NR; ++c) {
+      const __m512 wv = LoadW<kType>(w + c * w_row_bytes, i);
+      for (int r = 0; r < MR; ++r) {
+        acc[r][c] = _mm512_fmadd_ps(xv[r], wv, acc[r][c]);
       }
     }
   }
   if (i < k) {
     const __mmask16 mask = static_cast<__mmask16>((1u << (k - i)) - 1);
-    __m512 wv[NR];
-    for (int c = 0; c < NR; ++c) {
-      wv[c] = LoadWMasked<kType>(w + c * w_row_bytes, i, mask);
-    }
+    __m512 xv[MR];
     for (int r = 0; r < MR; ++r) {
-      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + r * ldx + i);
-      for (int c = 0; c < NR; ++c) {
-        acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+      xv[r] = _mm512_maskz_loadu_ps(mask, x + r * ldx + i);
+    }
+    for (int c = 0; c < NR; ++c) {
+      const __m512 wv = LoadWMasked<kType>(w + c * w_row_bytes, i, mask);
+      for (int r = 0; r < MR; ++r) {
+        acc[r][c] = _mm512_fmadd_ps(xv[r], wv, acc[r][c]);
       }
     }
   }
   for (int r = 0; r < MR; ++r) {
-    if constexpr (NR % 4 == 0) {
-      for (int c = 0; c < NR; c += 4) {
-        _mm_storeu_ps(y + r * ldy + c, ReduceFour(acc[r][c], acc[r][c + 1],
-                                                 acc[r][c + 2], acc[r][c + 3]));
-      }
-    } else {
-      for (int c = 0; c < NR; ++c) {
-        y[r * ldy + c] = _mm512_reduce_add_ps(acc[r][c]);
-      }
+    int c = 0;
+    for (; c + 4 <= NR; c += 4) {
+      _mm_storeu_ps(y + r * ldy + c, ReduceFour(acc[r][c], acc[r][c + 1],
+                                               acc[r][c + 2], acc[r][c + 3]));
     }
+    for (; c < NR; ++c) y[r * ldy + c] = _mm512_reduce_add_ps(acc[r][c]);
   }
+}
+
+// Weight rows per microkernel call for MR rows of x: as many as the register
+// file allows, since more rows in flight read memory faster.
+template <int MR>
+constexpr int WideNR() {
+  return MR == 4 ? 6 : 8;
 }
 
 template <DType kType, int MR>
 inline void RowsKernel(const float* x, int64_t ldx, const char* w,
                        int64_t w_row_bytes, int64_t k, float* y, int64_t ldy,
                        int64_t n_begin, int64_t n_end) {
+  constexpr int kWide = WideNR<MR>();
   int64_t n = n_begin;
-  if constexpr (MR <= 2) {
-    // Few rows of x: more weight rows in flight hide memory latency.
-    for (; n + 8 <= n_end; n += 8) {
-      MicroKernel<kType, MR, 8>(x, ldx, w + n * w_row_bytes, w_row_bytes, k,
-                                y + n, ldy);
-    }
+  for (; n + kWide <= n_end; n += kWide) {
+    MicroKernel<kType, MR, kWide>(x, ldx, w + n * w_row_bytes, w_row_bytes, k,
+                                  y + n, ldy);
   }
   for (; n + 4 <= n_end; n += 4) {
     MicroKernel<kType, MR, 4>(x, ldx, w + n * w_row_bytes, w_row_bytes, k,
@@ -138,7 +134,7 @@ void Tile(const MatMulJob& job, int64_t n_begin, int64_t n_end) {
   const char* wb = static_cast<const char*>(w.data);
   const int64_t w_row_bytes = k * static_cast<int64_t>(DTypeSize(kType));
   // Weight sub-tiles of 16 rows stay in L1 while every row of x passes.
-  constexpr int64_t kRowsPerPass = 16;
+  constexpr int64_t kRowsPerPass = 24;
   for (int64_t n0 = n_begin; n0 < n_end; n0 += kRowsPerPass) {
     const int64_t n1 = n0 + kRowsPerPass < n_end ? n0 + kRowsPerPass : n_end;
     int64_t r = 0;
