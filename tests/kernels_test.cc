@@ -303,6 +303,26 @@ TEST_P(MatMulTest, RepeatedCallsGiveIdenticalResults) {
   }
 }
 
+// Each output must not depend on how the columns were split across threads
+// (tile widths differ at chunk edges): the cluster relies on expert servers
+// with other thread counts producing bit-identical results to the engine.
+TEST_P(MatMulTest, ResultsDoNotDependOnTheThreadCount) {
+  for (int64_t n : {17, 100, 333}) {
+    for (int64_t m : {1, 3, 5}) {
+      const OwnedTensor w = RandomWeight(n, 96);
+      const std::vector<float> x = RandomValues(m * 96, rng_);
+      std::vector<float> serial(m * n);
+      MatMul(x.data(), m, w.view(), serial.data(), nullptr);
+      for (int threads : {2, 3, 5}) {
+        ThreadPool pool(threads);
+        std::vector<float> y(m * n, kSentinel);
+        MatMul(x.data(), m, w.view(), y.data(), &pool);
+        ASSERT_EQ(y, serial) << "n=" << n << " m=" << m << " threads=" << threads;
+      }
+    }
+  }
+}
+
 TEST_P(MatMulTest, ReferenceMatchesDoublePrecision) {
   for (int64_t k : {1, 33, 1024}) {
     const OwnedTensor w = RandomWeight(17, k);

@@ -9,6 +9,8 @@ packages=(
   nlohmann-json3-dev   # config.json and safetensors header parsing
   libgtest-dev libgmock-dev  # unit and integration tests
   libbenchmark-dev     # micro-benchmarks
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+                       # service RPCs (callback API, health, reflection)
   "$@"
 )
 

@@ -96,7 +96,12 @@ inline void MicroKernel(const float* x, int64_t ldx, const char* w,
       _mm_storeu_ps(y + r * ldy + c, ReduceFour(acc[r][c], acc[r][c + 1],
                                                acc[r][c + 2], acc[r][c + 3]));
     }
-    for (; c < NR; ++c) y[r * ldy + c] = _mm512_reduce_add_ps(acc[r][c]);
+    // Same summation order as ReduceFour, so an output does not depend on
+    // which tile width (and so which thread partition) computed it.
+    for (; c < NR; ++c) {
+      y[r * ldy + c] = _mm_cvtss_f32(
+          ReduceFour(acc[r][c], acc[r][c], acc[r][c], acc[r][c]));
+    }
   }
 }
 

@@ -1,0 +1,56 @@
+// An expert server: loads the experts placed on it and serves
+// moe.v1.ExpertService, grpc.health.v1 and server reflection.
+#ifndef MOE_EXPERT_SERVER_EXPERT_SERVER_H_
+#define MOE_EXPERT_SERVER_EXPERT_SERVER_H_
+
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "expert_server/expert_engine.h"
+#include "expert_server/expert_service.h"
+#include "grpcpp/server.h"
+
+namespace moe {
+
+struct ExpertServerOptions {
+  // host:port; port 0 picks a free port (see ExpertServer::port()).
+  std::string listen_address = "127.0.0.1:0";
+  ExpertEngineOptions engine;
+};
+
+// Parses an expert list "L:E,L:E,..." (or "all"). INVALID_ARGUMENT naming
+// the malformed entry.
+absl::StatusOr<std::set<std::pair<int, int>>> ParseExpertList(
+    absl::string_view text, bool* all);
+
+class ExpertServer {
+ public:
+  // Loads the weights, then starts serving; health is SERVING on return.
+  static absl::StatusOr<std::unique_ptr<ExpertServer>> Start(
+      const ExpertServerOptions& options);
+  ~ExpertServer();
+
+  int port() const { return port_; }
+  const ExpertEngine& engine() const { return *engine_; }
+
+  // Marks health NOT_SERVING and stops accepting RPCs; in-flight calls get
+  // until `grace_seconds` to finish. Idempotent.
+  void Shutdown(double grace_seconds = 5.0);
+  // Blocks until the server has shut down.
+  void Wait();
+
+ private:
+  ExpertServer() = default;
+  std::unique_ptr<ExpertEngine> engine_;
+  std::unique_ptr<ExpertServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace moe
+
+#endif  // MOE_EXPERT_SERVER_EXPERT_SERVER_H_

@@ -1,0 +1,33 @@
+// gRPC adapter of the expert server: converts RunExperts requests into
+// ExpertWork for the ExpertEngine and completes the reactor when the engine
+// is done. Never blocks inside a callback.
+#ifndef MOE_EXPERT_SERVER_EXPERT_SERVICE_H_
+#define MOE_EXPERT_SERVER_EXPERT_SERVICE_H_
+
+#include "expert_server/expert_engine.h"
+#include "moe/v1/expert.grpc.pb.h"
+
+namespace moe {
+
+class ExpertServiceImpl final : public v1::ExpertService::CallbackService {
+ public:
+  // `engine` is borrowed and must outlive the service.
+  explicit ExpertServiceImpl(ExpertEngine* engine) : engine_(engine) {}
+
+  grpc::ServerUnaryReactor* RunExperts(
+      grpc::CallbackServerContext* context,
+      const v1::RunExpertsRequest* request,
+      v1::RunExpertsResponse* response) override;
+
+  grpc::ServerUnaryReactor* GetPlacement(
+      grpc::CallbackServerContext* context,
+      const v1::GetPlacementRequest* request,
+      v1::Placement* response) override;
+
+ private:
+  ExpertEngine* engine_;
+};
+
+}  // namespace moe
+
+#endif  // MOE_EXPERT_SERVER_EXPERT_SERVICE_H_

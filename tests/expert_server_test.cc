@@ -1,0 +1,209 @@
+// The expert server in process on an ephemeral loopback port: RunExperts
+// equals the core grouped FFN, and every malformed group is refused with
+// INVALID_ARGUMENT naming the problem.
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/checkpoint.h"
+#include "core/expert_ffn.h"
+#include "core/model_weights.h"
+#include "core/rpc/tensor_codec.h"
+#include "expert_server/expert_server.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "gtest/gtest.h"
+#include "gmock/gmock.h"
+#include "moe/v1/expert.grpc.pb.h"
+#include "tests/test_util.h"
+
+namespace moe {
+namespace {
+
+using ::testing::HasSubstr;
+
+class ExpertServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ExpertServerOptions options;
+    options.engine.model_dir = testing::FixtureDir("tiny-mixtral");
+    options.engine.experts = {{0, 1}, {0, 3}, {1, 5}};
+    options.engine.num_threads = 2;
+    absl::StatusOr<std::unique_ptr<ExpertServer>> server =
+        ExpertServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    stub_ = v1::ExpertService::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(server_->port()),
+        grpc::InsecureChannelCredentials()));
+
+    absl::StatusOr<std::unique_ptr<Checkpoint>> ckpt =
+        Checkpoint::Open(testing::FixtureDir("tiny-mixtral"));
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+    absl::StatusOr<ModelWeights> weights = LoadModelWeights(
+        std::shared_ptr<Checkpoint>(*std::move(ckpt)), WeightSelection::Full());
+    ASSERT_TRUE(weights.ok()) << weights.status();
+    weights_ = *std::move(weights);
+  }
+
+  std::vector<float> RandomRows(int64_t rows, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> dist;
+    std::vector<float> x(rows * hidden());
+    for (float& v : x) v = dist(rng);
+    return x;
+  }
+
+  std::vector<float> LocalFfn(int layer, int expert, const std::vector<float>& x) {
+    const int64_t tokens = x.size() / hidden();
+    std::vector<float> out(x.size());
+    const FfnGroup group{&weights_.layers[layer].experts.at(expert), x.data(),
+                         tokens, out.data()};
+    GroupedFfnRunner().Run(absl::MakeConstSpan(&group, 1), nullptr);
+    return out;
+  }
+
+  grpc::Status Call(const v1::RunExpertsRequest& request,
+                    v1::RunExpertsResponse* response) {
+    grpc::ClientContext context;
+    return stub_->RunExperts(&context, request, response);
+  }
+
+  int64_t hidden() const { return weights_.config.hidden_size; }
+
+  std::unique_ptr<ExpertServer> server_;
+  std::unique_ptr<v1::ExpertService::Stub> stub_;
+  ModelWeights weights_;
+};
+
+TEST_F(ExpertServerTest, ManyGroupsEqualTheCoreFfn) {
+  const std::vector<std::pair<int, int>> ids = {{0, 1}, {1, 5}, {0, 3}, {0, 1}};
+  const std::vector<int64_t> tokens = {1, 7, 16, 3};
+  v1::RunExpertsRequest request;
+  std::vector<std::vector<float>> inputs;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    inputs.push_back(RandomRows(tokens[i], 100 + i));
+    v1::ExpertGroup* g = request.add_groups();
+    g->set_layer(ids[i].first);
+    g->set_expert(ids[i].second);
+    EncodeF32(inputs[i].data(), tokens[i], hidden(), g->mutable_hidden());
+  }
+  v1::RunExpertsResponse response;
+  ASSERT_TRUE(Call(request, &response).ok());
+  ASSERT_EQ(response.outputs_size(), static_cast<int>(ids.size()));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    absl::StatusOr<F32Rows> got =
+        DecodeF32Rows(response.outputs(i), hidden(), "output");
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->rows, tokens[i]);
+    const std::vector<float> want = LocalFfn(ids[i].first, ids[i].second, inputs[i]);
+    for (int64_t j = 0; j < tokens[i] * hidden(); ++j) {
+      ASSERT_FLOAT_EQ(got->data[j], want[j]) << "group " << i << " element " << j;
+    }
+  }
+}
+
+TEST_F(ExpertServerTest, ReportsItsPlacement) {
+  grpc::ClientContext context;
+  v1::Placement placement;
+  ASSERT_TRUE(stub_->GetPlacement(&context, v1::GetPlacementRequest(), &placement).ok());
+  std::vector<std::pair<int, int>> got;
+  for (const v1::ExpertId& id : placement.experts()) got.emplace_back(id.layer(), id.expert());
+  EXPECT_THAT(got, ::testing::UnorderedElementsAre(std::make_pair(0, 1), std::make_pair(0, 3),
+                                                   std::make_pair(1, 5)));
+}
+
+
+TEST_F(ExpertServerTest, RefusesBadGroupsNamingTheProblem) {
+  const std::vector<float> x = RandomRows(2, 7);
+  auto request_with = [&](auto mutate) {
+    v1::RunExpertsRequest request;
+    v1::ExpertGroup* ok = request.add_groups();
+    ok->set_layer(0);
+    ok->set_expert(1);
+    EncodeF32(x.data(), 2, hidden(), ok->mutable_hidden());
+    v1::ExpertGroup* bad = request.add_groups();
+    bad->set_layer(0);
+    bad->set_expert(3);
+    EncodeF32(x.data(), 2, hidden(), bad->mutable_hidden());
+    mutate(bad);
+    return request;
+  };
+  struct Case {
+    std::string name;
+    std::function<void(v1::ExpertGroup*)> mutate;
+    std::string needle;
+  };
+  const std::vector<Case> cases = {
+      {"expert not hosted", [](v1::ExpertGroup* g) { g->set_expert(2); },
+       "groups[1]: layer 0 expert 2 is not hosted"},
+      {"layer out of range", [](v1::ExpertGroup* g) { g->set_layer(9); },
+       "groups[1]: layer 9 expert 3 is not hosted"},
+      {"wrong dtype",
+       [](v1::ExpertGroup* g) { g->mutable_hidden()->set_dtype(v1::DTYPE_BF16); },
+       "groups[1].hidden: dtype must be DTYPE_F32"},
+      {"wrong hidden size",
+       [](v1::ExpertGroup* g) { g->mutable_hidden()->set_shape(1, 63); },
+       "groups[1].hidden: shape must be [tokens, 64]"},
+      {"three dims",
+       [](v1::ExpertGroup* g) { g->mutable_hidden()->add_shape(1); },
+       "groups[1].hidden: shape must be [tokens, 64]"},
+      {"bytes disagree with shape",
+       [](v1::ExpertGroup* g) { g->mutable_hidden()->mutable_data()->resize(100); },
+       "groups[1].hidden: holds 100 bytes but shape [2, 64] of F32 needs 512"},
+      {"negative tokens",
+       [](v1::ExpertGroup* g) { g->mutable_hidden()->set_shape(0, -2); },
+       "groups[1].hidden: shape must be [tokens, 64]"},
+  };
+  for (const Case& c : cases) {
+    v1::RunExpertsResponse response;
+    const grpc::Status status = Call(request_with(c.mutate), &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.name;
+    EXPECT_THAT(status.error_message(), HasSubstr(c.needle)) << c.name;
+  }
+  // The server still serves a valid request afterwards.
+  v1::RunExpertsResponse response;
+  EXPECT_TRUE(Call(request_with([](v1::ExpertGroup*) {}), &response).ok());
+  EXPECT_EQ(response.outputs_size(), 2);
+}
+
+TEST_F(ExpertServerTest, EmptyGroupsAndEmptyRequestsSucceed) {
+  v1::RunExpertsRequest request;
+  v1::RunExpertsResponse response;
+  ASSERT_TRUE(Call(request, &response).ok());
+  EXPECT_EQ(response.outputs_size(), 0);
+  v1::ExpertGroup* g = request.add_groups();
+  g->set_layer(1);
+  g->set_expert(5);
+  EncodeF32(nullptr, 0, hidden(), g->mutable_hidden());
+  ASSERT_TRUE(Call(request, &response).ok());
+  ASSERT_EQ(response.outputs_size(), 1);
+  EXPECT_EQ(response.outputs(0).shape(0), 0);
+}
+
+TEST(ExpertListTest, ParsesAndRejects) {
+  bool all = false;
+  absl::StatusOr<std::set<std::pair<int, int>>> parsed = ParseExpertList("0:1, 2:3", &all);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_FALSE(all);
+  EXPECT_EQ(*parsed, (std::set<std::pair<int, int>>{{0, 1}, {2, 3}}));
+  ASSERT_TRUE(ParseExpertList("all", &all).ok());
+  EXPECT_TRUE(all);
+  for (const char* bad : {"", "1", "a:b", "1:-2", "1:2:3"}) {
+    absl::StatusOr<std::set<std::pair<int, int>>> r = ParseExpertList(bad, &all);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+TEST(ExpertServerStartTest, PlacementOutsideTheModelIsRefusedAtLoad) {
+  ExpertServerOptions options;
+  options.engine.model_dir = testing::FixtureDir("tiny-mixtral");
+  options.engine.experts = {{0, 8}};
+  absl::StatusOr<std::unique_ptr<ExpertServer>> server = ExpertServer::Start(options);
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr("expert 8 of layer 0"));
+}
+
+}  // namespace
+}  // namespace moe
