@@ -1,0 +1,294 @@
+#include "router/dispatch_plan.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
+#include "core/cpu/kernels.h"
+
+namespace moe {
+namespace {
+
+absl::Status CheckInputs(const ModelConfig& config, int layer,
+                         const float* logits, int64_t tokens,
+                         const PlacementTable& placement,
+                         const CapacityOptions& options,
+                         const std::vector<int64_t>& server_load) {
+  const int e = config.num_experts;
+  const int k = config.num_experts_per_tok;
+  if (e < 1 || k < 1 || k > e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "num_experts_per_tok (", k, ") must be in [1, num_experts = ", e, "]"));
+  }
+  if (layer < 0 || layer >= config.num_layers || !config.IsMoeLayer(layer)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer ", layer, " is not a MoE layer of the model (",
+                     config.num_layers, " layers)"));
+  }
+  if (tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokens must be >= 0, got ", tokens));
+  }
+  if (tokens > 0 && logits == nullptr) {
+    return absl::InvalidArgumentError("logits is null");
+  }
+  if (!std::isfinite(options.capacity_factor) || options.capacity_factor < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("capacity_factor must be finite and >= 0, got ",
+                     options.capacity_factor));
+  }
+  if (options.per_server_token_cap < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("per_server_token_cap must be >= 0, got ",
+                     options.per_server_token_cap));
+  }
+  if (!server_load.empty() &&
+      server_load.size() != static_cast<size_t>(placement.num_servers())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("server_load has ", server_load.size(), " entries for ",
+                     placement.num_servers(), " servers"));
+  }
+  for (size_t s = 0; s < server_load.size(); ++s) {
+    if (server_load[s] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "server_load[", s, "] must be >= 0, got ", server_load[s]));
+    }
+  }
+  for (int64_t i = 0; i < tokens * e; ++i) {
+    if (!std::isfinite(logits[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("router logit of token ", i / e, ", expert ", i % e,
+                       " is not finite (", logits[i], ")"));
+    }
+  }
+  for (int x = 0; x < e; ++x) {
+    if (placement.Replicas(layer, x).empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("no server hosts (layer ", layer, ", expert ", x, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// All experts of one token by descending gate probability, ties -> lower id:
+// the same probabilities and order as RouteFromLogits, which makes its top-k
+// the first k entries.
+std::vector<int32_t> RankExperts(const float* token_logits, int e) {
+  std::vector<float> probs(token_logits, token_logits + e);
+  cpu::Softmax(probs.data(), e);
+  std::vector<int32_t> order(e);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+  });
+  return order;
+}
+
+// The mutable state of one planning pass.
+class Planner {
+ public:
+  Planner(const ModelConfig& config, int layer, const float* logits,
+          const PlacementTable& placement, const CapacityOptions& options,
+          const std::vector<int64_t>& server_load, DispatchPlan& plan)
+      : e_(config.num_experts),
+        k_(config.num_experts_per_tok),
+        logits_(logits),
+        options_(options),
+        plan_(plan),
+        replicas_(e_),
+        load_(placement.num_servers(), 0),
+        planned_(placement.num_servers(), 0),
+        expert_slots_(e_, 0),
+        rankings_(plan.tokens) {
+    for (int x = 0; x < e_; ++x) replicas_[x] = placement.Replicas(layer, x);
+    if (!server_load.empty()) load_ = server_load;
+  }
+
+  void Run() {
+    for (int j = 0; j < k_; ++j) {
+      for (int64_t t = 0; t < plan_.tokens; ++t) PlanSlot(t, j);
+    }
+  }
+
+ private:
+  // The replica of `expert` that a slot would go to, or -1 when the expert
+  // has no room.
+  int32_t PickReplica(int32_t expert) const {
+    if (plan_.capacity != kUnlimitedCapacity &&
+        expert_slots_[expert] >= plan_.capacity) {
+      return -1;
+    }
+    const int64_t cap = options_.per_server_token_cap;
+    int32_t best = -1;
+    int64_t best_load = 0;
+    for (int32_t s : replicas_[expert]) {
+      if (cap > 0 && planned_[s] >= cap) continue;
+      const int64_t load = planned_[s] + load_[s];
+      if (best < 0 || load < best_load || (load == best_load && s < best)) {
+        best = s;
+        best_load = load;
+      }
+    }
+    return best;
+  }
+
+  void Place(int64_t t, int j, int32_t expert, int32_t server, bool rerouted) {
+    plan_.slots[t * k_ + j] = {expert, server, rerouted};
+    ++expert_slots_[expert];
+    ++planned_[server];
+    ExpertDispatchStats& stats = plan_.stats.experts[expert];
+    ++stats.tokens;
+    if (rerouted) ++stats.rerouted_in;
+  }
+
+  // True when token t gates to `expert` or already computes on it.
+  bool TokenUses(int64_t t, int32_t expert) const {
+    for (int j = 0; j < k_; ++j) {
+      if (plan_.routing.experts[t * k_ + j] == expert ||
+          plan_.slots[t * k_ + j].expert == expert) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void PlanSlot(int64_t t, int j) {
+    const int32_t gated = plan_.routing.experts[t * k_ + j];
+    if (int32_t s = PickReplica(gated); s >= 0) {
+      Place(t, j, gated, s, /*rerouted=*/false);
+      return;
+    }
+    ExpertDispatchStats& stats = plan_.stats.experts[gated];
+    ++stats.overflowed;
+    if (options_.policy == CapacityOptions::OverflowPolicy::kReroute) {
+      std::vector<int32_t>& ranking = rankings_[t];
+      if (ranking.empty()) ranking = RankExperts(logits_ + t * e_, e_);
+      for (int32_t candidate : ranking) {
+        if (TokenUses(t, candidate)) continue;
+        if (int32_t s = PickReplica(candidate); s >= 0) {
+          ++stats.rerouted;
+          Place(t, j, candidate, s, /*rerouted=*/true);
+          return;
+        }
+      }
+    }
+    ++stats.dropped;
+  }
+
+  const int e_;
+  const int k_;
+  const float* logits_;
+  const CapacityOptions& options_;
+  DispatchPlan& plan_;
+  std::vector<absl::Span<const int32_t>> replicas_;  // [e], per expert
+  std::vector<int64_t> load_;          // [servers], before this batch
+  std::vector<int64_t> planned_;       // [servers], slots in this batch
+  std::vector<int64_t> expert_slots_;  // [e], slots in this batch
+  std::vector<std::vector<int32_t>> rankings_;  // [tokens], filled lazily
+};
+
+// Fills plan.servers from plan.slots: one group per (server, expert), tokens
+// ascending.
+void BuildGroups(int num_servers, int e, DispatchPlan& plan) {
+  const int k = plan.k;
+  std::vector<int64_t> sizes(static_cast<size_t>(num_servers) * e, 0);
+  for (const SlotAssignment& a : plan.slots) {
+    if (!a.dropped()) ++sizes[static_cast<size_t>(a.server) * e + a.expert];
+  }
+  std::vector<int32_t> group_index(sizes.size(), -1);
+  plan.servers.assign(num_servers, {});
+  for (int s = 0; s < num_servers; ++s) {
+    ServerDispatch& server = plan.servers[s];
+    for (int x = 0; x < e; ++x) {
+      const size_t i = static_cast<size_t>(s) * e + x;
+      if (sizes[i] == 0) continue;
+      group_index[i] = static_cast<int32_t>(server.groups.size());
+      ExpertGroup& group = server.groups.emplace_back();
+      group.expert = x;
+      group.tokens.reserve(sizes[i]);
+      group.weights.reserve(sizes[i]);
+      server.num_slots += sizes[i];
+    }
+  }
+  for (int64_t t = 0; t < plan.tokens; ++t) {
+    for (int j = 0; j < k; ++j) {
+      const SlotAssignment& a = plan.slots[t * k + j];
+      if (a.dropped()) continue;
+      const size_t i = static_cast<size_t>(a.server) * e + a.expert;
+      ExpertGroup& group = plan.servers[a.server].groups[group_index[i]];
+      group.tokens.push_back(t);
+      group.weights.push_back(plan.routing.weights[t * k + j]);
+    }
+  }
+}
+
+}  // namespace
+
+int64_t ExpertCapacity(double capacity_factor, int64_t tokens, int k,
+                       int num_experts) {
+  if (capacity_factor == 0) return kUnlimitedCapacity;
+  const double c = capacity_factor * static_cast<double>(tokens) * k /
+                   static_cast<double>(num_experts);
+  if (c >= static_cast<double>(tokens)) return tokens;
+  return std::max<int64_t>(0, static_cast<int64_t>(std::ceil(c - 1e-9)));
+}
+
+int64_t LayerDispatchStats::overflowed() const {
+  int64_t n = 0;
+  for (const ExpertDispatchStats& s : experts) n += s.overflowed;
+  return n;
+}
+
+int64_t LayerDispatchStats::rerouted() const {
+  int64_t n = 0;
+  for (const ExpertDispatchStats& s : experts) n += s.rerouted;
+  return n;
+}
+
+int64_t LayerDispatchStats::dropped() const {
+  int64_t n = 0;
+  for (const ExpertDispatchStats& s : experts) n += s.dropped;
+  return n;
+}
+
+double LayerDispatchStats::Balancedness() const {
+  int64_t max = 0, sum = 0;
+  for (const ExpertDispatchStats& s : experts) {
+    max = std::max(max, s.tokens);
+    sum += s.tokens;
+  }
+  if (max == 0) return 1.0;
+  return static_cast<double>(sum) / static_cast<double>(experts.size()) /
+         static_cast<double>(max);
+}
+
+absl::StatusOr<DispatchPlan> PlanDispatch(
+    const ModelConfig& config, int layer, const float* logits, int64_t tokens,
+    const PlacementTable& placement, const CapacityOptions& options,
+    const std::vector<int64_t>& server_load) {
+  absl::Status status = CheckInputs(config, layer, logits, tokens, placement,
+                                    options, server_load);
+  if (!status.ok()) return status;
+  const int e = config.num_experts;
+  const int k = config.num_experts_per_tok;
+
+  DispatchPlan plan;
+  plan.layer = layer;
+  plan.tokens = tokens;
+  plan.k = k;
+  plan.capacity = ExpertCapacity(options.capacity_factor, tokens, k, e);
+  plan.routing = RouteFromLogits(config, logits, tokens);
+  plan.slots.assign(tokens * k, {});
+  plan.stats.layer = layer;
+  plan.stats.slots = tokens * k;
+  plan.stats.experts.assign(e, {});
+
+  Planner(config, layer, logits, placement, options, server_load, plan).Run();
+  BuildGroups(placement.num_servers(), e, plan);
+  return plan;
+}
+
+}  // namespace moe
