@@ -1,0 +1,105 @@
+// router: top-k gating, capacity and overflow, fan-out to expert servers.
+//   router --model DIR --expert_servers 127.0.0.1:5001,127.0.0.1:5002
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_split.h"
+#include "router/router_server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:0",
+          "host:port to serve on (loopback by default; port 0 picks one).");
+ABSL_FLAG(std::string, model, "",
+          "Checkpoint directory (only the gates are loaded).");
+ABSL_FLAG(
+    std::string, expert_servers, "",
+    "Comma-separated expert server addresses; the order gives server ids.");
+ABSL_FLAG(double, capacity_factor, 0.0,
+          "Per-expert capacity ceil(f * tokens * k / experts) per batch; 0 = "
+          "unlimited.");
+ABSL_FLAG(std::string, overflow, "reroute",
+          "When an expert is full: reroute (replica, else next-best expert) or "
+          "drop.");
+ABSL_FLAG(int, per_server_token_cap, 0,
+          "Max slots per expert server per batch; 0 = none.");
+ABSL_FLAG(double, fanout_timeout, 10.0,
+          "Deadline of each expert call, seconds.");
+ABSL_FLAG(double, connect_timeout, 60.0,
+          "How long to wait for the expert servers at start, seconds.");
+ABSL_FLAG(int, threads, 1, "Threads for the gate projections.");
+ABSL_FLAG(double, drain_seconds, 5.0,
+          "Grace period for in-flight calls on SIGTERM.");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Route MoE layers to expert servers.\n"
+      "  router --model DIR --expert_servers ADDR,ADDR [--capacity_factor F "
+      "--overflow reroute|drop]");
+  absl::ParseCommandLine(argc, argv);
+  auto fail = [](const std::string& message) {
+    std::fprintf(stderr, "router: %s\n", message.c_str());
+    return 2;
+  };
+  moe::RouterServerOptions options;
+  options.listen_address = absl::GetFlag(FLAGS_listen);
+  options.engine.model_dir = absl::GetFlag(FLAGS_model);
+  if (options.engine.model_dir.empty()) return fail("--model is required");
+  options.expert_addresses = absl::StrSplit(absl::GetFlag(FLAGS_expert_servers),
+                                            ',', absl::SkipWhitespace());
+  if (options.expert_addresses.empty())
+    return fail("--expert_servers is required");
+  const double factor = absl::GetFlag(FLAGS_capacity_factor);
+  if (!std::isfinite(factor) || factor < 0) {
+    return fail("--capacity_factor must be finite and >= 0");
+  }
+  options.engine.capacity.capacity_factor = factor;
+  const std::string overflow = absl::GetFlag(FLAGS_overflow);
+  if (overflow == "reroute") {
+    options.engine.capacity.policy =
+        moe::CapacityOptions::OverflowPolicy::kReroute;
+  } else if (overflow == "drop") {
+    options.engine.capacity.policy =
+        moe::CapacityOptions::OverflowPolicy::kDrop;
+  } else {
+    return fail("--overflow must be reroute or drop, got \"" + overflow + "\"");
+  }
+  if (absl::GetFlag(FLAGS_per_server_token_cap) < 0) {
+    return fail("--per_server_token_cap must be >= 0");
+  }
+  options.engine.capacity.per_server_token_cap =
+      absl::GetFlag(FLAGS_per_server_token_cap);
+  if (!(absl::GetFlag(FLAGS_fanout_timeout) > 0))
+    return fail("--fanout_timeout must be > 0");
+  options.fanout_timeout_seconds = absl::GetFlag(FLAGS_fanout_timeout);
+  options.connect_timeout_seconds = absl::GetFlag(FLAGS_connect_timeout);
+  options.engine.num_threads = absl::GetFlag(FLAGS_threads);
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<moe::RouterServer>> server =
+      moe::RouterServer::Start(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "router: %s\n",
+                 std::string(server.status().message()).c_str());
+    return 1;
+  }
+  std::printf("router: %zu expert servers, listening on 127.0.0.1:%d\n",
+              options.expert_addresses.size(), (*server)->port());
+  std::fflush(stdout);
+  int signal = 0;
+  sigwait(&signals, &signal);
+  std::printf("router: signal %d, draining\n", signal);
+  std::fflush(stdout);
+  (*server)->Shutdown(absl::GetFlag(FLAGS_drain_seconds));
+  (*server)->Wait();
+  return 0;
+}

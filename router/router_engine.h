@@ -1,0 +1,76 @@
+// The compute side of the router: the gates of every MoE layer, the expert
+// placement, capacity and overflow options, dispatch planning, the weighted
+// combine and cumulative statistics. Knows nothing of gRPC.
+#ifndef MOE_ROUTER_ROUTER_ENGINE_H_
+#define MOE_ROUTER_ROUTER_ENGINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "core/model_weights.h"
+#include "core/thread_pool.h"
+#include "router/dispatch_plan.h"
+#include "router/placement_table.h"
+
+namespace moe {
+
+struct RouterEngineOptions {
+  std::string model_dir;
+  CapacityOptions capacity;
+  int num_threads = 1;  // threads for the gate projections
+};
+
+// Cumulative counts per (layer, expert) since start.
+struct RouterTotals {
+  std::vector<LayerDispatchStats> layers;  // [num_layers]; dense layers stay 0
+  int64_t batches = 0;
+};
+
+// Thread-safe.
+class RouterEngine {
+ public:
+  // Loads only the gates. `placement` must cover every expert of every MoE
+  // layer (FAILED_PRECONDITION naming the first missing one).
+  static absl::StatusOr<std::unique_ptr<RouterEngine>> Load(
+      const RouterEngineOptions& options, PlacementTable placement);
+
+  const ModelConfig& config() const { return weights_.config; }
+  const PlacementTable& placement() const { return placement_; }
+
+  // Gates x [tokens, hidden] of `layer` and plans the dispatch, choosing
+  // replicas by the slots currently in flight to each server. The plan's
+  // slots are counted as in flight until Release(plan).
+  absl::StatusOr<DispatchPlan> Plan(int layer, const float* x, int64_t tokens);
+  void Release(const DispatchPlan& plan);
+
+  // out[t] = sum of weight * expert output over the plan's groups.
+  // outputs[s][g] is the output of group g of server s, [group tokens,
+  // hidden]. Dropped slots contribute nothing. Each token adds its experts'
+  // shares in ascending expert order, as the single-process engine does.
+  void Combine(const DispatchPlan& plan,
+               const std::vector<std::vector<const float*>>& outputs,
+               float* out) const;
+
+  RouterTotals Totals() const;
+
+ private:
+  RouterEngine(ModelWeights weights, PlacementTable placement,
+               CapacityOptions capacity, int num_threads);
+
+  ModelWeights weights_;
+  PlacementTable placement_;
+  CapacityOptions capacity_;
+  mutable absl::Mutex mu_;
+  std::unique_ptr<ThreadPool> pool_ ABSL_GUARDED_BY(mu_);
+  std::vector<int64_t> in_flight_ ABSL_GUARDED_BY(mu_);  // slots per server
+  RouterTotals totals_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace moe
+
+#endif  // MOE_ROUTER_ROUTER_ENGINE_H_

@@ -1,0 +1,56 @@
+// A router server: asks each expert server what it hosts, builds the
+// placement table, loads the gates and serves moe.v1.RouterService,
+// grpc.health.v1 and server reflection.
+#ifndef MOE_ROUTER_ROUTER_SERVER_H_
+#define MOE_ROUTER_ROUTER_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/server.h"
+#include "router/router_engine.h"
+#include "router/router_service.h"
+
+namespace moe {
+
+struct RouterServerOptions {
+  std::string listen_address = "127.0.0.1:0";
+  // Expert servers; index = server id in the placement table.
+  std::vector<std::string> expert_addresses;
+  RouterEngineOptions engine;
+  // How long to wait for every expert server to answer GetPlacement.
+  double connect_timeout_seconds = 30;
+  // Deadline of each fan-out call to an expert server.
+  double fanout_timeout_seconds = 10;
+};
+
+// Builds the placement from the expert servers' GetPlacement answers.
+// UNAVAILABLE naming the server that did not answer in time.
+absl::StatusOr<PlacementTable> DiscoverPlacement(
+    const std::vector<std::string>& addresses, double timeout_seconds);
+
+class RouterServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<RouterServer>> Start(
+      const RouterServerOptions& options);
+  ~RouterServer();
+
+  int port() const { return port_; }
+  RouterEngine& engine() { return *engine_; }
+
+  void Shutdown(double grace_seconds = 5.0);
+  void Wait();
+
+ private:
+  RouterServer() = default;
+  std::unique_ptr<RouterEngine> engine_;
+  std::unique_ptr<RouterServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace moe
+
+#endif  // MOE_ROUTER_ROUTER_SERVER_H_

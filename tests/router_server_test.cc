@@ -1,0 +1,248 @@
+// The router in process with real expert servers on ephemeral loopback
+// ports: RunMoe equals the single-process engine's MoE step bit for bit, in
+// several placements; capacity limits are deterministic and counted; bad
+// requests are refused naming the field.
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/checkpoint.h"
+#include "core/local_moe_executor.h"
+#include "core/model_weights.h"
+#include "core/rpc/tensor_codec.h"
+#include "expert_server/expert_server.h"
+#include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "gtest/gtest.h"
+#include "moe/v1/router.grpc.pb.h"
+#include "router/router_server.h"
+#include "tests/test_util.h"
+
+namespace moe {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A whole MoE tier: expert servers with the given placements and a router.
+class Tier {
+ public:
+  Tier(const std::string& fixture,
+       const std::vector<std::set<std::pair<int, int>>>& placements,
+       CapacityOptions capacity = {}) {
+    RouterServerOptions router_options;
+    for (const auto& experts : placements) {
+      ExpertServerOptions options;
+      options.engine.model_dir = testing::FixtureDir(fixture);
+      options.engine.experts = experts;
+      options.engine.num_threads = 1;
+      absl::StatusOr<std::unique_ptr<ExpertServer>> server = ExpertServer::Start(options);
+      EXPECT_TRUE(server.ok()) << server.status();
+      if (!server.ok()) return;
+      router_options.expert_addresses.push_back(
+          "127.0.0.1:" + std::to_string((*server)->port()));
+      experts_.push_back(*std::move(server));
+    }
+    router_options.engine.model_dir = testing::FixtureDir(fixture);
+    router_options.engine.capacity = capacity;
+    absl::StatusOr<std::unique_ptr<RouterServer>> router =
+        RouterServer::Start(router_options);
+    EXPECT_TRUE(router.ok()) << router.status();
+    if (!router.ok()) return;
+    router_ = *std::move(router);
+    stub_ = v1::RouterService::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(router_->port()),
+        grpc::InsecureChannelCredentials()));
+  }
+
+  bool ok() const { return router_ != nullptr; }
+  RouterServer& router() { return *router_; }
+
+  grpc::Status RunMoe(const v1::RunMoeRequest& request, v1::RunMoeResponse* response) {
+    grpc::ClientContext context;
+    return stub_->RunMoe(&context, request, response);
+  }
+
+ private:
+  std::vector<std::unique_ptr<ExpertServer>> experts_;
+  std::unique_ptr<RouterServer> router_;
+  std::unique_ptr<v1::RouterService::Stub> stub_;
+};
+
+std::set<std::pair<int, int>> ExpertsWhere(int layers, int experts,
+                                           const std::function<bool(int, int)>& keep) {
+  std::set<std::pair<int, int>> out;
+  for (int l = 0; l < layers; ++l) {
+    for (int e = 0; e < experts; ++e) {
+      if (keep(l, e)) out.emplace(l, e);
+    }
+  }
+  return out;
+}
+
+std::vector<float> RandomRows(int64_t rows, int64_t cols, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> dist;
+  std::vector<float> x(rows * cols);
+  for (float& v : x) v = dist(rng);
+  return x;
+}
+
+struct Topology {
+  std::string name;
+  std::vector<std::set<std::pair<int, int>>> placements;
+};
+
+class RouterEqualsEngineTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RouterEqualsEngineTest, EveryPlacementMatchesTheLocalMoeStep) {
+  const std::string fixture = GetParam();
+  absl::StatusOr<std::unique_ptr<Checkpoint>> ckpt = Checkpoint::Open(testing::FixtureDir(fixture));
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  absl::StatusOr<ModelWeights> weights =
+      LoadModelWeights(std::shared_ptr<Checkpoint>(*std::move(ckpt)), WeightSelection::Full());
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  const ModelConfig& c = weights->config;
+  const int L = c.num_layers, E = c.num_experts;
+  auto moe_layer = [&](int l) { return c.IsMoeLayer(l); };
+  const std::vector<Topology> topologies = {
+      {"one server", {ExpertsWhere(L, E, [&](int l, int) { return moe_layer(l); })}},
+      {"four slices",
+       {ExpertsWhere(L, E, [&](int l, int e) { return moe_layer(l) && e % 4 == 0; }),
+        ExpertsWhere(L, E, [&](int l, int e) { return moe_layer(l) && e % 4 == 1; }),
+        ExpertsWhere(L, E, [&](int l, int e) { return moe_layer(l) && e % 4 == 2; }),
+        ExpertsWhere(L, E, [&](int l, int e) { return moe_layer(l) && e % 4 == 3; })}},
+      {"every expert twice",
+       {ExpertsWhere(L, E, [&](int l, int) { return moe_layer(l); }),
+        ExpertsWhere(L, E, [&](int l, int) { return moe_layer(l); })}},
+  };
+  ThreadPool pool(2);
+  LocalMoeExecutor local(&*weights, &pool);
+  for (const Topology& topology : topologies) {
+    Tier tier(fixture, topology.placements);
+    ASSERT_TRUE(tier.ok()) << topology.name;
+    for (int layer = 0; layer < L; ++layer) {
+      if (!c.IsMoeLayer(layer)) continue;
+      for (int64_t tokens : {1, 5, 33}) {
+        const std::vector<float> x = RandomRows(tokens, c.hidden_size, 31 * layer + tokens);
+        std::vector<float> want(x.size());
+        ASSERT_TRUE(local.RunMoe(layer, x.data(), tokens, want.data()).ok());
+        v1::RunMoeRequest request;
+        request.set_layer(layer);
+        EncodeF32(x.data(), tokens, c.hidden_size, request.mutable_hidden());
+        v1::RunMoeResponse response;
+        const grpc::Status status = tier.RunMoe(request, &response);
+        ASSERT_TRUE(status.ok()) << topology.name << ": " << status.error_message();
+        absl::StatusOr<F32Rows> got = DecodeF32Rows(response.output(), c.hidden_size, "output");
+        ASSERT_TRUE(got.ok()) << got.status();
+        ASSERT_EQ(got->rows, tokens);
+        for (size_t i = 0; i < want.size(); ++i) {
+          ASSERT_EQ(got->data[i], want[i])
+              << topology.name << " layer " << layer << " tokens " << tokens << " i " << i;
+        }
+        EXPECT_EQ(response.dropped_slots(), 0);
+        EXPECT_EQ(response.rerouted_slots(), 0);
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, RouterEqualsEngineTest,
+                         ::testing::Values("tiny-mixtral", "tiny-qwen2-moe"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& ch : name) if (ch == '-') ch = '_';
+                           return name;
+                         });
+
+TEST(RouterCapacityTest, OverflowIsDeterministicAndCountedLikeThePlan) {
+  for (auto policy : {CapacityOptions::OverflowPolicy::kDrop,
+                      CapacityOptions::OverflowPolicy::kReroute}) {
+    CapacityOptions capacity;
+    capacity.capacity_factor = 0.5;
+    capacity.policy = policy;
+    Tier tier("tiny-mixtral", {ExpertsWhere(2, 8, [](int, int) { return true; })}, capacity);
+    ASSERT_TRUE(tier.ok());
+    const int64_t tokens = 24;
+    const std::vector<float> x = RandomRows(tokens, 64, 5);
+    v1::RunMoeRequest request;
+    request.set_layer(1);
+    EncodeF32(x.data(), tokens, 64, request.mutable_hidden());
+    v1::RunMoeResponse first, second;
+    ASSERT_TRUE(tier.RunMoe(request, &first).ok());
+    ASSERT_TRUE(tier.RunMoe(request, &second).ok());
+    EXPECT_EQ(first.output().data(), second.output().data());
+    EXPECT_EQ(first.dropped_slots(), second.dropped_slots());
+    // capacity = ceil(0.5 * 24 * 2 / 8) = 3 slots per expert, 24 of 48 fit.
+    if (policy == CapacityOptions::OverflowPolicy::kDrop) {
+      EXPECT_GT(first.dropped_slots(), 0);
+      EXPECT_EQ(first.rerouted_slots(), 0);
+    } else {
+      EXPECT_GT(first.rerouted_slots(), 0);
+    }
+    // The router's cumulative counters explain every slot.
+    const RouterTotals totals = tier.router().engine().Totals();
+    const LayerDispatchStats& layer = totals.layers[1];
+    EXPECT_EQ(layer.slots, 2 * tokens * 2);
+    EXPECT_EQ(layer.dropped(), 2 * first.dropped_slots());
+    EXPECT_EQ(layer.rerouted(), 2 * first.rerouted_slots());
+    int64_t computed = 0;
+    for (const ExpertDispatchStats& e : layer.experts) {
+      computed += e.tokens;
+      EXPECT_LE(e.tokens, 2 * 3);
+    }
+    EXPECT_EQ(computed + layer.dropped(), layer.slots);
+  }
+}
+
+TEST(RouterRequestTest, BadRequestsNameTheField) {
+  Tier tier("tiny-mixtral", {ExpertsWhere(2, 8, [](int, int) { return true; })});
+  ASSERT_TRUE(tier.ok());
+  const std::vector<float> x = RandomRows(2, 64, 9);
+  struct Case {
+    int layer;
+    std::function<void(v1::Tensor*)> mutate;
+    std::string needle;
+  };
+  const std::vector<Case> cases = {
+      {5, [](v1::Tensor*) {}, "layer: 5 is not a MoE layer"},
+      {-1, [](v1::Tensor*) {}, "layer: -1 is not a MoE layer"},
+      {0, [](v1::Tensor* t) { t->set_dtype(v1::DTYPE_F16); }, "hidden: dtype must be DTYPE_F32"},
+      {0, [](v1::Tensor* t) { t->set_shape(1, 32); }, "hidden: shape must be [tokens, 64]"},
+      {0, [](v1::Tensor* t) { t->mutable_data()->pop_back(); }, "hidden: holds 511 bytes"},
+  };
+  for (const Case& c : cases) {
+    v1::RunMoeRequest request;
+    request.set_layer(c.layer);
+    EncodeF32(x.data(), 2, 64, request.mutable_hidden());
+    c.mutate(request.mutable_hidden());
+    v1::RunMoeResponse response;
+    const grpc::Status status = tier.RunMoe(request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.needle;
+    EXPECT_THAT(status.error_message(), HasSubstr(c.needle));
+  }
+  v1::RunMoeRequest request;
+  request.set_layer(0);
+  EncodeF32(x.data(), 2, 64, request.mutable_hidden());
+  v1::RunMoeResponse response;
+  EXPECT_TRUE(tier.RunMoe(request, &response).ok());
+}
+
+TEST(RouterStartTest, AnExpertWithoutReplicaIsRefusedNamingIt) {
+  ExpertServerOptions options;
+  options.engine.model_dir = testing::FixtureDir("tiny-mixtral");
+  options.engine.experts = ExpertsWhere(2, 8, [](int l, int e) { return !(l == 1 && e == 6); });
+  absl::StatusOr<std::unique_ptr<ExpertServer>> expert = ExpertServer::Start(options);
+  ASSERT_TRUE(expert.ok()) << expert.status();
+  RouterServerOptions router_options;
+  router_options.engine.model_dir = testing::FixtureDir("tiny-mixtral");
+  router_options.expert_addresses = {"127.0.0.1:" + std::to_string((*expert)->port())};
+  absl::StatusOr<std::unique_ptr<RouterServer>> router = RouterServer::Start(router_options);
+  ASSERT_FALSE(router.ok());
+  EXPECT_THAT(std::string(router.status().message()), HasSubstr("layer 1"));
+  EXPECT_THAT(std::string(router.status().message()), HasSubstr("expert 6"));
+}
+
+}  // namespace
+}  // namespace moe
