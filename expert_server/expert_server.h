@@ -4,12 +4,9 @@
 #define MOE_EXPERT_SERVER_EXPERT_SERVER_H_
 
 #include <memory>
-#include <set>
 #include <string>
-#include <utility>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
 #include "expert_server/expert_engine.h"
 #include "expert_server/expert_service.h"
 #include "grpcpp/server.h"
@@ -21,11 +18,6 @@ struct ExpertServerOptions {
   std::string listen_address = "127.0.0.1:0";
   ExpertEngineOptions engine;
 };
-
-// Parses an expert list "L:E,L:E,..." (or "all"). INVALID_ARGUMENT naming
-// the malformed entry.
-absl::StatusOr<std::set<std::pair<int, int>>> ParseExpertList(
-    absl::string_view text, bool* all);
 
 class ExpertServer {
  public:

@@ -1,19 +1,24 @@
 // expert_server: serves the FFNs of the experts placed on it.
 //   expert_server --model DIR --experts 0:1,0:3,1:5 [--listen 127.0.0.1:0]
-#include <csignal>
 #include <cstdio>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "core/rpc/server_util.h"
+#include "core/expert_list.h"
 #include "expert_server/expert_server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "host:port to serve on (loopback by default; port 0 picks one).");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, the bound port is written to this file once serving.");
 ABSL_FLAG(std::string, model, "", "Checkpoint directory.");
 ABSL_FLAG(std::string, experts, "",
-          "Experts placed here: LAYER:EXPERT,... or \"all\".");
+          "Experts placed here: LAYER:EXPERT or LAYER:FIRST-LAST entries, "
+          "comma-separated, or \"all\".");
 ABSL_FLAG(int, threads, 0, "Compute threads; 0 = one per core.");
 ABSL_FLAG(double, drain_seconds, 5.0,
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
@@ -32,17 +37,13 @@ int main(int argc, char** argv) {
   options.listen_address = absl::GetFlag(FLAGS_listen);
   options.engine.model_dir = absl::GetFlag(FLAGS_model);
   options.engine.num_threads = absl::GetFlag(FLAGS_threads);
-  absl::StatusOr<std::set<std::pair<int, int>>> experts = moe::ParseExpertList(
-      absl::GetFlag(FLAGS_experts), &options.engine.all_experts);
-  if (!experts.ok()) return fail(std::string("--") + std::string(experts.status().message()));
-  options.engine.experts = *experts;
+  absl::StatusOr<moe::ExpertList> experts =
+      moe::ParseExpertList(absl::GetFlag(FLAGS_experts));
+  if (!experts.ok()) return fail("--" + std::string(experts.status().message()));
+  options.engine.all_experts = experts->all;
+  options.engine.experts = experts->experts;
 
-  // Termination signals are taken synchronously below, not by a handler.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  moe::BlockTerminationSignals();
 
   absl::StatusOr<std::unique_ptr<moe::ExpertServer>> server =
       moe::ExpertServer::Start(options);
@@ -51,11 +52,15 @@ int main(int argc, char** argv) {
                  std::string(server.status().message()).c_str());
     return 1;
   }
-  std::printf("expert_server: %zu experts, listening on 127.0.0.1:%d\n",
-              (*server)->engine().HostedExperts().size(), (*server)->port());
-  std::fflush(stdout);
-  int signal = 0;
-  sigwait(&signals, &signal);
+  if (absl::Status s = moe::AnnounceServing(
+          "expert_server",
+          absl::StrCat((*server)->engine().HostedExperts().size(), " experts"),
+          options.listen_address, (*server)->port(),
+          absl::GetFlag(FLAGS_port_file));
+      !s.ok()) {
+    return fail(std::string(s.message()));
+  }
+  const int signal = moe::WaitForTerminationSignal();
   std::printf("expert_server: signal %d, draining\n", signal);
   std::fflush(stdout);
   (*server)->Shutdown(absl::GetFlag(FLAGS_drain_seconds));

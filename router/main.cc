@@ -1,7 +1,6 @@
 // router: top-k gating, capacity and overflow, fan-out to expert servers.
 //   router --model DIR --expert_servers 127.0.0.1:5001,127.0.0.1:5002
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -9,11 +8,15 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "core/rpc/server_util.h"
 #include "absl/strings/str_split.h"
 #include "router/router_server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "host:port to serve on (loopback by default; port 0 picks one).");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, the bound port is written to this file once serving.");
 ABSL_FLAG(std::string, model, "",
           "Checkpoint directory (only the gates are loaded).");
 ABSL_FLAG(
@@ -79,11 +82,7 @@ int main(int argc, char** argv) {
   options.connect_timeout_seconds = absl::GetFlag(FLAGS_connect_timeout);
   options.engine.num_threads = absl::GetFlag(FLAGS_threads);
 
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  moe::BlockTerminationSignals();
 
   absl::StatusOr<std::unique_ptr<moe::RouterServer>> server =
       moe::RouterServer::Start(options);
@@ -92,11 +91,15 @@ int main(int argc, char** argv) {
                  std::string(server.status().message()).c_str());
     return 1;
   }
-  std::printf("router: %zu expert servers, listening on 127.0.0.1:%d\n",
-              options.expert_addresses.size(), (*server)->port());
-  std::fflush(stdout);
-  int signal = 0;
-  sigwait(&signals, &signal);
+  if (absl::Status s = moe::AnnounceServing(
+          "router",
+          absl::StrCat(options.expert_addresses.size(), " expert servers"),
+          options.listen_address, (*server)->port(),
+          absl::GetFlag(FLAGS_port_file));
+      !s.ok()) {
+    return fail(std::string(s.message()));
+  }
+  const int signal = moe::WaitForTerminationSignal();
   std::printf("router: signal %d, draining\n", signal);
   std::fflush(stdout);
   (*server)->Shutdown(absl::GetFlag(FLAGS_drain_seconds));

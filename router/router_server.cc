@@ -3,30 +3,14 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "core/rpc/channel_util.h"
 #include "core/rpc/grpc_status.h"
+#include "core/rpc/server_util.h"
 #include "core/status_macros.h"
-#include "grpcpp/create_channel.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
-#include "grpcpp/security/credentials.h"
-#include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
-#include "grpcpp/support/channel_arguments.h"
 
 namespace moe {
-namespace {
-
-constexpr int kMaxMessageBytes = 512 << 20;
-
-std::shared_ptr<grpc::Channel> ExpertChannel(const std::string& address) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  args.SetMaxSendMessageSize(kMaxMessageBytes);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   args);
-}
-
-}  // namespace
 
 absl::StatusOr<PlacementTable> DiscoverPlacement(
     const std::vector<std::string>& addresses, double timeout_seconds) {
@@ -35,7 +19,7 @@ absl::StatusOr<PlacementTable> DiscoverPlacement(
   }
   PlacementTable table(static_cast<int>(addresses.size()));
   for (size_t s = 0; s < addresses.size(); ++s) {
-    auto stub = v1::ExpertService::NewStub(ExpertChannel(addresses[s]));
+    auto stub = v1::ExpertService::NewStub(MakeChannel(addresses[s]));
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(
@@ -66,25 +50,18 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
                    RouterEngine::Load(options.engine, std::move(placement)));
   std::vector<std::unique_ptr<v1::ExpertService::Stub>> stubs;
   for (const std::string& address : options.expert_addresses) {
-    stubs.push_back(v1::ExpertService::NewStub(ExpertChannel(address)));
+    stubs.push_back(v1::ExpertService::NewStub(MakeChannel(address)));
   }
   server->service_ = std::make_unique<RouterServiceImpl>(
       server->engine_.get(), std::move(stubs), options.expert_addresses,
       options.fanout_timeout_seconds);
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen_address,
-                           grpc::InsecureServerCredentials(), &server->port_);
-  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  ConfigureServerBuilder(options.listen_address, builder, &server->port_);
   builder.RegisterService(server->service_.get());
-  server->server_ = builder.BuildAndStart();
-  if (server->server_ == nullptr || server->port_ == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("router: cannot listen on ", options.listen_address));
-  }
+  ASSIGN_OR_RETURN(server->server_,
+                   BuildAndStartServer(builder, server->port_, "router",
+                                       options.listen_address));
   server->server_->GetHealthCheckService()->SetServingStatus(true);
   return server;
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/checkpoint.h"
+#include "core/expert_list.h"
 #include "core/expert_ffn.h"
 #include "core/model_weights.h"
 #include "core/rpc/tensor_codec.h"
@@ -183,17 +184,31 @@ TEST_F(ExpertServerTest, EmptyGroupsAndEmptyRequestsSucceed) {
 }
 
 TEST(ExpertListTest, ParsesAndRejects) {
-  bool all = false;
-  absl::StatusOr<std::set<std::pair<int, int>>> parsed = ParseExpertList("0:1, 2:3", &all);
+  absl::StatusOr<ExpertList> parsed = ParseExpertList("0:1, 2:3");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
-  EXPECT_FALSE(all);
-  EXPECT_EQ(*parsed, (std::set<std::pair<int, int>>{{0, 1}, {2, 3}}));
-  ASSERT_TRUE(ParseExpertList("all", &all).ok());
-  EXPECT_TRUE(all);
-  for (const char* bad : {"", "1", "a:b", "1:-2", "1:2:3"}) {
-    absl::StatusOr<std::set<std::pair<int, int>>> r = ParseExpertList(bad, &all);
+  EXPECT_FALSE(parsed->all);
+  EXPECT_EQ(parsed->experts, (std::set<std::pair<int, int>>{{0, 1}, {2, 3}}));
+  absl::StatusOr<ExpertList> all = ParseExpertList("all");
+  ASSERT_TRUE(all.ok());
+  EXPECT_TRUE(all->all);
+  for (const char* bad : {"", "1", "a:b", "1:-2", "1:2:3", "1:3-2", "1:2-", "-1:2",
+                          "1:0-2000000", ",,"}) {
+    absl::StatusOr<ExpertList> r = ParseExpertList(bad);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
+}
+
+TEST(ExpertListTest, RangesParseAndFormatRoundTrips) {
+  absl::StatusOr<ExpertList> parsed = ParseExpertList("0:0-3, 1:5,1:6-6,2:9");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->experts, (std::set<std::pair<int, int>>{
+                                 {0, 0}, {0, 1}, {0, 2}, {0, 3}, {1, 5}, {1, 6}, {2, 9}}));
+  EXPECT_EQ(FormatExpertList(parsed->experts), "0:0-3,1:5-6,2:9");
+  const std::set<std::pair<int, int>> scattered = {{0, 1}, {0, 3}, {0, 4}, {3, 0}};
+  EXPECT_EQ(FormatExpertList(scattered), "0:1,0:3-4,3:0");
+  absl::StatusOr<ExpertList> back = ParseExpertList(FormatExpertList(scattered));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->experts, scattered);
 }
 
 TEST(ExpertServerStartTest, PlacementOutsideTheModelIsRefusedAtLoad) {

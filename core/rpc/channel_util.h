@@ -1,0 +1,28 @@
+// Client-side helpers shared by the services, the launcher, the CLI and the
+// tests: channels with the project's message limits, and waiting for a
+// server to report SERVING on grpc.health.v1.
+#ifndef MOE_CORE_RPC_CHANNEL_UTIL_H_
+#define MOE_CORE_RPC_CHANNEL_UTIL_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "grpcpp/channel.h"
+
+namespace moe {
+
+// An insecure channel to `address` (host:port) with kMaxMessageBytes limits.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
+
+// Polls grpc.health.v1.Health/Check ("" = the whole server) until it answers
+// SERVING. DEADLINE_EXCEEDED naming the address and the last answer (or RPC
+// error) when that does not happen within `timeout_seconds`.
+absl::Status WaitForServing(const std::string& address, double timeout_seconds);
+
+// One health check: OK when SERVING, UNAVAILABLE with the status or error.
+absl::Status CheckServing(const std::string& address, double timeout_seconds);
+
+}  // namespace moe
+
+#endif  // MOE_CORE_RPC_CHANNEL_UTIL_H_

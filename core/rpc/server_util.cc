@@ -1,0 +1,97 @@
+#include "core/rpc/server_util.h"
+
+#include <pthread.h>
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+
+namespace moe {
+
+void ConfigureServerBuilder(const std::string& listen_address,
+                            grpc::ServerBuilder& builder, int* port) {
+  // Both are process-wide switches read when a server is built.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(),
+                           port);
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+}
+
+absl::StatusOr<std::unique_ptr<grpc::Server>> BuildAndStartServer(
+    grpc::ServerBuilder& builder, const int& port, const std::string& what,
+    const std::string& listen_address) {
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        what, ": cannot listen on ", listen_address,
+        " (address in use, or not a valid host:port)"));
+  }
+  return server;
+}
+
+std::string BoundAddress(const std::string& listen_address, int port) {
+  const size_t colon = listen_address.rfind(':');
+  const std::string host =
+      colon == std::string::npos ? listen_address : listen_address.substr(0, colon);
+  return absl::StrCat(host, ":", port);
+}
+
+absl::Status AnnounceServing(const std::string& what, const std::string& detail,
+                             const std::string& listen_address, int port,
+                             const std::string& port_file) {
+  std::printf("%s: %s, listening on %s\n", what.c_str(), detail.c_str(),
+              BoundAddress(listen_address, port).c_str());
+  std::fflush(stdout);
+  if (port_file.empty()) return absl::OkStatus();
+  return WritePortFile(port_file, port);
+}
+
+absl::Status WritePortFile(const std::string& path, int port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << port << "\n";
+    out.close();
+    if (!out) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("--port_file: cannot write ", tmp));
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("--port_file: cannot rename ", tmp, " to ", path));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+sigset_t TerminationSet() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  return signals;
+}
+}  // namespace
+
+void BlockTerminationSignals() {
+  const sigset_t signals = TerminationSet();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+}
+
+int WaitForTerminationSignal() {
+  const sigset_t signals = TerminationSet();
+  int signal = 0;
+  while (sigwait(&signals, &signal) != 0) {
+  }
+  return signal;
+}
+
+}  // namespace moe
