@@ -32,6 +32,8 @@ RouterEngine::RouterEngine(ModelWeights weights, PlacementTable placement,
       pool_(std::make_unique<ThreadPool>(num_threads)),
       in_flight_(placement_.num_servers(), 0) {
   totals_.layers.resize(weights_.config.num_layers);
+  totals_.server_slots.assign(placement_.num_servers(), 0);
+  totals_.server_calls.assign(placement_.num_servers(), 0);
   for (int l = 0; l < weights_.config.num_layers; ++l) {
     totals_.layers[l].layer = l;
     totals_.layers[l].experts.resize(weights_.config.num_experts);
@@ -55,6 +57,8 @@ absl::StatusOr<DispatchPlan> RouterEngine::Plan(int layer, const float* x,
                                 capacity_, in_flight_));
   for (size_t s = 0; s < plan.servers.size(); ++s) {
     in_flight_[s] += plan.servers[s].num_slots;
+    totals_.server_slots[s] += plan.servers[s].num_slots;
+    if (!plan.servers[s].groups.empty()) ++totals_.server_calls[s];
   }
   LayerDispatchStats& total = totals_.layers[layer];
   total.slots += plan.stats.slots;

@@ -25,10 +25,12 @@ struct RouterEngineOptions {
   int num_threads = 1;  // threads for the gate projections
 };
 
-// Cumulative counts per (layer, expert) since start.
+// Cumulative counts since start.
 struct RouterTotals {
   std::vector<LayerDispatchStats> layers;  // [num_layers]; dense layers stay 0
   int64_t batches = 0;
+  std::vector<int64_t> server_slots;  // [num_servers]: slots sent to each
+  std::vector<int64_t> server_calls;  // [num_servers]: batches sent to each
 };
 
 // Thread-safe.

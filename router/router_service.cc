@@ -180,4 +180,38 @@ grpc::ServerUnaryReactor* RouterServiceImpl::RunMoe(
   return reactor;
 }
 
+grpc::ServerUnaryReactor* RouterServiceImpl::GetStats(
+    grpc::CallbackServerContext* context,
+    const v1::GetRouterStatsRequest* /*request*/, v1::RouterStats* response) {
+  const RouterTotals totals = engine_->Totals();
+  const ModelConfig& config = engine_->config();
+  response->set_batches(totals.batches);
+  for (const LayerDispatchStats& layer : totals.layers) {
+    if (!config.IsMoeLayer(layer.layer)) continue;
+    v1::LayerDispatchCounts* out = response->add_layers();
+    out->set_layer(layer.layer);
+    out->set_slots(layer.slots);
+    for (size_t e = 0; e < layer.experts.size(); ++e) {
+      const ExpertDispatchStats& in = layer.experts[e];
+      v1::ExpertDispatchCounts* counts = out->add_experts();
+      counts->set_expert(static_cast<int32_t>(e));
+      counts->set_tokens(in.tokens);
+      counts->set_overflowed(in.overflowed);
+      counts->set_rerouted(in.rerouted);
+      counts->set_dropped(in.dropped);
+      counts->set_rerouted_in(in.rerouted_in);
+    }
+  }
+  for (size_t s = 0; s < totals.server_slots.size(); ++s) {
+    v1::ExpertServerCounts* server = response->add_servers();
+    server->set_server(static_cast<int32_t>(s));
+    server->set_address(addresses_[s]);
+    server->set_slots(totals.server_slots[s]);
+    server->set_calls(totals.server_calls[s]);
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
 }  // namespace moe

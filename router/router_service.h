@@ -27,6 +27,9 @@ class RouterServiceImpl final : public v1::RouterService::CallbackService {
   grpc::ServerUnaryReactor* RunMoe(grpc::CallbackServerContext* context,
                                    const v1::RunMoeRequest* request,
                                    v1::RunMoeResponse* response) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
+                                     const v1::GetRouterStatsRequest* request,
+                                     v1::RouterStats* response) override;
 
  private:
   RouterEngine* engine_;

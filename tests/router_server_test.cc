@@ -56,6 +56,11 @@ class Tier {
         grpc::InsecureChannelCredentials()));
   }
 
+  grpc::Status GetStats(v1::RouterStats* stats) {
+    grpc::ClientContext context;
+    return stub_->GetStats(&context, v1::GetRouterStatsRequest(), stats);
+  }
+
   bool ok() const { return router_ != nullptr; }
   RouterServer& router() { return *router_; }
 
@@ -193,6 +198,29 @@ TEST(RouterCapacityTest, OverflowIsDeterministicAndCountedLikeThePlan) {
       EXPECT_LE(e.tokens, 2 * 3);
     }
     EXPECT_EQ(computed + layer.dropped(), layer.slots);
+
+    // GetStats reports the same counts over RPC.
+    v1::RouterStats stats;
+    ASSERT_TRUE(tier.GetStats(&stats).ok());
+    EXPECT_EQ(stats.batches(), 2);
+    ASSERT_EQ(stats.layers_size(), 2);  // both layers of tiny-mixtral are MoE
+    const v1::LayerDispatchCounts& counts = stats.layers(1);
+    EXPECT_EQ(counts.layer(), 1);
+    EXPECT_EQ(counts.slots(), layer.slots);
+    ASSERT_EQ(counts.experts_size(), 8);
+    int64_t rerouted = 0, dropped = 0;
+    for (int e = 0; e < 8; ++e) {
+      EXPECT_EQ(counts.experts(e).tokens(), layer.experts[e].tokens);
+      EXPECT_EQ(counts.experts(e).overflowed(),
+                counts.experts(e).rerouted() + counts.experts(e).dropped());
+      rerouted += counts.experts(e).rerouted();
+      dropped += counts.experts(e).dropped();
+    }
+    EXPECT_EQ(rerouted, layer.rerouted());
+    EXPECT_EQ(dropped, layer.dropped());
+    ASSERT_EQ(stats.servers_size(), 1);
+    EXPECT_EQ(stats.servers(0).slots(), computed);
+    EXPECT_EQ(stats.servers(0).calls(), 2);
   }
 }
 
