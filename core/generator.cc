@@ -15,58 +15,14 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// State of one request while it runs.
-struct Running {
-  const GenerationRequest* request;
-  GenerationResult result;
-  Sampler sampler;
-  std::vector<int32_t> context;  // prompt + generated, for the penalty
-  int prefilled = 0;             // prompt tokens already in the KV cache
-  bool done = false;
-};
-
-bool IsStopToken(const ModelConfig& config, const GenerationRequest& request,
-                 int32_t token) {
-  if (std::find(request.stop_token_ids.begin(), request.stop_token_ids.end(),
-                token) != request.stop_token_ids.end()) {
-    return true;
-  }
-  return !request.ignore_eos &&
-         std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(),
-                   token) != config.eos_token_ids.end();
-}
-
-// Samples from one row of logits and applies the stop conditions.
-void Advance(const ModelConfig& config, const GeneratorOptions& options,
-             size_t index, Running& r, const float* logits) {
-  std::vector<float> row(logits, logits + config.vocab_size);
-  if (r.request->capture_logits) r.result.logits.push_back(row);
-  const int32_t token = r.sampler.Sample(absl::MakeSpan(row), r.context);
-  r.result.output.push_back(token);
-  r.context.push_back(token);
+// Samples one sequence's next token and reports it to the streaming hook.
+void Advance(const GeneratorOptions& options, size_t index, SequenceState& r,
+             absl::Span<float> logits) {
+  const int32_t token = r.Advance(logits);
   if (options.on_token) options.on_token(index, token);
-  if (IsStopToken(config, *r.request, token)) {
-    r.result.finish = FinishReason::kStop;
-    r.done = true;
-  } else if (static_cast<int>(r.result.output.size()) >= r.request->max_tokens) {
-    r.result.finish = FinishReason::kLength;
-    r.done = true;
-  }
 }
 
 }  // namespace
-
-absl::string_view FinishReasonName(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kStop:
-      return "stop";
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kAbort:
-      return "abort";
-  }
-  return "?";
-}
 
 absl::Status ValidateRequest(const ModelConfig& config,
                              const GenerationRequest& request) {
@@ -101,7 +57,10 @@ absl::Status ValidateRequest(const ModelConfig& config,
     }
   }
   absl::Status sampling = ValidateSamplingParams(request.sampling);
-  if (!sampling.ok()) return sampling;
+  if (!sampling.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.", sampling.message()));
+  }
   return absl::OkStatus();
 }
 
@@ -120,11 +79,9 @@ absl::StatusOr<BatchGeneration> GenerateBatch(
     return absl::InvalidArgumentError("prefill_chunk_tokens must be >= 1");
   }
 
-  std::vector<Running> running;
+  std::vector<SequenceState> running;
   running.reserve(requests.size());
-  for (const GenerationRequest& req : requests) {
-    running.push_back({&req, {}, Sampler(req.sampling), req.prompt, 0, false});
-  }
+  for (const GenerationRequest& req : requests) running.emplace_back(&req, &config);
   // Sequence ids are the request indices; freed on every exit path.
   struct Release {
     Engine& engine;
@@ -148,17 +105,12 @@ absl::StatusOr<BatchGeneration> GenerateBatch(
     std::vector<size_t> owners;
     int budget = options.prefill_chunk_tokens;
     for (size_t i = 0; i < running.size() && budget > 0; ++i) {
-      Running& r = running[i];
-      const int left = static_cast<int>(r.request->prompt.size()) - r.prefilled;
-      if (left == 0) continue;
-      const int take = std::min(left, budget);
-      chunks.push_back({static_cast<KvCache::SeqId>(i),
-                        absl::MakeConstSpan(r.request->prompt)
-                            .subspan(r.prefilled, take),
-                        take == left});
+      SequenceState& r = running[i];
+      if (r.prefill_done()) continue;
+      const absl::Span<const int32_t> chunk = r.TakePrefillChunk(budget);
+      chunks.push_back({static_cast<KvCache::SeqId>(i), chunk, r.prefill_done()});
       owners.push_back(i);
-      r.prefilled += take;
-      budget -= take;
+      budget -= static_cast<int>(chunk.size());
     }
     if (chunks.empty()) break;
     ASSIGN_OR_RETURN(std::vector<float> logits, engine.Forward(chunks));
@@ -166,8 +118,9 @@ absl::StatusOr<BatchGeneration> GenerateBatch(
     for (size_t c = 0; c < chunks.size(); ++c) {
       out.stats.prefill_tokens += chunks[c].tokens.size();
       if (!chunks[c].want_logits) continue;
-      Advance(config, options, owners[c], running[owners[c]],
-              logits.data() + row * config.vocab_size);
+      Advance(options, owners[c], running[owners[c]],
+              absl::MakeSpan(logits).subspan(row * config.vocab_size,
+                                             config.vocab_size));
       ++row;
     }
   }
@@ -179,23 +132,28 @@ absl::StatusOr<BatchGeneration> GenerateBatch(
     std::vector<SequenceChunk> chunks;
     std::vector<size_t> owners;
     for (size_t i = 0; i < running.size(); ++i) {
-      Running& r = running[i];
-      if (r.done) continue;
-      chunks.push_back({static_cast<KvCache::SeqId>(i),
-                        absl::MakeConstSpan(&r.result.output.back(), 1), true});
+      const SequenceState& r = running[i];
+      if (r.done()) continue;
+      chunks.push_back({static_cast<KvCache::SeqId>(i), r.DecodeInput(), true});
       owners.push_back(i);
     }
     if (chunks.empty()) break;
     ASSIGN_OR_RETURN(std::vector<float> logits, engine.Forward(chunks));
     for (size_t c = 0; c < chunks.size(); ++c) {
-      Advance(config, options, owners[c], running[owners[c]],
-              logits.data() + c * config.vocab_size);
+      Advance(options, owners[c], running[owners[c]],
+              absl::MakeSpan(logits).subspan(c * config.vocab_size,
+                                             config.vocab_size));
     }
     out.stats.decode_tokens += chunks.size();
   }
   out.stats.decode_seconds = SecondsSince(decode_start);
 
-  for (Running& r : running) out.results.push_back(std::move(r.result));
+  for (SequenceState& r : running) {
+    GenerationResult& result = out.results.emplace_back();
+    result.output = r.output();
+    result.finish = r.finish();
+    result.logits = std::move(r.captured_logits());
+  }
   return out;
 }
 

@@ -5,27 +5,15 @@
 
 #include <cstdint>
 #include <functional>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/engine.h"
 #include "core/sampling.h"
+#include "core/sequence_state.h"
 
 namespace moe {
-
-struct GenerationRequest {
-  std::vector<int32_t> prompt;
-  int max_tokens = 16;
-  SamplingParams sampling;
-  std::vector<int32_t> stop_token_ids;
-  bool ignore_eos = false;
-  bool capture_logits = false;  // keep the full logits of every step
-};
-
-enum class FinishReason { kStop, kLength, kAbort };
-absl::string_view FinishReasonName(FinishReason reason);  // "stop", ...
 
 struct GenerationResult {
   std::vector<int32_t> output;

@@ -1,0 +1,56 @@
+// An attention server (role `both`): loads the non-expert weights, runs the
+// MoE layers through the router, and serves moe.v1.AttentionService,
+// grpc.health.v1 and server reflection.
+#ifndef MOE_ATTENTION_SERVER_ATTENTION_SERVER_H_
+#define MOE_ATTENTION_SERVER_ATTENTION_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "attention_server/attention_engine.h"
+#include "attention_server/attention_service.h"
+#include "attention_server/remote_moe_executor.h"
+#include "grpcpp/server.h"
+
+namespace moe {
+
+struct AttentionServerOptions {
+  // host:port; port 0 picks a free port (see AttentionServer::port()).
+  std::string listen_address = "127.0.0.1:0";
+  std::string router_address;
+  // How long to wait for the router to report SERVING at start.
+  double connect_timeout_seconds = 60;
+  // Deadline of each RunMoe call.
+  double router_timeout_seconds = 30;
+  AttentionEngineOptions engine;
+};
+
+class AttentionServer {
+ public:
+  // Waits for the router, loads the weights, then serves; health is SERVING
+  // on return.
+  static absl::StatusOr<std::unique_ptr<AttentionServer>> Start(
+      const AttentionServerOptions& options);
+  ~AttentionServer();
+
+  int port() const { return port_; }
+  AttentionEngine& engine() { return *engine_; }
+
+  // Drains: health NOT_SERVING, new requests refused, running ones get up to
+  // `grace_seconds` to finish before they are cancelled. Idempotent.
+  void Shutdown(double grace_seconds = 5.0);
+  void Wait();
+
+ private:
+  AttentionServer() = default;
+  std::unique_ptr<RemoteMoeExecutor> moe_;
+  std::unique_ptr<AttentionEngine> engine_;
+  std::unique_ptr<AttentionServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace moe
+
+#endif  // MOE_ATTENTION_SERVER_ATTENTION_SERVER_H_

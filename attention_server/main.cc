@@ -1,0 +1,118 @@
+// attention_server: embeddings, attention, dense/shared FFNs and lm_head with
+// a paged KV cache and continuous batching; MoE layers go to the router.
+//   attention_server --model DIR --router ADDR [--role both]
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "attention_server/attention_server.h"
+#include "core/rpc/server_util.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:0",
+          "host:port to serve on (loopback by default; port 0 picks one).");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, the bound port is written to this file once serving.");
+ABSL_FLAG(std::string, model, "",
+          "Checkpoint directory (only the non-expert weights are loaded).");
+ABSL_FLAG(std::string, router, "", "Router address host:port.");
+ABSL_FLAG(std::string, role, "both",
+          "Serving role; only \"both\" (prefill and decode here) for now.");
+ABSL_FLAG(int, threads, 0, "Compute threads; 0 = one per core.");
+ABSL_FLAG(int64_t, kv_cache_mb, 1024, "KV cache memory budget in MiB.");
+ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV block.");
+ABSL_FLAG(int, prefill_chunk_tokens, 512,
+          "Prompt tokens per step across sequences (chunked prefill budget).");
+ABSL_FLAG(int, max_running, 256, "Sequences decoding at once.");
+ABSL_FLAG(int, max_waiting, 4096,
+          "Requests queued for KV space; more are refused (RESOURCE_EXHAUSTED).");
+ABSL_FLAG(double, router_timeout, 30.0, "Deadline of each router call, s.");
+ABSL_FLAG(double, connect_timeout, 60.0,
+          "How long to wait for the router at start, s.");
+ABSL_FLAG(double, drain_seconds, 30.0,
+          "On SIGTERM/SIGINT, how long running requests may take to finish.");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serve attention, dense layers and sampling; MoE layers go to the "
+      "router.\n  attention_server --model DIR --router ADDR [--listen ADDR]");
+  absl::ParseCommandLine(argc, argv);
+  moe::BlockTerminationSignals();
+  auto fail = [](const std::string& message) {
+    std::fprintf(stderr, "attention_server: %s\n", message.c_str());
+    return 2;
+  };
+  if (absl::GetFlag(FLAGS_model).empty()) return fail("--model is required");
+  if (absl::GetFlag(FLAGS_router).empty()) return fail("--router is required");
+  if (absl::GetFlag(FLAGS_role) != "both") {
+    return fail("--role \"" + absl::GetFlag(FLAGS_role) +
+                "\" is not supported; only \"both\" is");
+  }
+  if (absl::GetFlag(FLAGS_threads) < 0) return fail("--threads must be >= 0");
+  const int64_t kv_mb = absl::GetFlag(FLAGS_kv_cache_mb);
+  if (kv_mb < 1 || kv_mb > (int64_t{1} << 24)) {
+    return fail("--kv_cache_mb must be in [1, 16777216]");
+  }
+  const int block = absl::GetFlag(FLAGS_kv_block_size);
+  if (block < 1 || block > 4096) {
+    return fail("--kv_block_size must be in [1, 4096]");
+  }
+  if (absl::GetFlag(FLAGS_prefill_chunk_tokens) < 1) {
+    return fail("--prefill_chunk_tokens must be >= 1");
+  }
+  if (absl::GetFlag(FLAGS_max_running) < 1) {
+    return fail("--max_running must be >= 1");
+  }
+  if (absl::GetFlag(FLAGS_max_waiting) < 0) {
+    return fail("--max_waiting must be >= 0");
+  }
+  if (!(absl::GetFlag(FLAGS_router_timeout) > 0)) {
+    return fail("--router_timeout must be > 0");
+  }
+  if (!(absl::GetFlag(FLAGS_connect_timeout) > 0)) {
+    return fail("--connect_timeout must be > 0");
+  }
+  if (!(absl::GetFlag(FLAGS_drain_seconds) >= 0)) {
+    return fail("--drain_seconds must be >= 0");
+  }
+  moe::AttentionServerOptions options;
+  options.listen_address = absl::GetFlag(FLAGS_listen);
+  options.router_address = absl::GetFlag(FLAGS_router);
+  options.router_timeout_seconds = absl::GetFlag(FLAGS_router_timeout);
+  options.connect_timeout_seconds = absl::GetFlag(FLAGS_connect_timeout);
+  options.engine.model_dir = absl::GetFlag(FLAGS_model);
+  options.engine.num_threads = absl::GetFlag(FLAGS_threads);
+  options.engine.kv_cache_bytes = kv_mb << 20;
+  options.engine.kv_block_size = block;
+  options.engine.prefill_chunk_tokens = absl::GetFlag(FLAGS_prefill_chunk_tokens);
+  options.engine.max_running = absl::GetFlag(FLAGS_max_running);
+  options.engine.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+
+  absl::StatusOr<std::unique_ptr<moe::AttentionServer>> server =
+      moe::AttentionServer::Start(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "attention_server: %s\n",
+                 std::string(server.status().message()).c_str());
+    return 1;
+  }
+  const moe::AttentionLoadInfo load = (*server)->engine().Load();
+  if (absl::Status s = moe::AnnounceServing(
+          "attention_server",
+          absl::StrCat("role both, ", load.kv_blocks_total, " KV blocks of ",
+                       load.kv_block_size, " tokens, router ",
+                       options.router_address),
+          options.listen_address, (*server)->port(),
+          absl::GetFlag(FLAGS_port_file));
+      !s.ok()) {
+    return fail(std::string(s.message()));
+  }
+  const int signal = moe::WaitForTerminationSignal();
+  std::printf("attention_server: signal %d, draining\n", signal);
+  std::fflush(stdout);
+  (*server)->Shutdown(absl::GetFlag(FLAGS_drain_seconds));
+  (*server)->Wait();
+  std::printf("attention_server: stopped\n");
+  return 0;
+}

@@ -1,0 +1,52 @@
+// The gateway: serves the public moe.v1.Inference API, grpc.health.v1 and
+// server reflection, relaying generation to the attention servers.
+#ifndef MOE_GATEWAY_GATEWAY_SERVER_H_
+#define MOE_GATEWAY_GATEWAY_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "gateway/attention_pool.h"
+#include "gateway/gateway_service.h"
+#include "grpcpp/server.h"
+
+namespace moe {
+
+struct GatewayServerOptions {
+  std::string listen_address = "127.0.0.1:0";
+  // The model directory; only its config.json is read (for validation).
+  std::string model_dir;
+  std::vector<std::string> attention_addresses;
+  // How long to wait for every attention server to report SERVING at start.
+  double connect_timeout_seconds = 60;
+  int max_in_flight = 1024;  // Generate calls at once; more are refused
+};
+
+class GatewayServer {
+ public:
+  // Waits for the attention servers, then serves; SERVING on return.
+  static absl::StatusOr<std::unique_ptr<GatewayServer>> Start(
+      const GatewayServerOptions& options);
+  ~GatewayServer();
+
+  int port() const { return port_; }
+  GatewayServiceImpl& service() { return *service_; }
+
+  // Drains: health NOT_SERVING, new requests refused with UNAVAILABLE,
+  // running streams get up to `grace_seconds` to finish. Idempotent.
+  void Shutdown(double grace_seconds = 5.0);
+  void Wait();
+
+ private:
+  GatewayServer() = default;
+  std::unique_ptr<AttentionPool> pool_;
+  std::unique_ptr<GatewayServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace moe
+
+#endif  // MOE_GATEWAY_GATEWAY_SERVER_H_

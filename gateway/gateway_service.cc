@@ -1,0 +1,153 @@
+#include "gateway/gateway_service.h"
+
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/rpc/generate_codec.h"
+#include "core/rpc/grpc_status.h"
+#include "core/rpc/token_stream_writer.h"
+
+namespace moe {
+namespace {
+
+uint64_t RandomU64() {
+  std::random_device device;
+  return (uint64_t{device()} << 32) | device();
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* Refuse(
+    const std::string& request_id, const grpc::Status& status) {
+  std::shared_ptr<TokenStreamWriter> writer =
+      TokenStreamWriter::Create(request_id);
+  writer->Close(status, v1::FINISH_REASON_UNSPECIFIED, v1::Usage());
+  return writer.get();
+}
+
+}  // namespace
+
+GatewayServiceImpl::GatewayServiceImpl(ModelConfig config, AttentionPool* pool,
+                                       int max_in_flight)
+    : config_(std::move(config)), pool_(pool), max_in_flight_(max_in_flight) {}
+
+std::string GatewayServiceImpl::NewRequestId() {
+  // Unique within this gateway; the random part keeps ids from different
+  // gateways or restarts apart in logs.
+  static const uint64_t kInstance = RandomU64();
+  return absl::StrFormat("gw-%08x-%d", static_cast<uint32_t>(kInstance),
+                         ++next_id_);
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* GatewayServiceImpl::Generate(
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  absl::StatusOr<DecodedGenerateRequest> decoded =
+      DecodeGenerateRequest(*request, config_);
+  if (!decoded.ok()) {
+    return Refuse(request->request_id(), ToGrpcStatus(decoded.status()));
+  }
+  std::string id = request->request_id();
+  {
+    absl::MutexLock lock(&mu_);
+    if (!accepting_) {
+      return Refuse(id, grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                     "gateway is draining; retry elsewhere"));
+    }
+    if (static_cast<int64_t>(running_.size()) >= max_in_flight_) {
+      return Refuse(
+          id, grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                           absl::StrCat("gateway has ", running_.size(),
+                                        " requests in flight, its limit; "
+                                        "retry later")));
+    }
+    if (id.empty()) id = NewRequestId();
+    if (running_.contains(id)) {
+      return Refuse(id, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                     absl::StrCat("request_id: \"", id,
+                                                  "\" is already running")));
+    }
+    running_[id] = Running();
+  }
+
+  v1::AttentionGenerateRequest upstream;
+  *upstream.mutable_request() = *request;
+  upstream.mutable_request()->set_request_id(id);
+  if (!decoded->has_seed) {
+    upstream.mutable_request()->mutable_sampling()->set_seed(RandomU64());
+  }
+  const AttentionPool::Choice server = pool_->Acquire();
+  std::shared_ptr<TokenStreamWriter> writer = TokenStreamWriter::Create(id);
+  std::shared_ptr<GenerateRelay> relay = GenerateRelay::Start(
+      server.stub, *context, std::move(upstream), writer,
+      [this, id, index = server.index] {
+        pool_->Release(index);
+        Unregister(id);
+      });
+  bool abort = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = running_.find(id);
+    if (it != running_.end()) {  // else the relay already ended
+      it->second.relay = relay;
+      abort = it->second.abort_requested;
+    }
+  }
+  if (abort) relay->Abort();
+  writer->SetCancelHandler([weak = std::weak_ptr<GenerateRelay>(relay)] {
+    if (std::shared_ptr<GenerateRelay> r = weak.lock()) r->Cancel();
+  });
+  return writer.get();
+}
+
+void GatewayServiceImpl::Unregister(const std::string& request_id) {
+  absl::MutexLock lock(&mu_);
+  running_.erase(request_id);
+}
+
+grpc::ServerUnaryReactor* GatewayServiceImpl::Abort(
+    grpc::CallbackServerContext* context, const v1::AbortRequest* request,
+    v1::AbortResponse* response) {
+  std::shared_ptr<GenerateRelay> relay;
+  bool found = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = running_.find(request->request_id());
+    if (it != running_.end()) {
+      found = true;
+      relay = it->second.relay;
+      if (relay == nullptr) it->second.abort_requested = true;
+    }
+  }
+  if (relay != nullptr) relay->Abort();
+  response->set_found(found);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GatewayServiceImpl::GetModelInfo(
+    grpc::CallbackServerContext* context,
+    const v1::GetModelInfoRequest* /*request*/, v1::ModelInfo* response) {
+  response->set_architecture(std::string(ArchitectureName(config_.family)));
+  response->set_vocab_size(config_.vocab_size);
+  response->set_max_context_length(config_.max_position_embeddings);
+  response->set_num_layers(config_.num_layers);
+  response->set_num_experts(config_.num_experts);
+  response->set_num_experts_per_tok(config_.num_experts_per_tok);
+  for (int id : config_.eos_token_ids) response->add_eos_token_ids(id);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+void GatewayServiceImpl::StopAccepting() {
+  absl::MutexLock lock(&mu_);
+  accepting_ = false;
+}
+
+int64_t GatewayServiceImpl::InFlight() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int64_t>(running_.size());
+}
+
+}  // namespace moe

@@ -1,0 +1,66 @@
+// The public moe.v1.Inference service: validates every request against the
+// model config (INVALID_ARGUMENT naming the field), applies admission
+// control (RESOURCE_EXHAUSTED over the in-flight limit, UNAVAILABLE while
+// draining), relays Generate to the least-loaded attention server, and
+// serves Abort and GetModelInfo. Never blocks inside a callback.
+#ifndef MOE_GATEWAY_GATEWAY_SERVICE_H_
+#define MOE_GATEWAY_GATEWAY_SERVICE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "core/model_config.h"
+#include "gateway/attention_pool.h"
+#include "gateway/generate_relay.h"
+#include "moe/v1/generate.grpc.pb.h"
+
+namespace moe {
+
+class GatewayServiceImpl final : public v1::Inference::CallbackService {
+ public:
+  // `pool` is borrowed. At most `max_in_flight` Generate calls run at once.
+  GatewayServiceImpl(ModelConfig config, AttentionPool* pool,
+                     int max_in_flight);
+
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* context,
+      const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* context,
+                                  const v1::AbortRequest* request,
+                                  v1::AbortResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(
+      grpc::CallbackServerContext* context,
+      const v1::GetModelInfoRequest* request,
+      v1::ModelInfo* response) override;
+
+  // New Generate calls get UNAVAILABLE from now on.
+  void StopAccepting();
+  int64_t InFlight() const;
+
+ private:
+  std::string NewRequestId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Unregister(const std::string& request_id);
+
+  const ModelConfig config_;
+  AttentionPool* pool_;
+  const int max_in_flight_;
+
+  mutable absl::Mutex mu_;
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
+  // Running requests by id, for Abort. `relay` is null between admission and
+  // the upstream call's start; an Abort in that window sets abort_requested.
+  struct Running {
+    std::shared_ptr<GenerateRelay> relay;
+    bool abort_requested = false;
+  };
+  absl::flat_hash_map<std::string, Running> running_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace moe
+
+#endif  // MOE_GATEWAY_GATEWAY_SERVICE_H_

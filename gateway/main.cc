@@ -1,0 +1,83 @@
+// gateway: the public moe.v1.Inference API in front of the attention servers.
+//   gateway --model DIR --attention_servers ADDR,ADDR [--listen ADDR]
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/rpc/server_util.h"
+#include "gateway/gateway_server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:0",
+          "host:port to serve on (loopback by default; port 0 picks one).");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, the bound port is written to this file once serving.");
+ABSL_FLAG(std::string, model, "",
+          "Checkpoint directory; only config.json is read (validation).");
+ABSL_FLAG(std::string, attention_servers, "",
+          "Comma-separated attention server addresses.");
+ABSL_FLAG(int, max_in_flight, 1024,
+          "Generate calls at once; more get RESOURCE_EXHAUSTED.");
+ABSL_FLAG(double, connect_timeout, 60.0,
+          "How long to wait for the attention servers at start, s.");
+ABSL_FLAG(double, drain_seconds, 30.0,
+          "On SIGTERM/SIGINT, how long running streams may take to finish.");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serve the public Inference API.\n"
+      "  gateway --model DIR --attention_servers ADDR,ADDR [--listen ADDR]");
+  absl::ParseCommandLine(argc, argv);
+  moe::BlockTerminationSignals();
+  auto fail = [](const std::string& message) {
+    std::fprintf(stderr, "gateway: %s\n", message.c_str());
+    return 2;
+  };
+  moe::GatewayServerOptions options;
+  options.listen_address = absl::GetFlag(FLAGS_listen);
+  options.model_dir = absl::GetFlag(FLAGS_model);
+  if (options.model_dir.empty()) return fail("--model is required");
+  options.attention_addresses =
+      absl::StrSplit(absl::GetFlag(FLAGS_attention_servers), ',',
+                     absl::SkipWhitespace());
+  if (options.attention_addresses.empty()) {
+    return fail("--attention_servers is required");
+  }
+  options.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
+  if (options.max_in_flight < 1) return fail("--max_in_flight must be >= 1");
+  options.connect_timeout_seconds = absl::GetFlag(FLAGS_connect_timeout);
+  if (!(options.connect_timeout_seconds > 0)) {
+    return fail("--connect_timeout must be > 0");
+  }
+  if (!(absl::GetFlag(FLAGS_drain_seconds) >= 0)) {
+    return fail("--drain_seconds must be >= 0");
+  }
+
+  absl::StatusOr<std::unique_ptr<moe::GatewayServer>> server =
+      moe::GatewayServer::Start(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "gateway: %s\n",
+                 std::string(server.status().message()).c_str());
+    return 1;
+  }
+  if (absl::Status s = moe::AnnounceServing(
+          "gateway",
+          absl::StrCat(options.attention_addresses.size(),
+                       " attention servers"),
+          options.listen_address, (*server)->port(),
+          absl::GetFlag(FLAGS_port_file));
+      !s.ok()) {
+    return fail(std::string(s.message()));
+  }
+  const int signal = moe::WaitForTerminationSignal();
+  std::printf("gateway: signal %d, draining\n", signal);
+  std::fflush(stdout);
+  (*server)->Shutdown(absl::GetFlag(FLAGS_drain_seconds));
+  (*server)->Wait();
+  std::printf("gateway: stopped\n");
+  return 0;
+}
