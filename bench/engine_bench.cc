@@ -49,6 +49,7 @@
 #include "core/generator.h"
 #include "core/model_generator.h"
 #include "core/model_weights.h"
+#include "bench/bench_common.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, report, "build/bench/report.json",
@@ -72,20 +73,11 @@ ABSL_FLAG(bool, skip_engine, false, "Only measure memory bandwidth.");
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double SecondsSince(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-[[noreturn]] void Die(const std::string& message) {
-  std::fprintf(stderr, "moe-bench: %s\n", message.c_str());
-  std::exit(1);
-}
-
-void Note(const std::string& message) {
-  std::fprintf(stderr, "[moe-bench] %s\n", message.c_str());
-}
+using moe::bench::Clock;
+using moe::bench::Die;
+using moe::bench::Note;
+using moe::bench::Row;
+using moe::bench::SecondsSince;
 
 int NumThreads() {
   const int flag = absl::GetFlag(FLAGS_threads);
@@ -201,195 +193,15 @@ Bandwidth MeasureBandwidth(int threads) {
 }
 
 // ---------------------------------------------------------------------------
-// The bench model.
-
-// Bump when the generator's output changes, to invalidate cached models.
-constexpr int kBenchModelVersion = 1;
-
-moe::GeneratorSpec BenchSpec() {
-  moe::GeneratorSpec spec;
-  moe::ModelConfig& c = spec.config;
-  c = moe::SmallConfig(moe::ModelFamily::kMixtral);
-  c.hidden_size = 1024;
-  c.num_layers = 8;
-  c.num_heads = 8;
-  c.num_kv_heads = 2;
-  c.head_dim = 128;
-  c.vocab_size = 32000;
-  c.num_experts = 16;
-  c.num_experts_per_tok = 2;
-  c.expert_intermediate_size = 2560;
-  spec.dtype = moe::DType::kBF16;
-  spec.num_shards = 1;
-  spec.seed = 1;
-  return spec;
-}
-
-// What identifies a generated model: the config as written plus the rest of
-// the spec.
-nlohmann::json SpecJson(const moe::GeneratorSpec& spec) {
-  nlohmann::json j;
-  j["version"] = kBenchModelVersion;
-  j["config"] = nlohmann::json::parse(moe::ModelConfigToJson(spec.config),
-                                      nullptr, false);
-  j["dtype"] = std::string(moe::DTypeName(spec.dtype));
-  j["num_shards"] = spec.num_shards;
-  j["seed"] = spec.seed;
-  return j;
-}
-
-std::optional<nlohmann::json> ReadJsonFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
-  if (j.is_discarded()) return std::nullopt;
-  return j;
-}
-
-bool WriteTextFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::trunc);
-  out << text;
-  out.close();
-  return static_cast<bool>(out);
-}
-
-// Writes "written / total, rate" on one stderr line, at most ~5 times/second.
-class ProgressLine {
- public:
-  explicit ProgressLine(std::string what) : what_(std::move(what)) {}
-  void Update(int64_t done, int64_t total) {
-    const Clock::time_point now = Clock::now();
-    if (done < total && shown_ &&
-        now - last_ < std::chrono::milliseconds(200)) {
-      return;
-    }
-    last_ = now;
-    const double seconds = SecondsSince(start_);
-    std::fprintf(stderr, "\r[moe-bench] %s %8.1f / %.1f MB (%3d%%) %6.0f MB/s ",
-                 what_.c_str(), done / 1e6, total / 1e6,
-                 total > 0 ? static_cast<int>(100.0 * done / total) : 100,
-                 seconds > 0 ? done / 1e6 / seconds : 0.0);
-    shown_ = true;
-  }
-  void Finish() {
-    if (shown_) std::fputc('\n', stderr);
-    shown_ = false;
-  }
-
- private:
-  std::string what_;
-  Clock::time_point start_ = Clock::now();
-  Clock::time_point last_;
-  bool shown_ = false;
-};
-
-// Generates the bench model into `dir` unless it is already there.
-// Returns the generation time, or 0 when the cached model was reused.
-// Drops the checkpoint's files from the page cache (posix_fadvise DONTNEED;
-// needs no privileges and touches no other file).
-void EvictFromPageCache(const std::string& dir) {
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    if (entry.path().extension() != ".safetensors") continue;
-    const int fd = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    ::fdatasync(fd);
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    ::close(fd);
-  }
-}
-
-double EnsureBenchModel(const std::string& dir) {
-  const moe::GeneratorSpec spec = BenchSpec();
-  const nlohmann::json want = SpecJson(spec);
-  const std::string spec_path = dir + "/bench_spec.json";
-  std::optional<nlohmann::json> have = ReadJsonFile(spec_path);
-  if (!absl::GetFlag(FLAGS_regenerate) && have && *have == want &&
-      std::filesystem::exists(dir + "/config.json") &&
-      std::filesystem::exists(dir + "/model.safetensors")) {
-    Note(absl::StrCat("using the cached bench model in ", dir));
-    return 0;
-  }
-  Note(absl::StrCat("generating the bench model in ", dir,
-                    have ? " (cached spec differs)" : ""));
-  std::error_code ec;
-  std::filesystem::remove(spec_path, ec);
-  ProgressLine line("writing");
-  const Clock::time_point start = Clock::now();
-  const absl::Status status = moe::GenerateModel(
-      dir, spec,
-      [&](int64_t done, int64_t total) { line.Update(done, total); });
-  line.Finish();
-  if (!status.ok())
-    Die(absl::StrCat("generating the model: ", status.ToString()));
-  const double seconds = SecondsSince(start);
-  if (!WriteTextFile(spec_path, want.dump(2) + "\n")) {
-    Die(absl::StrCat("cannot write ", spec_path));
-  }
-  Note(absl::StrFormat("generated in %.1f s", seconds));
-  return seconds;
-}
-
-// ---------------------------------------------------------------------------
 // Engine measurements.
 
-std::vector<int32_t> RandomPrompt(std::mt19937& rng, int length, int vocab) {
-  std::uniform_int_distribution<int32_t> id(3, vocab - 1);
-  std::vector<int32_t> prompt(length);
-  for (int32_t& t : prompt) t = id(rng);
-  return prompt;
-}
-
-// `batch` greedy requests with random prompts, each generating
-// `decode_steps` tokens after the one sampled at the end of prefill.
-std::vector<moe::GenerationRequest> Requests(int batch, int prompt_tokens,
-                                             int decode_steps, int vocab,
-                                             uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<moe::GenerationRequest> requests(batch);
-  for (moe::GenerationRequest& r : requests) {
-    r.prompt = RandomPrompt(rng, prompt_tokens, vocab);
-    r.max_tokens = decode_steps + 1;
-    r.ignore_eos = true;
-  }
-  return requests;
-}
-
-moe::GenerationStats Run(moe::Engine& engine,
-                         const std::vector<moe::GenerationRequest>& requests) {
-  moe::GeneratorOptions options;
-  // The whole batch's prompts in one prefill step where possible.
-  options.prefill_chunk_tokens = 4096;
-  absl::StatusOr<moe::BatchGeneration> out =
-      moe::GenerateBatch(engine, requests, options);
-  if (!out.ok())
-    Die(absl::StrCat("generation failed: ", out.status().ToString()));
-  return out->stats;
-}
-
-// Best decode tokens/s of `repeats` runs of `batch` sequences, after one
-// shorter warm-up run.
 double MeasureDecode(moe::Engine& engine, int batch) {
-  const int vocab = engine.config().vocab_size;
-  const int steps = absl::GetFlag(FLAGS_decode_steps);
-  const int prompt = absl::GetFlag(FLAGS_prompt_tokens);
-  const int repeats = absl::GetFlag(FLAGS_repeats);
-  Note(absl::StrCat("decode, batch ", batch, ": warm-up"));
-  Run(engine, Requests(batch, prompt, std::min(steps, 8), vocab, 99));
-  double best = 0;
-  for (int r = 0; r < repeats; ++r) {
-    const moe::GenerationStats s =
-        Run(engine, Requests(batch, prompt, steps, vocab, 1000 + r));
-    const double rate =
-        s.decode_seconds > 0 ? s.decode_tokens / s.decode_seconds : 0;
-    Note(absl::StrFormat(
-        "decode, batch %d: run %d/%d: %d tokens in %.3f s = %.1f tokens/s",
-        batch, r + 1, repeats, s.decode_tokens, s.decode_seconds, rate));
-    best = std::max(best, rate);
-  }
-  return best;
+  moe::bench::DecodeMeasurement m;
+  m.batch = batch;
+  m.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
+  m.decode_steps = absl::GetFlag(FLAGS_decode_steps);
+  m.repeats = absl::GetFlag(FLAGS_repeats);
+  return moe::bench::MeasureEngineDecode(engine, m);
 }
 
 double MeasurePrefill(moe::Engine& engine) {
@@ -397,11 +209,11 @@ double MeasurePrefill(moe::Engine& engine) {
   const int tokens = absl::GetFlag(FLAGS_prefill_tokens);
   const int repeats = absl::GetFlag(FLAGS_repeats);
   Note(absl::StrCat("prefill, ", tokens, " tokens: warm-up"));
-  Run(engine, Requests(1, tokens, 0, vocab, 77));
+  moe::bench::RunEngine(engine, moe::bench::DecodeRequests(1, tokens, 0, vocab, 77));
   double best = 0;
   for (int r = 0; r < repeats; ++r) {
-    const moe::GenerationStats s =
-        Run(engine, Requests(1, tokens, 0, vocab, 2000 + r));
+    const moe::GenerationStats s = moe::bench::RunEngine(
+        engine, moe::bench::DecodeRequests(1, tokens, 0, vocab, 2000 + r));
     const double rate =
         s.prefill_seconds > 0 ? s.prefill_tokens / s.prefill_seconds : 0;
     Note(absl::StrFormat(
@@ -410,51 +222,6 @@ double MeasurePrefill(moe::Engine& engine) {
     best = std::max(best, rate);
   }
   return best;
-}
-
-// ---------------------------------------------------------------------------
-// Report.
-
-struct Row {
-  std::string key;
-  double value;
-  std::string target;     // e.g. "<= 2", empty if none
-  bool met = true;        // meaningful only with a target
-  std::string reference;  // orientation figure, empty if none
-};
-
-void PrintTable(const std::vector<Row>& rows, const std::string& report) {
-  std::printf("%-34s %12s  %-8s %-6s %s\n", "key", "value", "target", "",
-              "reference");
-  for (const Row& r : rows) {
-    std::printf("%-34s %12.3f  %-8s %-6s %s\n", r.key.c_str(), r.value,
-                r.target.c_str(),
-                r.target.empty() ? "" : (r.met ? "ok" : "MISSED"),
-                r.reference.c_str());
-  }
-  std::printf("report written to %s\n", report.c_str());
-}
-
-void WriteReport(const std::string& path, const std::vector<Row>& rows,
-                 const nlohmann::json& extra) {
-  nlohmann::json report = nlohmann::json::object();
-  if (std::optional<nlohmann::json> old = ReadJsonFile(path);
-      old && old->is_object()) {
-    report = *old;
-  }
-  for (const Row& r : rows) report[r.key] = r.value;
-  for (auto it = extra.begin(); it != extra.end(); ++it) {
-    report[it.key()] = it.value();
-  }
-  const std::filesystem::path parent =
-      std::filesystem::path(path).parent_path();
-  std::error_code ec;
-  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  if (ec)
-    Die(absl::StrCat("cannot create ", parent.string(), ": ", ec.message()));
-  if (!WriteTextFile(path, report.dump(2) + "\n")) {
-    Die(absl::StrCat("cannot write ", path));
-  }
 }
 
 }  // namespace
@@ -470,6 +237,7 @@ int main(int argc, char** argv) {
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  moe::bench::SetProgramName("moe-bench");
   if (rest.size() > 1) {
     std::fprintf(stderr, "moe-bench: unexpected argument \"%s\"\n", rest[1]);
     return 2;
@@ -498,7 +266,8 @@ int main(int argc, char** argv) {
     rows.push_back({"memory_bandwidth_gbps", bw.triad_gbps, "", true,
                     "37-51 measured on this machine class"});
     rows.push_back({"memory_read_bandwidth_gbps", bw.read_gbps, "", true, ""});
-  } else if (std::optional<nlohmann::json> old = ReadJsonFile(report_path);
+  } else if (std::optional<nlohmann::json> old =
+                 moe::bench::ReadJsonFile(report_path);
              old && old->contains("memory_bandwidth_gbps") &&
              (*old)["memory_bandwidth_gbps"].is_number()) {
     bandwidth = (*old)["memory_bandwidth_gbps"].get<double>();
@@ -508,7 +277,8 @@ int main(int argc, char** argv) {
 
   if (!absl::GetFlag(FLAGS_skip_engine)) {
     const std::string dir = absl::GetFlag(FLAGS_model_cache);
-    const double generate_seconds = EnsureBenchModel(dir);
+    const double generate_seconds =
+        moe::bench::EnsureBenchModel(dir, absl::GetFlag(FLAGS_regenerate));
     // null when the cached model was reused.
     extra["bench_model_generate_seconds"] =
         generate_seconds > 0 ? nlohmann::json(generate_seconds)
@@ -516,7 +286,7 @@ int main(int argc, char** argv) {
 
     // A cold load, as a server start on a fresh node: the weights are read
     // from disk, so the page cache backs them with huge pages where it can.
-    EvictFromPageCache(dir);
+    moe::bench::EvictFromPageCache(dir);
     Note("loading the engine (cold: checkpoint evicted from the page cache)");
     moe::EngineOptions options;
     options.model_dir = dir;
@@ -553,7 +323,7 @@ int main(int argc, char** argv) {
                     true, "430 (llama.cpp, 128-token prompt)"});
   }
 
-  WriteReport(report_path, rows, extra);
-  PrintTable(rows, report_path);
+  moe::bench::WriteReport(report_path, rows, extra);
+  moe::bench::PrintTable(rows, report_path);
   return 0;
 }
