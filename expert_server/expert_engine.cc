@@ -1,5 +1,7 @@
 #include "expert_server/expert_engine.h"
 
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 
@@ -66,8 +68,7 @@ absl::Status ExpertEngine::Validate(absl::Span<const ExpertWork> work) const {
   return absl::OkStatus();
 }
 
-void ExpertEngine::Submit(std::vector<ExpertWork> work,
-                          std::function<void(absl::Status)> done) {
+void ExpertEngine::Submit(std::vector<ExpertWork> work, DoneCallback done) {
   absl::MutexLock lock(&mu_);
   queue_.push_back({std::move(work), std::move(done)});
 }
@@ -99,7 +100,12 @@ void ExpertEngine::ExecutorLoop() {
       batch = std::move(queue_.front());
       queue_.pop_front();
     }
-    batch.done(Run(batch.work));
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status status = Run(batch.work);
+    batch.done(std::move(status),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                             start)
+                   .count());
   }
 }
 

@@ -60,10 +60,12 @@ class ExpertEngine {
   // server does not host.
   absl::Status Validate(absl::Span<const ExpertWork> work) const;
 
-  // Queues a validated batch; `done` runs on the executor thread after every
-  // group's output is written (or with the error that stopped it).
-  void Submit(std::vector<ExpertWork> work,
-              std::function<void(absl::Status)> done);
+  // Called on the executor thread once a batch is done: OK after every
+  // group's output is written, or the error that stopped it; and the seconds
+  // spent computing.
+  using DoneCallback = std::function<void(absl::Status, double)>;
+  // Queues a validated batch.
+  void Submit(std::vector<ExpertWork> work, DoneCallback done);
 
  private:
   ExpertEngine() = default;
@@ -73,7 +75,7 @@ class ExpertEngine {
 
   struct Batch {
     std::vector<ExpertWork> work;
-    std::function<void(absl::Status)> done;
+    DoneCallback done;
   };
 
   ModelWeights weights_;

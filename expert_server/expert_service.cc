@@ -47,7 +47,9 @@ grpc::ServerUnaryReactor* ExpertServiceImpl::RunExperts(
     data->resize(static_cast<size_t>(w.tokens * hidden) * sizeof(float));
     w.out = reinterpret_cast<float*>(data->data());
   }
-  engine_->Submit(std::move(work), [reactor, inputs](absl::Status status) {
+  engine_->Submit(std::move(work), [reactor, inputs, response](
+                                       absl::Status status, double seconds) {
+    response->set_compute_seconds(seconds);
     reactor->Finish(ToGrpcStatus(status));
   });
   return reactor;
