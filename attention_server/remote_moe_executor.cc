@@ -1,11 +1,13 @@
 #include "attention_server/remote_moe_executor.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "core/rpc/channel_util.h"
 #include "core/rpc/tensor_codec.h"
+#include "grpcpp/alarm.h"
 
 namespace moe {
 
@@ -17,20 +19,57 @@ RemoteMoeExecutor::RemoteMoeExecutor(const std::string& router_address,
       timeout_seconds_(timeout_seconds),
       stub_(v1::RouterService::NewStub(MakeChannel(router_address))) {}
 
+RemoteMoeExecutor::~RemoteMoeExecutor() { CloseStream(); }
+
+void RemoteMoeExecutor::CloseStream() {
+  if (stream_ == nullptr) return;
+  stream_->WritesDone();
+  context_->TryCancel();  // nothing is in flight; don't wait for the router
+  stream_->Finish();
+  stream_.reset();
+  context_.reset();
+}
+
 absl::Status RemoteMoeExecutor::RunMoe(int layer, const float* x,
                                        int64_t tokens, float* out) {
+  if (stream_ == nullptr) {
+    context_ = std::make_shared<grpc::ClientContext>();
+    stream_ = stub_->MoeStream(context_.get());
+  }
+  const uint64_t call_id = next_call_id_++;
   request_.set_layer(layer);
+  request_.set_call_id(call_id);
   EncodeF32(x, tokens, hidden_size_, request_.mutable_hidden());
   response_.Clear();
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::microseconds(
-                           static_cast<int64_t>(timeout_seconds_ * 1e6)));
-  const grpc::Status status = stub_->RunMoe(&context, request_, &response_);
-  if (!status.ok()) {
+
+  // A stuck router must not block the batch forever: past the timeout the
+  // alarm cancels the stream, which fails the Read below.
+  auto expired = std::make_shared<std::atomic<bool>>(false);
+  grpc::Alarm alarm;
+  alarm.Set(std::chrono::system_clock::now() +
+                std::chrono::microseconds(
+                    static_cast<int64_t>(timeout_seconds_ * 1e6)),
+            [context = context_, expired](bool fired) {
+              if (!fired) return;
+              expired->store(true);
+              context->TryCancel();
+            });
+  const bool ok = stream_->Write(request_) && stream_->Read(&response_);
+  alarm.Cancel();
+  if (!ok || response_.call_id() != call_id) {
+    const std::string why =
+        expired->load()
+            ? absl::StrCat("no answer within ", timeout_seconds_, " s")
+            : (ok ? "answer to another call" : "the stream broke");
+    CloseStream();
     return absl::UnavailableError(absl::StrCat(
         "router ", address_, " failed the MoE step of layer ", layer, ": ",
-        status.error_message()));
+        why));
+  }
+  if (response_.error_code() != 0) {
+    return absl::Status(static_cast<absl::StatusCode>(response_.error_code()),
+                        absl::StrCat("router ", address_, ": layer ", layer,
+                                     ": ", response_.error_message()));
   }
   absl::StatusOr<F32Rows> rows =
       DecodeF32Rows(response_.output(), hidden_size_, "router output");
@@ -39,8 +78,8 @@ absl::Status RemoteMoeExecutor::RunMoe(int layer, const float* x,
     return absl::InternalError(absl::StrCat("router returned ", rows->rows,
                                             " rows for ", tokens, " tokens"));
   }
-  std::memcpy(out, rows->data, static_cast<size_t>(tokens * hidden_size_) *
-                                   sizeof(float));
+  std::memcpy(out, rows->data,
+              static_cast<size_t>(tokens * hidden_size_) * sizeof(float));
   return absl::OkStatus();
 }
 

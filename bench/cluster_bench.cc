@@ -15,7 +15,9 @@
 //                       stream's first token to the last stream's last token
 //                       (as the engine's figure, prefill excluded).
 //   cluster_vs_engine_b{1,16}
-//                       the ratio of the two, best run of each.
+//                       the ratio of the two, best run of each; engine and
+//                       cluster runs alternate, so that a drift in the
+//                       machine's speed affects both alike.
 //   expert_rtt_median_us, echo_rtt_median_us, expert_compute_median_us,
 //   expert_rtt_vs_echo  see bench/expert_rtt.h.
 #include <signal.h>
@@ -94,41 +96,65 @@ StreamTimes RunStream(moe::v1::Inference::Stub& stub,
   return times;
 }
 
-// Decode tokens/s of `batch` concurrent streams, best of the repeats.
-double MeasureClusterDecode(moe::v1::Inference::Stub& stub, int vocab,
-                            int batch) {
+// Decode tokens/s of `requests` run as concurrent streams: every stream's
+// tokens after its first, over the time from the last stream's first token
+// to the last stream's last token.
+double ClusterDecodeRun(moe::v1::Inference::Stub& stub,
+                        const std::vector<moe::GenerationRequest>& requests) {
+  std::vector<StreamTimes> times(requests.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    clients.emplace_back([&, i] { times[i] = RunStream(stub, requests[i]); });
+  }
+  for (std::thread& t : clients) t.join();
+  Clock::time_point first = times[0].first, last = times[0].last;
+  int64_t decoded = 0;
+  for (const StreamTimes& t : times) {
+    if (!t.status.ok()) {
+      Die(absl::StrCat("stream failed: ", t.status.error_message()));
+    }
+    first = std::max(first, t.first);
+    last = std::max(last, t.last);
+    decoded += t.tokens - 1;
+  }
+  const double seconds = std::chrono::duration<double>(last - first).count();
+  return seconds > 0 ? decoded / seconds : 0;
+}
+
+struct Rates {
+  double engine = 0;
+  double cluster = 0;
+};
+
+// Best decode tokens/s of the engine and of the cluster at `batch`, their
+// runs interleaved (engine, cluster, engine, ...) so that a drift in the
+// machine's speed affects both alike.
+Rates MeasureDecode(moe::Engine& engine, moe::v1::Inference::Stub& stub,
+                    int batch) {
   const int steps = absl::GetFlag(FLAGS_decode_steps);
   const int prompt = absl::GetFlag(FLAGS_prompt_tokens);
   const int repeats = absl::GetFlag(FLAGS_repeats);
-  double best = 0;
-  for (int r = -1; r < repeats; ++r) {  // run -1 warms up
+  const int vocab = engine.config().vocab_size;
+  Rates best;
+  for (int r = -1; r < repeats; ++r) {  // run -1 warms both up
     const std::vector<moe::GenerationRequest> requests =
         moe::bench::DecodeRequests(batch, prompt, r < 0 ? 8 : steps, vocab,
                                    r < 0 ? 99 : 1000 + r);
-    std::vector<StreamTimes> times(batch);
-    std::vector<std::thread> clients;
-    for (int i = 0; i < batch; ++i) {
-      clients.emplace_back([&, i] { times[i] = RunStream(stub, requests[i]); });
-    }
-    for (std::thread& t : clients) t.join();
-    Clock::time_point first = times[0].first, last = times[0].last;
-    int64_t decoded = 0;
-    for (const StreamTimes& t : times) {
-      if (!t.status.ok()) Die(absl::StrCat("stream failed: ", t.status.error_message()));
-      first = std::max(first, t.first);
-      last = std::max(last, t.last);
-      decoded += t.tokens - 1;
-    }
+    const moe::GenerationStats s = moe::bench::RunEngine(engine, requests);
+    const double engine_rate =
+        s.decode_seconds > 0 ? s.decode_tokens / s.decode_seconds : 0;
+    const double cluster_rate = ClusterDecodeRun(stub, requests);
     if (r < 0) {
-      Note(absl::StrCat("cluster decode, batch ", batch, ": warm-up"));
+      Note(absl::StrCat("decode, batch ", batch, ": warm-up"));
       continue;
     }
-    const double seconds = std::chrono::duration<double>(last - first).count();
-    const double rate = seconds > 0 ? decoded / seconds : 0;
     Note(absl::StrFormat(
-        "cluster decode, batch %d: run %d/%d: %d tokens in %.3f s = %.1f tokens/s",
-        batch, r + 1, repeats, decoded, seconds, rate));
-    best = std::max(best, rate);
+        "decode, batch %d: run %d/%d: engine %.1f tokens/s, cluster %.1f "
+        "tokens/s (%.3f)",
+        batch, r + 1, repeats, engine_rate, cluster_rate,
+        engine_rate > 0 ? cluster_rate / engine_rate : 0));
+    best.engine = std::max(best.engine, engine_rate);
+    best.cluster = std::max(best.cluster, cluster_rate);
   }
   return best;
 }
@@ -194,34 +220,23 @@ int main(int argc, char** argv) {
     const std::string model = absl::GetFlag(FLAGS_model);
     moe::bench::EnsureBenchModel(model, /*regenerate=*/false);
     const std::vector<int> batches = {1, 16};
-    std::vector<double> engine_rates;
-    int vocab = 0;
-    {
-      Note("loading the single-process engine");
-      moe::EngineOptions options;
-      options.model_dir = model;
-      absl::StatusOr<std::unique_ptr<moe::Engine>> engine =
-          moe::Engine::Load(options);
-      if (!engine.ok()) Die(engine.status().ToString());
-      vocab = (*engine)->config().vocab_size;
-      for (int batch : batches) {
-        moe::bench::DecodeMeasurement m;
-        m.batch = batch;
-        m.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
-        m.decode_steps = absl::GetFlag(FLAGS_decode_steps);
-        m.repeats = absl::GetFlag(FLAGS_repeats);
-        engine_rates.push_back(moe::bench::MeasureEngineDecode(**engine, m));
-      }
-    }  // the engine's threads and mappings go before the cluster runs
-
     std::string gateway = absl::GetFlag(FLAGS_gateway);
     std::unique_ptr<moe::Subprocess> launcher;
     if (gateway.empty()) launcher = StartCluster(model, &gateway);
     auto stub = moe::v1::Inference::NewStub(moe::MakeChannel(gateway));
-    std::vector<double> cluster_rates;
+    Note("loading the single-process engine");
+    moe::EngineOptions options;
+    options.model_dir = model;
+    absl::StatusOr<std::unique_ptr<moe::Engine>> engine =
+        moe::Engine::Load(options);
+    if (!engine.ok()) Die(engine.status().ToString());
+    std::vector<double> engine_rates, cluster_rates;
     for (int batch : batches) {
-      cluster_rates.push_back(MeasureClusterDecode(*stub, vocab, batch));
+      const Rates rates = MeasureDecode(**engine, *stub, batch);
+      engine_rates.push_back(rates.engine);
+      cluster_rates.push_back(rates.cluster);
     }
+    engine->reset();
     if (launcher != nullptr) {
       launcher->Signal(SIGTERM);
       absl::StatusOr<int> code = launcher->Wait(60);

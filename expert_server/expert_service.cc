@@ -4,38 +4,37 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/rpc/call_stream_reactor.h"
 #include "core/rpc/grpc_status.h"
 #include "core/rpc/tensor_codec.h"
 
 namespace moe {
 
-grpc::ServerUnaryReactor* ExpertServiceImpl::RunExperts(
-    grpc::CallbackServerContext* context, const v1::RunExpertsRequest* request,
-    v1::RunExpertsResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+void ExpertServiceImpl::Process(const v1::RunExpertsRequest& request,
+                                v1::RunExpertsResponse* response,
+                                std::function<void(absl::Status)> done) {
   const int64_t hidden = engine_->config().hidden_size;
-
   // Decoded inputs stay alive (with any aligned copies) until the engine is
-  // done; the request and response outlive the reactor's Finish.
+  // done; the request and response outlive `done`.
   auto inputs = std::make_shared<std::vector<F32Rows>>();
-  inputs->reserve(request->groups_size());
+  inputs->reserve(request.groups_size());
   std::vector<ExpertWork> work;
-  work.reserve(request->groups_size());
-  for (int i = 0; i < request->groups_size(); ++i) {
-    const v1::ExpertGroup& group = request->groups(i);
+  work.reserve(request.groups_size());
+  for (int i = 0; i < request.groups_size(); ++i) {
+    const v1::ExpertGroup& group = request.groups(i);
     absl::StatusOr<F32Rows> rows = DecodeF32Rows(
         group.hidden(), hidden, absl::StrCat("groups[", i, "].hidden"));
     if (!rows.ok()) {
-      reactor->Finish(ToGrpcStatus(rows.status()));
-      return reactor;
+      done(rows.status());
+      return;
     }
     inputs->push_back(*std::move(rows));
     work.push_back({group.layer(), group.expert(), inputs->back().data,
                     inputs->back().rows, nullptr});
   }
   if (absl::Status valid = engine_->Validate(work); !valid.ok()) {
-    reactor->Finish(ToGrpcStatus(valid));
-    return reactor;
+    done(valid);
+    return;
   }
   // Output tensors are allocated in the response and written in place.
   for (ExpertWork& w : work) {
@@ -47,12 +46,48 @@ grpc::ServerUnaryReactor* ExpertServiceImpl::RunExperts(
     data->resize(static_cast<size_t>(w.tokens * hidden) * sizeof(float));
     w.out = reinterpret_cast<float*>(data->data());
   }
-  engine_->Submit(std::move(work), [reactor, inputs, response](
-                                       absl::Status status, double seconds) {
-    response->set_compute_seconds(seconds);
+  engine_->Submit(std::move(work),
+                  [inputs, response, done = std::move(done)](
+                      absl::Status status, double seconds) {
+                    response->set_compute_seconds(seconds);
+                    done(std::move(status));
+                  });
+}
+
+grpc::ServerUnaryReactor* ExpertServiceImpl::RunExperts(
+    grpc::CallbackServerContext* context, const v1::RunExpertsRequest* request,
+    v1::RunExpertsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Process(*request, response, [reactor](absl::Status status) {
     reactor->Finish(ToGrpcStatus(status));
   });
   return reactor;
+}
+
+grpc::ServerBidiReactor<v1::RunExpertsRequest, v1::RunExpertsResponse>*
+ExpertServiceImpl::ExpertStream(grpc::CallbackServerContext* context) {
+  using Reactor =
+      CallStreamReactor<v1::RunExpertsRequest, v1::RunExpertsResponse>;
+  return Reactor::Start([this](std::unique_ptr<v1::RunExpertsRequest> request,
+                               Reactor::Reply reply) {
+    auto response = std::make_unique<v1::RunExpertsResponse>();
+    response->set_call_id(request->call_id());
+    v1::RunExpertsResponse* out = response.get();
+    const v1::RunExpertsRequest& in = *request;
+    Process(in, out,
+            [request = std::shared_ptr<v1::RunExpertsRequest>(std::move(request)),
+             response = std::shared_ptr<v1::RunExpertsResponse>(
+                 std::move(response)),
+             reply](absl::Status status) mutable {
+              if (!status.ok()) {
+                response->clear_outputs();
+                response->set_error_code(static_cast<int>(status.code()));
+                response->set_error_message(std::string(status.message()));
+              }
+              reply(std::make_unique<v1::RunExpertsResponse>(
+                  std::move(*response)));
+            });
+  });
 }
 
 grpc::ServerUnaryReactor* ExpertServiceImpl::GetPlacement(

@@ -4,6 +4,8 @@
 #ifndef MOE_EXPERT_SERVER_EXPERT_SERVICE_H_
 #define MOE_EXPERT_SERVER_EXPERT_SERVICE_H_
 
+#include <functional>
+
 #include "expert_server/expert_engine.h"
 #include "moe/v1/expert.grpc.pb.h"
 
@@ -19,12 +21,22 @@ class ExpertServiceImpl final : public v1::ExpertService::CallbackService {
       const v1::RunExpertsRequest* request,
       v1::RunExpertsResponse* response) override;
 
+  grpc::ServerBidiReactor<v1::RunExpertsRequest, v1::RunExpertsResponse>*
+  ExpertStream(grpc::CallbackServerContext* context) override;
+
   grpc::ServerUnaryReactor* GetPlacement(
       grpc::CallbackServerContext* context,
       const v1::GetPlacementRequest* request,
       v1::Placement* response) override;
 
  private:
+  // Validates `request` and queues its groups on the engine; `done` runs
+  // once `response` holds every output (or with the error). `request` and
+  // `response` must stay valid until then.
+  void Process(const v1::RunExpertsRequest& request,
+               v1::RunExpertsResponse* response,
+               std::function<void(absl::Status)> done);
+
   ExpertEngine* engine_;
 };
 

@@ -48,13 +48,15 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
                                      options.connect_timeout_seconds));
   ASSIGN_OR_RETURN(server->engine_,
                    RouterEngine::Load(options.engine, std::move(placement)));
-  std::vector<std::unique_ptr<v1::ExpertService::Stub>> stubs;
+  std::vector<std::unique_ptr<ExpertConnection>> connections;
   for (const std::string& address : options.expert_addresses) {
-    stubs.push_back(v1::ExpertService::NewStub(MakeChannel(address)));
+    connections.push_back(std::make_unique<ExpertConnection>(address));
   }
-  server->service_ = std::make_unique<RouterServiceImpl>(
-      server->engine_.get(), std::move(stubs), options.expert_addresses,
+  server->dispatcher_ = std::make_unique<MoeDispatcher>(
+      server->engine_.get(), std::move(connections),
       options.fanout_timeout_seconds);
+  server->service_ =
+      std::make_unique<RouterServiceImpl>(server->dispatcher_.get());
 
   grpc::ServerBuilder builder;
   ConfigureServerBuilder(options.listen_address, builder, &server->port_);

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/server.h"
+#include "router/moe_dispatcher.h"
 #include "router/router_engine.h"
 #include "router/router_service.h"
 
@@ -46,6 +47,7 @@ class RouterServer {
  private:
   RouterServer() = default;
   std::unique_ptr<RouterEngine> engine_;
+  std::unique_ptr<MoeDispatcher> dispatcher_;
   std::unique_ptr<RouterServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

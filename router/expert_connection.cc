@@ -1,0 +1,212 @@
+#include "router/expert_connection.h"
+
+#include <deque>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "core/rpc/channel_util.h"
+#include "grpcpp/alarm.h"
+#include "grpcpp/support/client_callback.h"
+
+namespace moe {
+
+// One ExpertStream call. Owns itself from Open until OnDone; the connection
+// and every armed deadline alarm hold references too.
+class ExpertConnection::Stream
+    : public grpc::ClientBidiReactor<v1::RunExpertsRequest,
+                                     v1::RunExpertsResponse> {
+ public:
+  static std::shared_ptr<Stream> Open(v1::ExpertService::Stub* stub,
+                                      const std::string& address) {
+    std::shared_ptr<Stream> stream(new Stream(address));
+    stream->self_ = stream;
+    stub->async()->ExpertStream(&stream->context_, stream.get());
+    // Writes are started from outside reactions (Send), so the call must
+    // not complete before End() releases this hold.
+    stream->AddHold();
+    stream->reading_ = std::make_unique<v1::RunExpertsResponse>();
+    stream->StartRead(stream->reading_.get());
+    stream->StartCall();
+    return stream;
+  }
+
+  // Queues the request, taking `request` and `done`; false (both left
+  // untouched) when the stream has ended.
+  bool Send(uint64_t id, std::unique_ptr<v1::RunExpertsRequest>& request,
+            std::chrono::system_clock::time_point deadline, Done& done) {
+    absl::MutexLock lock(&mu_);
+    if (ended_) return false;
+    Pending& pending = pending_[id];
+    pending.done = std::move(done);
+    pending.alarm = std::make_unique<grpc::Alarm>();
+    std::shared_ptr<Stream> self = self_;
+    pending.alarm->Set(deadline, [self, id](bool expired) {
+      if (expired) self->Expire(id);
+    });
+    write_queue_.push_back(std::move(request));
+    PumpLocked();
+    return true;
+  }
+
+  bool ended() {
+    absl::MutexLock lock(&mu_);
+    return ended_;
+  }
+
+  // Ends the stream: every pending call fails with UNAVAILABLE.
+  void Cancel() { context_.TryCancel(); }
+
+  void WaitDone() { done_.WaitForNotification(); }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    written_.reset();
+    if (!ok) {
+      EndLocked();
+      return;
+    }
+    PumpLocked();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      absl::MutexLock lock(&mu_);
+      EndLocked();
+      return;
+    }
+    std::unique_ptr<v1::RunExpertsResponse> response = std::move(reading_);
+    Done done;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = pending_.find(response->call_id());
+      if (it != pending_.end()) {
+        done = std::move(it->second.done);
+        it->second.alarm->Cancel();
+        pending_.erase(it);
+      }
+    }
+    reading_ = std::make_unique<v1::RunExpertsResponse>();
+    StartRead(reading_.get());
+    if (!done) return;  // its deadline already failed it
+    if (response->error_code() != 0) {
+      done(absl::Status(static_cast<absl::StatusCode>(response->error_code()),
+                        response->error_message()));
+    } else {
+      done(std::move(response));
+    }
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    absl::flat_hash_map<uint64_t, Pending> failed;
+    {
+      absl::MutexLock lock(&mu_);
+      ended_ = true;
+      failed.swap(pending_);
+    }
+    const absl::Status error = absl::UnavailableError(absl::StrCat(
+        "stream to expert server ", address_, " ended: ",
+        status.ok() ? "closed by the server" : status.error_message()));
+    for (auto& [id, pending] : failed) {
+      pending.alarm->Cancel();
+      pending.done(error);
+    }
+    done_.Notify();
+    std::shared_ptr<Stream> self = std::move(self_);  // may delete this
+  }
+
+ private:
+  struct Pending {
+    Done done;
+    std::unique_ptr<grpc::Alarm> alarm;
+  };
+
+  explicit Stream(std::string address) : address_(std::move(address)) {}
+
+  void Expire(uint64_t id) {
+    Done done;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = pending_.find(id);
+      if (it == pending_.end()) return;
+      done = std::move(it->second.done);
+      pending_.erase(it);
+    }
+    done(absl::DeadlineExceededError(absl::StrCat(
+        "expert server ", address_, " did not answer before the deadline")));
+    // A server that misses a deadline is treated as stuck.
+    context_.TryCancel();
+  }
+
+  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || ended_ || write_queue_.empty()) return;
+    written_ = std::move(write_queue_.front());
+    write_queue_.pop_front();
+    writing_ = true;
+    StartWrite(written_.get());
+  }
+
+  void EndLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (ended_) return;
+    ended_ = true;
+    write_queue_.clear();
+    context_.TryCancel();
+    RemoveHold();
+  }
+
+  const std::string address_;
+  grpc::ClientContext context_;
+  std::unique_ptr<v1::RunExpertsResponse> reading_;  // reader only
+  absl::Notification done_;
+  absl::Mutex mu_;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  std::unique_ptr<v1::RunExpertsRequest> written_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::unique_ptr<v1::RunExpertsRequest>> write_queue_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<Stream> self_;
+};
+
+ExpertConnection::ExpertConnection(std::string address)
+    : address_(std::move(address)),
+      stub_(v1::ExpertService::NewStub(MakeChannel(address_))) {}
+
+ExpertConnection::~ExpertConnection() {
+  std::shared_ptr<Stream> stream;
+  {
+    absl::MutexLock lock(&mu_);
+    stream = std::move(stream_);
+  }
+  if (stream != nullptr) {
+    stream->Cancel();
+    stream->WaitDone();
+  }
+}
+
+void ExpertConnection::Call(std::unique_ptr<v1::RunExpertsRequest> request,
+                            std::chrono::system_clock::time_point deadline,
+                            Done done) {
+  // A stream can end between the check and the send (the server went
+  // away); one retry on a fresh stream covers that.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::shared_ptr<Stream> stream;
+    uint64_t id;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stream_ == nullptr || stream_->ended()) {
+        stream_ = Stream::Open(stub_.get(), address_);
+      }
+      stream = stream_;
+      id = next_call_id_++;
+    }
+    request->set_call_id(id);
+    if (stream->Send(id, request, deadline, done)) return;
+  }
+  done(absl::UnavailableError(
+      absl::StrCat("cannot open a stream to expert server ", address_)));
+}
+
+}  // namespace moe

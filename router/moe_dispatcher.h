@@ -1,0 +1,53 @@
+// One MoE step of one batch across the expert servers: the RouterEngine's
+// plan, each server's groups sent over its ExpertConnection in parallel, and
+// the weighted combine in the single-process engine's order.
+#ifndef MOE_ROUTER_MOE_DISPATCHER_H_
+#define MOE_ROUTER_MOE_DISPATCHER_H_
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "moe/v1/router.pb.h"
+#include "router/expert_connection.h"
+#include "router/router_engine.h"
+
+namespace moe {
+
+// Thread-safe.
+class MoeDispatcher {
+ public:
+  // `engine` is borrowed; `connections[s]` reaches server id s of the
+  // engine's placement. Each expert call waits at most
+  // `fanout_timeout_seconds`.
+  MoeDispatcher(RouterEngine* engine,
+                std::vector<std::unique_ptr<ExpertConnection>> connections,
+                double fanout_timeout_seconds);
+
+  // Computes the MoE step of `request` into `response` and runs `done` with
+  // OK or the error: INVALID_ARGUMENT naming the field for a bad request,
+  // UNAVAILABLE naming the expert server (and layer) that failed, INTERNAL
+  // for a malformed expert answer. `request` and `response` must stay valid
+  // until `done` runs, which may happen inside this call or on a gRPC thread.
+  // `deadline` further bounds the expert calls (the caller's own deadline).
+  void Dispatch(const v1::RunMoeRequest& request,
+                std::chrono::system_clock::time_point deadline,
+                v1::RunMoeResponse* response,
+                std::function<void(absl::Status)> done);
+
+  RouterEngine& engine() { return *engine_; }
+  const ExpertConnection& connection(int server) const {
+    return *connections_[server];
+  }
+
+ private:
+  RouterEngine* engine_;
+  std::vector<std::unique_ptr<ExpertConnection>> connections_;
+  double fanout_timeout_seconds_;
+};
+
+}  // namespace moe
+
+#endif  // MOE_ROUTER_MOE_DISPATCHER_H_
