@@ -1,0 +1,148 @@
+#include "tools/common/command_line.h"
+
+#include <optional>
+
+#include "absl/flags/commandlineflag.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+
+namespace moe::tools {
+namespace {
+
+// One "-name", "--name" or "--name=value" argument.
+struct FlagArg {
+  size_t name_begin = 0;  // after the dashes
+  std::string name;
+  std::optional<std::string> value;  // after '=', when given that way
+};
+
+std::optional<FlagArg> SplitFlag(absl::string_view arg) {
+  if (arg.size() < 2 || arg[0] != '-') return std::nullopt;  // "-" too
+  FlagArg flag;
+  flag.name_begin = arg[1] == '-' ? 2 : 1;
+  absl::string_view rest = arg.substr(flag.name_begin);
+  const size_t eq = rest.find('=');
+  flag.name = std::string(rest.substr(0, eq));
+  if (eq != absl::string_view::npos) {
+    flag.value = std::string(rest.substr(eq + 1));
+  }
+  return flag;
+}
+
+// Handled by absl::ParseCommandLine itself, outside the flag registry.
+bool IsUsageFlag(absl::string_view name) {
+  for (absl::string_view usage :
+       {"help", "helpfull", "helpshort", "helppackage", "helpon", "helpmatch",
+        "version", "only_check_args"}) {
+    if (name == usage) return true;
+  }
+  return false;
+}
+
+bool IsBoolFlag(const absl::CommandLineFlag* flag) {
+  return flag != nullptr && flag->IsOfType<bool>();
+}
+
+}  // namespace
+
+std::vector<std::string> RewriteFlagNames(
+    const std::vector<std::string>& args,
+    absl::FunctionRef<bool(absl::string_view name)> takes_separate_value) {
+  std::vector<std::string> out;
+  out.reserve(args.size());
+  bool next_is_value = false;
+  bool positional_only = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (i == 0 || positional_only || next_is_value) {
+      out.push_back(arg);
+      next_is_value = false;
+      continue;
+    }
+    if (arg == "--") {
+      positional_only = true;
+      out.push_back(arg);
+      continue;
+    }
+    std::optional<FlagArg> flag = SplitFlag(arg);
+    if (!flag.has_value()) {
+      out.push_back(arg);
+      continue;
+    }
+    const std::string name = absl::StrReplaceAll(flag->name, {{"-", "_"}});
+    std::string rewritten = arg.substr(0, flag->name_begin) + name;
+    if (flag->value.has_value()) {
+      absl::StrAppend(&rewritten, "=", *flag->value);
+    } else {
+      next_is_value = takes_separate_value(name);
+    }
+    out.push_back(std::move(rewritten));
+  }
+  return out;
+}
+
+std::vector<std::string> RewriteFlagNames(
+    const std::vector<std::string>& args) {
+  return RewriteFlagNames(args, [](absl::string_view name) {
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    return flag != nullptr && !flag->IsOfType<bool>();
+  });
+}
+
+absl::StatusOr<std::vector<std::string>> ApplyFlags(
+    const std::vector<std::string>& args) {
+  std::vector<std::string> positional;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--") {
+      positional.insert(positional.end(), args.begin() + i + 1, args.end());
+      break;
+    }
+    std::optional<FlagArg> parsed = SplitFlag(arg);
+    if (!parsed.has_value()) {
+      positional.push_back(arg);
+      continue;
+    }
+    const std::string dashed = absl::StrCat("--", parsed->name);
+    if (IsUsageFlag(parsed->name)) continue;
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(parsed->name);
+    if (flag == nullptr || flag->IsRetired()) {
+      // --nofoo for a boolean --foo.
+      if (!parsed->value.has_value() && absl::StartsWith(parsed->name, "no")) {
+        absl::CommandLineFlag* negated =
+            absl::FindCommandLineFlag(parsed->name.substr(2));
+        if (IsBoolFlag(negated)) {
+          std::string error;
+          negated->ParseFrom("false", &error);
+          continue;
+        }
+      }
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag ", dashed, " (see --help)"));
+    }
+    std::string value;
+    if (parsed->value.has_value()) {
+      value = *parsed->value;
+    } else if (IsBoolFlag(flag)) {
+      value = "true";
+    } else if (i + 1 < args.size()) {
+      value = args[++i];
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat(dashed, ": missing value"));
+    }
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      return absl::InvalidArgumentError(absl::StrCat(dashed, ": ", error));
+    }
+  }
+  return positional;
+}
+
+std::vector<std::string> ArgsFromArgv(int argc, char** argv) {
+  return std::vector<std::string>(argv, argv + argc);
+}
+
+}  // namespace moe::tools

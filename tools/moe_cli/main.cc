@@ -1,0 +1,141 @@
+// moe-cli: the command-line client of the gateway.
+//   moe-cli generate --gateway ADDR --prompt-ids 1,2,3 --max-tokens N [--json]
+//   moe-cli info --gateway ADDR
+//   moe-cli abort --gateway ADDR --request-id ID
+// Flags may be spelled with hyphens or underscores. Exit codes: 0, 1 after an
+// RPC error (or abort of a request that is not running), 2 for bad flags,
+// 128 + signal when Ctrl-C / SIGTERM cancelled a generate call.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/rpc/server_util.h"
+#include "tools/common/command_line.h"
+#include "tools/moe_cli/cli_options.h"
+#include "tools/moe_cli/generate_command.h"
+#include "tools/moe_cli/model_commands.h"
+
+ABSL_FLAG(std::string, gateway, "", "Gateway address, host:port.");
+ABSL_FLAG(std::string, prompt_ids, "",
+          "generate: comma-separated prompt token ids, e.g. 1,2,3.");
+ABSL_FLAG(int, max_tokens, 16, "generate: tokens to generate at most.");
+ABSL_FLAG(double, temperature, 0.0,
+          "generate: sampling temperature; 0 = greedy.");
+ABSL_FLAG(int, top_k, 0, "generate: keep the k most likely tokens; 0 = off.");
+ABSL_FLAG(
+    std::optional<double>, top_p, std::nullopt,
+    "generate: nucleus mass in (0, 1]; unset = the server default (off).");
+ABSL_FLAG(std::optional<double>, repetition_penalty, std::nullopt,
+          "generate: Hugging Face repetition penalty; unset = off.");
+ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt,
+          "generate: sampling seed; unset = chosen by the server.");
+ABSL_FLAG(std::string, stop_ids, "",
+          "generate: comma-separated token ids that end generation.");
+ABSL_FLAG(bool, ignore_eos, false, "generate: do not stop at EOS.");
+ABSL_FLAG(int, logprobs, 0,
+          "generate: return the top-K log-probabilities of each token.");
+ABSL_FLAG(std::string, request_id, "",
+          "generate: id for Abort (default: chosen by the server); abort: the "
+          "request to end.");
+ABSL_FLAG(double, timeout, 0,
+          "Deadline of the call in seconds; 0 = none for generate, 30 s for "
+          "info and abort.");
+ABSL_FLAG(bool, json, false,
+          "generate: one JSON line at the end (moe-generate's format); info: "
+          "one JSON object.");
+
+namespace {
+
+constexpr char kUsage[] =
+    "Client of the moe-cluster gateway.\n"
+    "  moe-cli generate --gateway ADDR --prompt-ids 1,2,3 --max-tokens N\n"
+    "      [--temperature T --top-k K --top-p P --repetition-penalty R "
+    "--seed S\n"
+    "       --stop-ids 4,5 --ignore-eos --logprobs K --request-id ID "
+    "--timeout SECONDS] [--json]\n"
+    "  moe-cli info --gateway ADDR [--json]\n"
+    "  moe-cli abort --gateway ADDR --request-id ID";
+
+[[noreturn]] void UsageError(const std::string& message) {
+  std::fprintf(stderr, "moe-cli: %s\n", message.c_str());
+  std::exit(2);
+}
+
+int Generate() {
+  moe::cli::GenerateFlags flags;
+  flags.gateway = absl::GetFlag(FLAGS_gateway);
+  flags.prompt_ids = absl::GetFlag(FLAGS_prompt_ids);
+  flags.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  flags.temperature = absl::GetFlag(FLAGS_temperature);
+  flags.top_k = absl::GetFlag(FLAGS_top_k);
+  flags.top_p = absl::GetFlag(FLAGS_top_p);
+  flags.repetition_penalty = absl::GetFlag(FLAGS_repetition_penalty);
+  flags.seed = absl::GetFlag(FLAGS_seed);
+  flags.stop_ids = absl::GetFlag(FLAGS_stop_ids);
+  flags.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  flags.logprobs = absl::GetFlag(FLAGS_logprobs);
+  flags.request_id = absl::GetFlag(FLAGS_request_id);
+  absl::StatusOr<moe::v1::GenerateRequest> request =
+      moe::cli::BuildGenerateRequest(flags);
+  if (!request.ok()) UsageError(std::string(request.status().message()));
+  moe::cli::GenerateCommand command;
+  command.gateway = flags.gateway;
+  command.request = *std::move(request);
+  command.timeout_seconds = absl::GetFlag(FLAGS_timeout);
+  command.json = absl::GetFlag(FLAGS_json);
+  return moe::cli::RunGenerate(command);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  moe::BlockTerminationSignals();  // before gRPC starts threads
+  absl::SetProgramUsageMessage(kUsage);
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view path) {
+    return absl::StrContains(path, "tools/moe_cli/");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
+  std::vector<std::string> args =
+      moe::tools::RewriteFlagNames(moe::tools::ArgsFromArgv(argc, argv));
+  absl::StatusOr<std::vector<std::string>> positional =
+      moe::tools::ApplyFlags(args);
+  if (!positional.ok()) UsageError(std::string(positional.status().message()));
+  std::vector<char*> c_args;
+  for (std::string& arg : args) c_args.push_back(arg.data());
+  absl::ParseCommandLine(static_cast<int>(c_args.size()), c_args.data());
+
+  if (positional->empty()) {
+    UsageError(
+        absl::StrCat("missing command (generate, info or abort)\n", kUsage));
+  }
+  const std::string& command = (*positional)[0];
+  if (positional->size() > 1) {
+    UsageError(absl::StrCat("unexpected argument \"", (*positional)[1], "\""));
+  }
+  const double timeout = absl::GetFlag(FLAGS_timeout);
+  if (!(timeout >= 0)) UsageError("--timeout must be >= 0");
+  const std::string gateway = absl::GetFlag(FLAGS_gateway);
+  if (command == "generate") return Generate();
+  if (command != "info" && command != "abort") {
+    UsageError(absl::StrCat("unknown command \"", command,
+                            "\" (expected generate, info or abort)"));
+  }
+  if (gateway.empty()) UsageError("--gateway is required (host:port)");
+  if (command == "info") {
+    return moe::cli::RunInfo(gateway, timeout, absl::GetFlag(FLAGS_json));
+  }
+  const std::string request_id = absl::GetFlag(FLAGS_request_id);
+  if (request_id.empty()) UsageError("--request-id is required");
+  return moe::cli::RunAbort(gateway, request_id, timeout);
+}

@@ -1,0 +1,73 @@
+#include "tools/moe_cli/model_commands.h"
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/rpc/channel_util.h"
+#include "grpcpp/client_context.h"
+#include "moe/v1/generate.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "tools/moe_cli/cli_rpc.h"
+
+namespace moe::cli {
+namespace {
+
+constexpr double kDefaultTimeoutSeconds = 30;
+
+double TimeoutOrDefault(double seconds) {
+  return seconds > 0 ? seconds : kDefaultTimeoutSeconds;
+}
+
+}  // namespace
+
+int RunInfo(const std::string& gateway, double timeout_seconds, bool json) {
+  auto stub = moe::v1::Inference::NewStub(MakeChannel(gateway));
+  grpc::ClientContext context;
+  ApplyTimeout(context, TimeoutOrDefault(timeout_seconds));
+  moe::v1::ModelInfo info;
+  const grpc::Status status =
+      stub->GetModelInfo(&context, moe::v1::GetModelInfoRequest(), &info);
+  if (!status.ok()) return ReportRpcError(status);
+  const std::vector<int32_t> eos(info.eos_token_ids().begin(),
+                                 info.eos_token_ids().end());
+  if (json) {
+    const nlohmann::json out = {
+        {"architecture", info.architecture()},
+        {"vocab_size", info.vocab_size()},
+        {"max_context_length", info.max_context_length()},
+        {"num_layers", info.num_layers()},
+        {"num_experts", info.num_experts()},
+        {"num_experts_per_tok", info.num_experts_per_tok()},
+        {"eos_token_ids", eos}};
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf(
+        "architecture: %s\nvocab_size: %d\nmax_context_length: %d\n"
+        "num_layers: %d\nnum_experts: %d\nnum_experts_per_tok: %d\n"
+        "eos_token_ids: %s\n",
+        info.architecture().c_str(), info.vocab_size(),
+        info.max_context_length(), info.num_layers(), info.num_experts(),
+        info.num_experts_per_tok(), absl::StrJoin(eos, ",").c_str());
+  }
+  std::fflush(stdout);
+  return 0;
+}
+
+int RunAbort(const std::string& gateway, const std::string& request_id,
+             double timeout_seconds) {
+  auto stub = moe::v1::Inference::NewStub(MakeChannel(gateway));
+  grpc::ClientContext context;
+  ApplyTimeout(context, TimeoutOrDefault(timeout_seconds));
+  moe::v1::AbortRequest request;
+  request.set_request_id(request_id);
+  moe::v1::AbortResponse response;
+  const grpc::Status status = stub->Abort(&context, request, &response);
+  if (!status.ok()) return ReportRpcError(status);
+  std::printf("request %s: %s\n", request_id.c_str(),
+              response.found() ? "aborted" : "not running");
+  std::fflush(stdout);
+  return response.found() ? 0 : 1;
+}
+
+}  // namespace moe::cli

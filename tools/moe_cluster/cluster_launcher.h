@@ -1,0 +1,44 @@
+// Runs a cluster: starts the servers stage by stage, announces them, keeps
+// watching them until asked to stop, and stops them in reverse order.
+#ifndef MOE_TOOLS_MOE_CLUSTER_CLUSTER_LAUNCHER_H_
+#define MOE_TOOLS_MOE_CLUSTER_CLUSTER_LAUNCHER_H_
+
+#include <string>
+#include <vector>
+
+#include "tools/moe_cluster/server_args.h"
+
+namespace moe::cluster {
+
+struct LauncherOptions {
+  std::string bin_dir;  // holds the server binaries
+  std::string log_dir;  // exists; receives <name>.log and <name>.port
+  // Whole start-up, from the first spawn to the gateway SERVING.
+  double startup_timeout_seconds = 120;
+  // Per stop stage: how long servers may drain before SIGKILL.
+  double grace_seconds = 40;
+  std::string gateway_listen = "127.0.0.1:0";
+};
+
+// Starts `launches` (from PlanLaunches) stage by stage: every server of a
+// stage on --listen 127.0.0.1:0 (the gateway on options.gateway_listen) with
+// --port_file <log_dir>/<name>.port, then waits for its port file and for
+// SERVING before starting the next stage. Once all serve, prints one line
+// per server to stdout ("NAME: ADDR (DETAIL)"), then "gateway: ADDR" and
+// "ready". Then watches the children (an unexpected exit is reported on
+// stderr; the others keep running) until SIGINT or SIGTERM, stops them
+// (gateway, attention servers, router, expert servers) and prints "stopped".
+//
+// Returns the exit code: 0 after a requested stop (also during start-up),
+// 1 when a server failed to start (its name, exit status and log tail go to
+// stderr, and what was started is stopped). Call from the main thread, after
+// SignalWaiter::BlockSignals().
+int RunCluster(const std::vector<ServerLaunch>& launches,
+               const LauncherOptions& options);
+
+// The last `lines` lines of the file at `path` ("" when unreadable).
+std::string LogTail(const std::string& path, int lines);
+
+}  // namespace moe::cluster
+
+#endif  // MOE_TOOLS_MOE_CLUSTER_CLUSTER_LAUNCHER_H_

@@ -1,0 +1,117 @@
+#include "tools/moe_cluster/server_args.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/expert_list.h"
+
+namespace moe::cluster {
+namespace {
+
+template <typename T>
+void AddIfSet(std::vector<std::string>& args, absl::string_view flag,
+              const std::optional<T>& value) {
+  if (!value.has_value()) return;
+  if constexpr (std::is_same_v<T, double>) {
+    args.push_back(absl::StrCat("--", flag, "=", FormatNumber(*value)));
+  } else {
+    args.push_back(absl::StrCat("--", flag, "=", *value));
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> RequiredBinaries() {
+  return {kExpertServerBinary, kRouterBinary, kAttentionServerBinary,
+          kGatewayBinary};
+}
+
+std::string FormatNumber(double value) {
+  for (int precision = 6; precision < 17; ++precision) {
+    std::string text = absl::StrFormat("%.*g", precision, value);
+    if (std::strtod(text.c_str(), nullptr) == value) return text;
+  }
+  return absl::StrFormat("%.17g", value);
+}
+
+std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
+                                       const std::string& model_dir) {
+  const std::string model = absl::StrCat("--model=", model_dir);
+  std::vector<ServerLaunch> launches;
+  for (const ExpertServerPlan& server : plan.expert_servers) {
+    ServerLaunch l;
+    l.name = server.name;
+    l.binary = kExpertServerBinary;
+    l.stage = Stage::kExpertServers;
+    const std::string experts = FormatExpertList(server.experts);
+    l.args = {model, absl::StrCat("--experts=", experts)};
+    AddIfSet(l.args, "threads", server.threads);
+    l.detail = absl::StrCat("experts ", experts);
+    launches.push_back(std::move(l));
+  }
+  {
+    const RouterTopology& r = plan.router;
+    ServerLaunch l;
+    l.name = "router";
+    l.binary = kRouterBinary;
+    l.stage = Stage::kRouter;
+    l.args = {model};
+    AddIfSet(l.args, "capacity_factor", r.capacity_factor);
+    AddIfSet(l.args, "overflow", r.overflow);
+    AddIfSet(l.args, "per_server_token_cap", r.per_server_token_cap);
+    AddIfSet(l.args, "fanout_timeout", r.fanout_timeout);
+    AddIfSet(l.args, "threads", r.threads);
+    launches.push_back(std::move(l));
+  }
+  for (const AttentionServerTopology& server : plan.attention_servers) {
+    ServerLaunch l;
+    l.name = server.name;
+    l.binary = kAttentionServerBinary;
+    l.stage = Stage::kAttentionServers;
+    l.args = {model, "--role=both"};
+    AddIfSet(l.args, "threads", server.threads);
+    AddIfSet(l.args, "kv_cache_mb", server.kv_cache_mb);
+    AddIfSet(l.args, "prefill_chunk_tokens", server.prefill_chunk_tokens);
+    AddIfSet(l.args, "max_running", server.max_running);
+    l.detail = "role both";
+    launches.push_back(std::move(l));
+  }
+  {
+    ServerLaunch l;
+    l.name = "gateway";
+    l.binary = kGatewayBinary;
+    l.stage = Stage::kGateway;
+    l.args = {model};
+    launches.push_back(std::move(l));
+  }
+  return launches;
+}
+
+std::string DependencyFlag(Stage stage) {
+  switch (stage) {
+    case Stage::kExpertServers:
+      return "";
+    case Stage::kRouter:
+      return "expert_servers";
+    case Stage::kAttentionServers:
+      return "router";
+    case Stage::kGateway:
+      return "attention_servers";
+  }
+  return "";
+}
+
+std::vector<std::string> WithDependencies(
+    const ServerLaunch& launch, const std::vector<std::string>& addresses) {
+  std::vector<std::string> args = launch.args;
+  const std::string flag = DependencyFlag(launch.stage);
+  if (!flag.empty()) {
+    args.push_back(
+        absl::StrCat("--", flag, "=", absl::StrJoin(addresses, ",")));
+  }
+  return args;
+}
+
+}  // namespace moe::cluster

@@ -1,0 +1,305 @@
+#include "tools/moe_cluster/topology.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "core/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "tools/moe_cluster/json_fields.h"
+
+namespace moe::cluster {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr int kMaxThreads = 4096;
+constexpr int kMaxKvCacheMb = 1 << 24;  // 16 TiB
+constexpr int kMaxTokens = 1 << 24;
+
+// Server names become file names (<log_dir>/<name>.log), hence the charset.
+absl::Status CheckName(absl::string_view path, absl::string_view name) {
+  if (name.empty() || name.size() > 64) {
+    return PathError(path, "must be 1 to 64 characters long");
+  }
+  for (char c : name) {
+    if (!absl::ascii_isalnum(c) && c != '-' && c != '_' && c != '.') {
+      return PathError(path, absl::StrCat("\"", name,
+                                          "\" may only hold letters, digits, "
+                                          "'-', '_' and '.'"));
+    }
+  }
+  if (name == "." || name == "..") {
+    return PathError(path, absl::StrCat("\"", name, "\" is not a valid name"));
+  }
+  return absl::OkStatus();
+}
+
+// Reads "name" of the object at `path`, defaulting to `fallback`.
+absl::StatusOr<std::string> ReadName(const Json& object, absl::string_view path,
+                                     std::string fallback) {
+  ASSIGN_OR_RETURN(std::optional<std::string> name,
+                   OptionalString(object, path, "name"));
+  if (!name.has_value()) return fallback;
+  RETURN_IF_ERROR(CheckName(FieldPath(path, "name"), *name));
+  return *name;
+}
+
+// "expert_servers" / "attention_servers" as a count: 1..kMaxServersPerKind.
+absl::StatusOr<int> ReadCount(const Json& value, absl::string_view path) {
+  Json wrapper = {{"n", value}};
+  absl::StatusOr<std::optional<int>> count =
+      OptionalInt(wrapper, "", "n", 1, kMaxServersPerKind);
+  if (!count.ok()) {
+    return PathError(
+        path,
+        absl::StrCat("must be a server count in [1, ", kMaxServersPerKind,
+                     "] or a list of server objects, got ", value.dump()));
+  }
+  return **count;
+}
+
+absl::StatusOr<ExpertServerTopology> ParseExpertServer(const Json& value,
+                                                       const std::string& path,
+                                                       size_t index) {
+  RETURN_IF_ERROR(CheckObject(value, path, {"name", "experts", "threads"}));
+  ExpertServerTopology server;
+  ASSIGN_OR_RETURN(server.name,
+                   ReadName(value, path, absl::StrCat("expert-", index)));
+  ASSIGN_OR_RETURN(std::optional<std::string> experts,
+                   OptionalString(value, path, "experts"));
+  if (!experts.has_value()) {
+    return PathError(FieldPath(path, "experts"),
+                     "required (a list like \"0:0-3,1:0-3\" or \"all\")");
+  }
+  absl::StatusOr<ExpertList> list = ParseExpertList(*experts);
+  if (!list.ok()) {
+    // The parser's message starts with "experts: ".
+    absl::string_view message = list.status().message();
+    absl::ConsumePrefix(&message, "experts: ");
+    return PathError(FieldPath(path, "experts"), message);
+  }
+  server.experts = *std::move(list);
+  ASSIGN_OR_RETURN(server.threads,
+                   OptionalInt(value, path, "threads", 0, kMaxThreads));
+  return server;
+}
+
+// "expert_servers" with "replicas" and "expert_threads".
+struct ExpertServersSection {
+  bool automatic_placement = false;
+  int replicas = 1;
+  std::vector<ExpertServerTopology> servers;
+};
+
+absl::StatusOr<ExpertServersSection> ParseExpertServers(const Json& root) {
+  ExpertServersSection section;
+  auto it = root.find("expert_servers");
+  if (it == root.end()) {
+    return PathError("expert_servers",
+                     "required (a server count or a list of server objects)");
+  }
+  ASSIGN_OR_RETURN(std::optional<int> default_threads,
+                   OptionalInt(root, "", "expert_threads", 0, kMaxThreads));
+  ASSIGN_OR_RETURN(std::optional<int> replicas,
+                   OptionalInt(root, "", "replicas", 1, kMaxServersPerKind));
+  if (it->is_array()) {
+    if (replicas.has_value()) {
+      return PathError("replicas",
+                       "only applies to automatic placement (expert_servers "
+                       "given as a count); an explicit placement lists the "
+                       "replicas itself");
+    }
+    if (it->empty() || it->size() > kMaxServersPerKind) {
+      return PathError("expert_servers",
+                       absl::StrCat("must list 1 to ", kMaxServersPerKind,
+                                    " servers, got ", it->size()));
+    }
+    for (size_t i = 0; i < it->size(); ++i) {
+      ASSIGN_OR_RETURN(
+          ExpertServerTopology server,
+          ParseExpertServer((*it)[i], IndexPath("expert_servers", i), i));
+      if (!server.threads.has_value()) server.threads = default_threads;
+      section.servers.push_back(std::move(server));
+    }
+    return section;
+  }
+  ASSIGN_OR_RETURN(const int count, ReadCount(*it, "expert_servers"));
+  section.automatic_placement = true;
+  section.replicas = replicas.value_or(1);
+  if (section.replicas > count) {
+    return PathError("replicas",
+                     absl::StrCat("must be at most expert_servers (", count,
+                                  "), got ", section.replicas));
+  }
+  for (int i = 0; i < count; ++i) {
+    ExpertServerTopology server;
+    server.name = absl::StrCat("expert-", i);
+    server.threads = default_threads;
+    section.servers.push_back(std::move(server));
+  }
+  return section;
+}
+
+absl::StatusOr<RouterTopology> ParseRouter(const Json& root) {
+  RouterTopology router;
+  auto it = root.find("router");
+  if (it == root.end()) return router;
+  const Json& r = *it;
+  RETURN_IF_ERROR(
+      CheckObject(r, "router",
+                  {"capacity_factor", "overflow", "per_server_token_cap",
+                   "fanout_timeout", "threads"}));
+  ASSIGN_OR_RETURN(router.capacity_factor,
+                   OptionalNumber(r, "router", "capacity_factor", 0, false));
+  ASSIGN_OR_RETURN(router.overflow, OptionalString(r, "router", "overflow",
+                                                   {"reroute", "drop"}));
+  ASSIGN_OR_RETURN(
+      router.per_server_token_cap,
+      OptionalInt(r, "router", "per_server_token_cap", 0, kMaxTokens));
+  ASSIGN_OR_RETURN(router.fanout_timeout,
+                   OptionalNumber(r, "router", "fanout_timeout", 0, true));
+  ASSIGN_OR_RETURN(router.threads,
+                   OptionalInt(r, "router", "threads", 0, kMaxThreads));
+  return router;
+}
+
+absl::StatusOr<AttentionServerTopology> ParseAttentionServer(
+    const Json& value, const std::string& path, size_t index) {
+  RETURN_IF_ERROR(CheckObject(value, path,
+                              {"name", "role", "threads", "kv_cache_mb",
+                               "prefill_chunk_tokens", "max_running"}));
+  AttentionServerTopology server;
+  ASSIGN_OR_RETURN(server.name,
+                   ReadName(value, path, absl::StrCat("attention-", index)));
+  ASSIGN_OR_RETURN(std::optional<std::string> role,
+                   OptionalString(value, path, "role"));
+  if (role.has_value() && *role != "both") {
+    return PathError(FieldPath(path, "role"),
+                     absl::StrCat("role \"", *role, "\" of attention server ",
+                                  server.name, ": only \"both\" is supported"));
+  }
+  ASSIGN_OR_RETURN(server.threads,
+                   OptionalInt(value, path, "threads", 0, kMaxThreads));
+  ASSIGN_OR_RETURN(server.kv_cache_mb,
+                   OptionalInt(value, path, "kv_cache_mb", 1, kMaxKvCacheMb));
+  ASSIGN_OR_RETURN(
+      server.prefill_chunk_tokens,
+      OptionalInt(value, path, "prefill_chunk_tokens", 1, kMaxTokens));
+  ASSIGN_OR_RETURN(server.max_running,
+                   OptionalInt(value, path, "max_running", 1, kMaxTokens));
+  return server;
+}
+
+absl::StatusOr<std::vector<AttentionServerTopology>> ParseAttentionServers(
+    const Json& root) {
+  std::vector<AttentionServerTopology> servers;
+  auto it = root.find("attention_servers");
+  if (it == root.end()) {
+    return PathError("attention_servers",
+                     "required (a server count or a list of server objects)");
+  }
+  if (it->is_array()) {
+    if (it->empty() || it->size() > kMaxServersPerKind) {
+      return PathError("attention_servers",
+                       absl::StrCat("must list 1 to ", kMaxServersPerKind,
+                                    " servers, got ", it->size()));
+    }
+    for (size_t i = 0; i < it->size(); ++i) {
+      ASSIGN_OR_RETURN(
+          AttentionServerTopology server,
+          ParseAttentionServer((*it)[i], IndexPath("attention_servers", i), i));
+      servers.push_back(std::move(server));
+    }
+    return servers;
+  }
+  ASSIGN_OR_RETURN(const int count, ReadCount(*it, "attention_servers"));
+  for (int i = 0; i < count; ++i) {
+    AttentionServerTopology server;
+    server.name = absl::StrCat("attention-", i);
+    servers.push_back(std::move(server));
+  }
+  return servers;
+}
+
+absl::Status CheckUniqueNames(const Topology& topology) {
+  absl::flat_hash_set<std::string> names = {"router", "gateway"};
+  auto add = [&](const std::string& name, const std::string& path) {
+    if (!names.insert(name).second) {
+      return PathError(path, absl::StrCat("server name \"", name,
+                                          "\" is used twice (\"router\" and "
+                                          "\"gateway\" are reserved)"));
+    }
+    return absl::OkStatus();
+  };
+  for (size_t i = 0; i < topology.expert_servers.size(); ++i) {
+    RETURN_IF_ERROR(add(topology.expert_servers[i].name,
+                        FieldPath(IndexPath("expert_servers", i), "name")));
+  }
+  for (size_t i = 0; i < topology.attention_servers.size(); ++i) {
+    RETURN_IF_ERROR(add(topology.attention_servers[i].name,
+                        FieldPath(IndexPath("attention_servers", i), "name")));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Topology> ParseRoot(const Json& root, absl::string_view source) {
+  RETURN_IF_ERROR(CheckObject(
+      root, "",
+      {"name", "description", "expert_servers", "replicas", "expert_threads",
+       "router", "attention_servers", "gateway"}));
+  Topology topology;
+  topology.source = std::string(source);
+  absl::string_view stem = source.substr(source.rfind('/') + 1);
+  absl::ConsumeSuffix(&stem, ".json");
+  ASSIGN_OR_RETURN(std::optional<std::string> name,
+                   OptionalString(root, "", "name"));
+  topology.name = name.value_or(std::string(stem));
+  RETURN_IF_ERROR(OptionalString(root, "", "description").status());
+  ASSIGN_OR_RETURN(ExpertServersSection experts, ParseExpertServers(root));
+  topology.automatic_placement = experts.automatic_placement;
+  topology.replicas = experts.replicas;
+  topology.expert_servers = std::move(experts.servers);
+  ASSIGN_OR_RETURN(topology.router, ParseRouter(root));
+  ASSIGN_OR_RETURN(topology.attention_servers, ParseAttentionServers(root));
+  if (auto it = root.find("gateway"); it != root.end()) {
+    RETURN_IF_ERROR(CheckObject(*it, "gateway", {}));
+  }
+  RETURN_IF_ERROR(CheckUniqueNames(topology));
+  return topology;
+}
+
+}  // namespace
+
+absl::StatusOr<Topology> ParseTopology(absl::string_view json_text,
+                                       absl::string_view source) {
+  const std::string prefix = absl::StrCat("topology ", source);
+  absl::StatusOr<Json> root = ParseJson(json_text);
+  if (!root.ok()) return Prefixed(prefix, root.status());
+  absl::StatusOr<Topology> topology = ParseRoot(*root, source);
+  if (!topology.ok()) return Prefixed(prefix, topology.status());
+  return topology;
+}
+
+absl::StatusOr<Topology> LoadTopology(const std::string& path) {
+  std::error_code ec;
+  std::ifstream in(path, std::ios::binary);
+  if (!std::filesystem::is_regular_file(path, ec) || !in) {
+    return absl::NotFoundError(
+        absl::StrCat("topology ", path, ": cannot read the file"));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    return absl::NotFoundError(
+        absl::StrCat("topology ", path, ": cannot read the file"));
+  }
+  return ParseTopology(text.str(), path);
+}
+
+}  // namespace moe::cluster

@@ -1,0 +1,149 @@
+// A cluster topology: which servers `moe-cluster up` starts and with what
+// settings. Parsing, validation and placement resolution only; no process
+// code (see cluster_launcher.h for that).
+//
+// The file is strict JSON (no comments). Every key below is optional unless
+// marked required; an unknown key anywhere is an error naming it, and every
+// value is type- and range-checked with an error naming its JSON path.
+//
+//   {
+//     "name": "four-slices",      // default: the file name without ".json"
+//     "description": "text",      // free text, ignored
+//
+//     // Expert servers (required), either a count with automatic placement
+//     // (moe::AutoPlacement: each expert of each MoE layer on `replicas`
+//     // distinct servers, dealt round-robin) ...
+//     "expert_servers": 4,        // 1..256, servers named expert-0, expert-1..
+//     "replicas": 1,              // 1..expert_servers (only with a count)
+//     // ... or an explicit placement, one object per server:
+//     "expert_servers": [
+//       {"name": "expert-0",      // default: expert-<index>
+//        "experts": "0:0-3,1:0-3",// required; core/expert_list.h syntax, or
+//                                 // "all": every expert of every MoE layer
+//        "threads": 1}            // overrides expert_threads
+//     ],
+//     "expert_threads": 1,        // default --threads of every expert server
+//                                 // (0 = one per core); unset: server default
+//
+//     "router": {                 // each key maps to the router flag
+//       "capacity_factor": 0,     // number >= 0 (0 = unlimited)
+//       "overflow": "reroute",    // "reroute" or "drop"
+//       "per_server_token_cap": 0,// integer >= 0 (0 = none)
+//       "fanout_timeout": 10,     // seconds, number > 0
+//       "threads": 1              // integer >= 0
+//     },
+//
+//     // Attention servers (required): a count (1..256, all role "both",
+//     // named attention-0, ...) or one object per server:
+//     "attention_servers": [
+//       {"name": "attention-0",   // default: attention-<index>
+//        "role": "both",          // only "both" for now
+//        "threads": 0,            // integer >= 0 (0 = one per core)
+//        "kv_cache_mb": 256,      // integer >= 1
+//        "prefill_chunk_tokens": 512,  // integer >= 1
+//        "max_running": 64}       // integer >= 1
+//     ],
+//
+//     "gateway": {}               // no settings yet
+//   }
+//
+// Settings left out are not passed, so the servers' own defaults apply.
+// Server names are unique across the cluster, 1..64 characters from
+// [A-Za-z0-9._-]; "router" and "gateway" are taken by those two servers.
+#ifndef MOE_TOOLS_MOE_CLUSTER_TOPOLOGY_H_
+#define MOE_TOOLS_MOE_CLUSTER_TOPOLOGY_H_
+
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/expert_list.h"
+#include "core/model_config.h"
+
+namespace moe::cluster {
+
+inline constexpr int kMaxServersPerKind = 256;
+
+struct ExpertServerTopology {
+  std::string name;
+  ExpertList experts;  // explicit placement only
+  std::optional<int> threads;
+};
+
+struct RouterTopology {
+  std::optional<double> capacity_factor;
+  std::optional<std::string> overflow;  // "reroute" or "drop"
+  std::optional<int> per_server_token_cap;
+  std::optional<double> fanout_timeout;  // seconds
+  std::optional<int> threads;
+};
+
+enum class AttentionRole { kBoth };
+
+struct AttentionServerTopology {
+  std::string name;
+  AttentionRole role = AttentionRole::kBoth;
+  std::optional<int> threads;
+  std::optional<int> kv_cache_mb;
+  std::optional<int> prefill_chunk_tokens;
+  std::optional<int> max_running;
+};
+
+struct GatewayTopology {};
+
+// A parsed, model-independent topology.
+struct Topology {
+  std::string source;  // the file, for errors
+  std::string name;
+  // True when "expert_servers" is a count: `expert_servers` then holds
+  // only names and threads, and the experts come from AutoPlacement.
+  bool automatic_placement = false;
+  int replicas = 1;  // automatic placement only
+  std::vector<ExpertServerTopology> expert_servers;
+  RouterTopology router;
+  std::vector<AttentionServerTopology> attention_servers;
+  GatewayTopology gateway;
+};
+
+// Parses topology JSON. `source` names the file in errors; it also gives the
+// default name (its base name without ".json"). Errors are INVALID_ARGUMENT,
+// "topology SOURCE: PATH: problem", e.g.
+// "topology x.json: router.capacity_factor: must be a finite number >= 0".
+absl::StatusOr<Topology> ParseTopology(absl::string_view json_text,
+                                       absl::string_view source);
+
+// Reads and parses a topology file; NOT_FOUND naming the path when it
+// cannot be read.
+absl::StatusOr<Topology> LoadTopology(const std::string& path);
+
+// An expert server with its experts resolved against a model.
+struct ExpertServerPlan {
+  std::string name;
+  std::set<std::pair<int, int>> experts;  // (layer, expert), never empty
+  std::optional<int> threads;
+};
+
+// A topology resolved against a model: what each server is started with.
+struct ClusterPlan {
+  std::string name;
+  std::vector<ExpertServerPlan> expert_servers;  // index = router server id
+  RouterTopology router;
+  std::vector<AttentionServerTopology> attention_servers;
+  GatewayTopology gateway;
+};
+
+// Resolves the placement: automatic placement through moe::AutoPlacement,
+// explicit lists ("all" expanded to every expert of every MoE layer) checked
+// entry by entry (errors name the server and the (layer, expert)) and for
+// coverage with moe::PlacementTable::Validate. INVALID_ARGUMENT prefixed with
+// "topology SOURCE: ".
+absl::StatusOr<ClusterPlan> ResolveTopology(const Topology& topology,
+                                            const ModelConfig& config);
+
+}  // namespace moe::cluster
+
+#endif  // MOE_TOOLS_MOE_CLUSTER_TOPOLOGY_H_
