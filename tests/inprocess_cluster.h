@@ -1,7 +1,6 @@
 // A whole cluster in one test process: expert servers with the given
 // placements, a router, attention servers (role both) and a gateway, each a
-// real gRPC server on an ephemeral 127.0.0.1 port. Plus a client helper that
-// runs one Generate call and collects its stream.
+// real gRPC server on an ephemeral 127.0.0.1 port.
 #ifndef MOE_TESTS_INPROCESS_CLUSTER_H_
 #define MOE_TESTS_INPROCESS_CLUSTER_H_
 
@@ -20,6 +19,7 @@
 #include "moe/v1/generate.grpc.pb.h"
 #include "moe/v1/router.grpc.pb.h"
 #include "router/router_server.h"
+#include "tests/generate_client.h"
 
 namespace moe::testing {
 
@@ -57,28 +57,6 @@ class InProcessCluster {
 // keep(layer, expert) holds.
 std::set<std::pair<int, int>> ExpertsWhere(
     const std::string& model_dir, const std::function<bool(int, int)>& keep);
-
-// The outcome of one streamed Generate call.
-struct StreamResult {
-  grpc::Status status;
-  std::vector<int32_t> tokens;     // concatenated over the stream
-  int responses = 0;               // messages received
-  int finish_messages = 0;         // messages carrying a finish reason
-  v1::FinishReason finish_reason = v1::FINISH_REASON_UNSPECIFIED;
-  v1::Usage usage;
-  std::string request_id;          // as echoed by the responses
-  bool request_id_consistent = true;
-  std::vector<v1::TokenLogprobs> logprobs;
-};
-
-// Runs Generate to the end on `stub` (blocking).
-StreamResult RunGenerate(v1::Inference::Stub& stub,
-                         const v1::GenerateRequest& request,
-                         double timeout_seconds = 120);
-
-// A greedy request for `prompt` that ignores EOS.
-v1::GenerateRequest GreedyRequest(const std::vector<int32_t>& prompt,
-                                  int max_tokens);
 
 }  // namespace moe::testing
 

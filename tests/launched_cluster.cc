@@ -1,0 +1,104 @@
+#include "tests/launched_cluster.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "core/rpc/channel_util.h"
+#include "gtest/gtest.h"
+
+namespace moe::testing {
+
+std::unique_ptr<LaunchedCluster> LaunchedCluster::Start(
+    const std::string& topology, const std::string& model_dir) {
+  std::unique_ptr<LaunchedCluster> cluster(new LaunchedCluster());
+  cluster->launcher_ = ChildProcess::Start(
+      {MOE_CLUSTER_BIN, "up", "--topology",
+       std::string(MOE_SOURCE_DIR) + "/" + topology, "--model", model_dir});
+  if (cluster->launcher_ == nullptr) return nullptr;
+  std::optional<std::vector<std::string>> lines =
+      cluster->launcher_->ReadUntilLine("ready", 120);
+  if (!lines.has_value()) {
+    ADD_FAILURE() << topology << ": the cluster did not start.\nstdout:\n"
+                  << cluster->launcher_->stdout_text() << "\nstderr:\n"
+                  << cluster->launcher_->StderrText();
+    return nullptr;
+  }
+  for (const std::string& line : *lines) {
+    const size_t colon = line.find(": ");
+    if (colon == std::string::npos) continue;
+    std::string address = line.substr(colon + 2);
+    address = address.substr(0, address.find(' '));
+    cluster->addresses_[line.substr(0, colon)] = address;
+  }
+  if (cluster->address("gateway").empty() || cluster->address("router").empty()) {
+    ADD_FAILURE() << topology << ": no gateway or router address in:\n"
+                  << cluster->launcher_->stdout_text();
+    return nullptr;
+  }
+  cluster->gateway_ =
+      v1::Inference::NewStub(MakeChannel(cluster->address("gateway")));
+  cluster->router_ =
+      v1::RouterService::NewStub(MakeChannel(cluster->address("router")));
+  return cluster;
+}
+
+LaunchedCluster::~LaunchedCluster() {
+  if (launcher_ == nullptr) return;
+  // Close this process's connections first: an idle connection whose
+  // client polls nothing cannot acknowledge the servers' graceful GOAWAY,
+  // which would hold up their drain.
+  gateway_.reset();
+  router_.reset();
+  launcher_->Signal(SIGTERM);
+  const std::optional<int> status = launcher_->Wait(60);
+  if (!status.has_value()) {
+    ADD_FAILURE() << "moe-cluster did not stop on SIGTERM";
+    return;
+  }
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
+      << "moe-cluster exit status " << *status << "\nstderr:\n"
+      << launcher_->StderrText();
+}
+
+std::string LaunchedCluster::address(const std::string& name) const {
+  auto it = addresses_.find(name);
+  return it == addresses_.end() ? "" : it->second;
+}
+
+std::vector<std::string> LaunchedCluster::attention_names() const {
+  std::vector<std::string> names;
+  for (const auto& [name, address] : addresses_) {
+    if (absl::StartsWith(name, "attention")) names.push_back(name);
+  }
+  return names;
+}
+
+v1::AttentionLoad LaunchedCluster::AttentionLoad(const std::string& name) {
+  auto stub = v1::AttentionService::NewStub(MakeChannel(address(name)));
+  grpc::ClientContext context;
+  v1::AttentionLoad load;
+  const grpc::Status status =
+      stub->GetLoad(&context, v1::GetLoadRequest(), &load);
+  EXPECT_TRUE(status.ok()) << name << ": " << status.error_message();
+  return load;
+}
+
+bool LaunchedCluster::WaitForIdleKv() {
+  for (int i = 0; i < 3000; ++i) {
+    bool idle = true;
+    for (const std::string& name : attention_names()) {
+      const v1::AttentionLoad load = AttentionLoad(name);
+      idle = idle && load.kv_blocks_free() == load.kv_blocks_total() &&
+             load.running() == 0 && load.waiting() == 0;
+    }
+    if (idle) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+}  // namespace moe::testing

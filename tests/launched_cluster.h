@@ -1,0 +1,52 @@
+// A cluster of real processes started by the real launcher:
+// `moe-cluster up --topology FILE --model DIR`, with its "NAME: ADDRESS"
+// lines parsed once it prints "ready". Stopped with SIGTERM on destruction,
+// where the launcher must exit 0.
+#ifndef MOE_TESTS_LAUNCHED_CLUSTER_H_
+#define MOE_TESTS_LAUNCHED_CLUSTER_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moe/v1/attention.grpc.pb.h"
+#include "moe/v1/generate.grpc.pb.h"
+#include "moe/v1/router.grpc.pb.h"
+#include "tests/process_util.h"
+
+namespace moe::testing {
+
+class LaunchedCluster {
+ public:
+  // `topology` is a path relative to the source tree (e.g.
+  // "deploy/local/four-slices.json"). ADD_FAILUREs and returns nullptr when
+  // the cluster does not come up.
+  static std::unique_ptr<LaunchedCluster> Start(const std::string& topology,
+                                                const std::string& model_dir);
+  ~LaunchedCluster();
+
+  // Address of the server named `name` ("gateway", "router",
+  // "attention-0", ...); empty if there is none.
+  std::string address(const std::string& name) const;
+  std::vector<std::string> attention_names() const;
+
+  v1::Inference::Stub& gateway() { return *gateway_; }
+  v1::RouterService::Stub& router() { return *router_; }
+  // One attention server's load (EXPECTs the RPC to succeed).
+  v1::AttentionLoad AttentionLoad(const std::string& name);
+  // Polls until every attention server has all its KV blocks free and
+  // nothing running or waiting; false after 30 s.
+  bool WaitForIdleKv();
+
+ private:
+  LaunchedCluster() = default;
+  std::unique_ptr<ChildProcess> launcher_;
+  std::map<std::string, std::string> addresses_;
+  std::unique_ptr<v1::Inference::Stub> gateway_;
+  std::unique_ptr<v1::RouterService::Stub> router_;
+};
+
+}  // namespace moe::testing
+
+#endif  // MOE_TESTS_LAUNCHED_CLUSTER_H_
