@@ -47,7 +47,8 @@ absl::StatusOr<std::unique_ptr<AttentionEngine>> AttentionEngine::Load(
   shape.block_size = options.kv_block_size;
   ASSIGN_OR_RETURN(engine->cache_,
                    KvCache::Create(shape, options.kv_cache_bytes));
-  engine->pool_ = std::make_unique<ThreadPool>(options.num_threads);
+  engine->pool_ = std::make_unique<ThreadPool>(options.num_threads,
+                                              options.spin_microseconds);
   engine->transformer_ = std::make_unique<Transformer>(
       &engine->weights_, engine->cache_.get(), moe, engine->pool_.get());
   engine->executor_ = std::thread([e = engine.get()] { e->ExecutorLoop(); });

@@ -20,6 +20,10 @@ ABSL_FLAG(std::string, model, "",
 ABSL_FLAG(std::string, router, "", "Router address host:port.");
 ABSL_FLAG(std::string, role, "both",
           "Serving role; only \"both\" (prefill and decode here) for now.");
+ABSL_FLAG(int, spin_us, moe::ThreadPool::kServerSpinMicroseconds,
+          "How long idle compute threads spin before sleeping, us: longer "
+          "saves wake-ups when the server has its cores to itself, shorter "
+          "leaves them to other servers on the same cores.");
 ABSL_FLAG(int, threads, 0, "Compute threads; 0 = one per core.");
 ABSL_FLAG(int64_t, kv_cache_mb, 1024, "KV cache memory budget in MiB.");
 ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV block.");
@@ -84,6 +88,8 @@ int main(int argc, char** argv) {
   options.connect_timeout_seconds = absl::GetFlag(FLAGS_connect_timeout);
   options.engine.model_dir = absl::GetFlag(FLAGS_model);
   options.engine.num_threads = absl::GetFlag(FLAGS_threads);
+  if (absl::GetFlag(FLAGS_spin_us) < 0) return fail("--spin_us must be >= 0");
+  options.engine.spin_microseconds = absl::GetFlag(FLAGS_spin_us);
   options.engine.kv_cache_bytes = kv_mb << 20;
   options.engine.kv_block_size = block;
   options.engine.prefill_chunk_tokens = absl::GetFlag(FLAGS_prefill_chunk_tokens);

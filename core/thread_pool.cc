@@ -1,6 +1,7 @@
 #include "core/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -15,15 +16,16 @@ inline void CpuRelax() {
 #endif
 }
 
-// Spin iterations before a worker sleeps, and before a waiting caller starts
-// yielding its core (which lets a descheduled worker finish its chunk when
-// other processes share the machine).
-constexpr int kSpinIterations = 4000;
+// Pause iterations between clock reads while a worker spins, and before a
+// waiting caller starts yielding its core (which lets a descheduled worker
+// finish its chunk when other processes share the machine).
+constexpr int kPausesPerClockRead = 64;
 constexpr int kCallerSpinIterations = 2000;
 
 }  // namespace
 
-ThreadPool::ThreadPool(int num_threads) {
+ThreadPool::ThreadPool(int num_threads, int spin_microseconds)
+    : spin_microseconds_(std::max(0, spin_microseconds)) {
   if (num_threads <= 0) {
     num_threads = static_cast<int>(std::thread::hardware_concurrency());
   }
@@ -89,11 +91,19 @@ void ThreadPool::ParallelFor(int64_t n, int64_t min_chunk,
 void ThreadPool::WorkerLoop(int /*index*/) {
   uint64_t seen = 0;
   for (;;) {
+    const auto spin_until =
+        std::chrono::steady_clock::now() +
+        std::chrono::microseconds(spin_microseconds_);
     int spins = 0;
+    bool spinning = spin_microseconds_ > 0;
     uint64_t gen;
     while ((gen = generation_.load(std::memory_order_acquire)) == seen) {
-      if (++spins < kSpinIterations) {
+      if (spinning) {
         CpuRelax();
+        if (++spins % kPausesPerClockRead == 0 &&
+            std::chrono::steady_clock::now() >= spin_until) {
+          spinning = false;
+        }
         continue;
       }
       std::unique_lock<std::mutex> lock(mu_);

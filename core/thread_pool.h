@@ -1,8 +1,12 @@
 // A fixed pool of compute threads for data-parallel kernels.
 //
 // ParallelFor is called from one thread at a time (the owning executor); the
-// caller participates as worker 0. Workers spin briefly before sleeping so
-// that the ~100 dispatches of a decode step do not each pay a wake-up.
+// caller participates as worker 0. Idle workers spin for a while before
+// sleeping so that the ~100 back-to-back dispatches of a decode step do not
+// each pay a wake-up. A process alone on its cores can spin long (the
+// default); servers that share cores with other servers and wait on RPCs
+// between bursts of work spin briefly, since a spinning worker takes the
+// core that another process needs.
 #ifndef MOE_CORE_THREAD_POOL_H_
 #define MOE_CORE_THREAD_POOL_H_
 
@@ -18,8 +22,16 @@ namespace moe {
 
 class ThreadPool {
  public:
+  // A process alone on its cores.
+  static constexpr int kDefaultSpinMicroseconds = 100;
+  // A server sharing its cores with other servers.
+  static constexpr int kServerSpinMicroseconds = 10;
+
   // `num_threads` counts the caller; 0 means one per hardware core.
-  explicit ThreadPool(int num_threads = 0);
+  // `spin_microseconds` (>= 0) is how long an idle worker spins before it
+  // sleeps.
+  explicit ThreadPool(int num_threads = 0,
+                      int spin_microseconds = kDefaultSpinMicroseconds);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -36,6 +48,7 @@ class ThreadPool {
   void RunChunks();
 
   int num_threads_;
+  int spin_microseconds_;
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -23,7 +23,8 @@ absl::StatusOr<std::unique_ptr<ExpertEngine>> ExpertEngine::Load(
   ASSIGN_OR_RETURN(engine->weights_,
                    LoadModelWeights(std::shared_ptr<Checkpoint>(std::move(ckpt)),
                                     selection));
-  engine->pool_ = std::make_unique<ThreadPool>(options.num_threads);
+  engine->pool_ = std::make_unique<ThreadPool>(options.num_threads,
+                                              options.spin_microseconds);
   engine->executor_ = std::thread([e = engine.get()] { e->ExecutorLoop(); });
   return engine;
 }

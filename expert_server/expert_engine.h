@@ -30,6 +30,8 @@ struct ExpertEngineOptions {
   std::set<std::pair<int, int>> experts;
   bool all_experts = false;
   int num_threads = 0;  // compute threads; 0 = one per core
+  // How long idle compute threads spin before sleeping (see ThreadPool).
+  int spin_microseconds = ThreadPool::kServerSpinMicroseconds;
 };
 
 // One group of tokens for one hosted expert. `x` is [tokens, hidden] and

@@ -19,6 +19,10 @@ ABSL_FLAG(std::string, model, "", "Checkpoint directory.");
 ABSL_FLAG(std::string, experts, "",
           "Experts placed here: LAYER:EXPERT or LAYER:FIRST-LAST entries, "
           "comma-separated, or \"all\".");
+ABSL_FLAG(int, spin_us, moe::ThreadPool::kServerSpinMicroseconds,
+          "How long idle compute threads spin before sleeping, us: longer "
+          "saves wake-ups when the server has its cores to itself, shorter "
+          "leaves them to other servers on the same cores.");
 ABSL_FLAG(int, threads, 0, "Compute threads; 0 = one per core.");
 ABSL_FLAG(double, drain_seconds, 5.0,
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
@@ -37,6 +41,8 @@ int main(int argc, char** argv) {
   options.listen_address = absl::GetFlag(FLAGS_listen);
   options.engine.model_dir = absl::GetFlag(FLAGS_model);
   options.engine.num_threads = absl::GetFlag(FLAGS_threads);
+  if (absl::GetFlag(FLAGS_spin_us) < 0) return fail("--spin_us must be >= 0");
+  options.engine.spin_microseconds = absl::GetFlag(FLAGS_spin_us);
   absl::StatusOr<moe::ExpertList> experts =
       moe::ParseExpertList(absl::GetFlag(FLAGS_experts));
   if (!experts.ok()) return fail("--" + std::string(experts.status().message()));
