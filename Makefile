@@ -1,6 +1,7 @@
 # moe-cluster: one entry point for installing, building, testing and running.
 #
-#   make run    install what is missing, build, start the demo and generate
+#   make run    install what is missing, build, start the demo cluster and
+#               stream a generation through it
 #   make test   install what is missing, build, run the whole test suite
 #   make bench  build and run the benchmarks (report in build/bench/report.json)
 
@@ -28,21 +29,26 @@ build: configure
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS)
 
-# A small generated Mixtral-family model, then a generation with the
-# single-process engine (the local cluster replaces this once it lands).
+# A small generated Mixtral-family model served by the local cluster of
+# deploy/local/demo.json on loopback, and a generation streamed through the
+# gateway with moe-cli. The cluster keeps serving until Ctrl-C
+# (DEMO_KEEP=0 stops it after the generation).
 run: build
 	@if [ ! -f $(DEMO_DIR)/config.json ]; then \
 	  $(BUILD_DIR)/bin/moe-mkmodel --out $(DEMO_DIR) --family mixtral \
 	    --hidden 256 --layers 4 --heads 8 --kv_heads 2 --vocab 4096 \
 	    --experts 8 --top_k 2 --expert_intermediate 512 --seed 7; \
 	fi
-	$(BUILD_DIR)/bin/moe-generate --model $(DEMO_DIR) --prompt_ids $(DEMO_PROMPT) \
-	  --max_tokens $(DEMO_TOKENS) --temperature 0.8 --top_p 0.95 --seed 1
+	@tools/demo.sh $(BUILD_DIR) $(DEMO_DIR) $(DEMO_PROMPT) $(DEMO_TOKENS)
 
 bench: build
 	@mkdir -p $(BUILD_DIR)/bench
 	$(BUILD_DIR)/bin/moe-bench --report $(BUILD_DIR)/bench/report.json \
 	  --model_cache $(BUILD_DIR)/bench/models/mixtral-bench
+	$(BUILD_DIR)/bin/moe-cluster-bench --report $(BUILD_DIR)/bench/report.json \
+	  --model $(BUILD_DIR)/bench/models/mixtral-bench \
+	  --launcher $(BUILD_DIR)/bin/moe-cluster --topology deploy/local/bench.json \
+	  --work_dir $(BUILD_DIR)/bench/cluster
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -118,7 +118,10 @@ TEST(ProcessSupervisorTest, StopAllTerminatesEveryGroupAndReaps) {
   }
   SignalWaiter waiter;
   // sleep dies of SIGTERM, so nothing needs SIGKILL.
-  EXPECT_THAT(supervisor.StopAll(absl::Seconds(60), waiter), IsEmpty());
+  const ProcessSupervisor::StopResult stopped =
+      supervisor.StopAll(absl::Seconds(60), waiter);
+  EXPECT_THAT(stopped.killed, IsEmpty());
+  EXPECT_FALSE(stopped.hurried);
   for (int id : ids) {
     EXPECT_FALSE(supervisor.running(id));
     int status = 0;

@@ -253,10 +253,14 @@ void ClusterRun::Supervise() {
 }
 
 void ClusterRun::Stop() {
-  for (const std::string& name :
-       supervisor_.StopAll(absl::Seconds(options_.grace_seconds), waiter_)) {
-    PrintStderr(absl::StrCat("moe-cluster: ", name, " did not stop within ",
-                             options_.grace_seconds, " s; killed"));
+  const ProcessSupervisor::StopResult result =
+      supervisor_.StopAll(absl::Seconds(options_.grace_seconds), waiter_);
+  for (const std::string& name : result.killed) {
+    PrintStderr(absl::StrCat(
+        "moe-cluster: ", name,
+        result.hurried ? " killed (a second stop signal cut the drain short)"
+                       : absl::StrCat(" did not stop within ",
+                                      options_.grace_seconds, " s; killed")));
   }
 }
 

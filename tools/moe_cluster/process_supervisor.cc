@@ -166,9 +166,9 @@ void ProcessSupervisor::KillAndReap(Child& child) {
   child.wait_status = status;
 }
 
-std::vector<std::string> ProcessSupervisor::StopAll(absl::Duration grace,
-                                                    SignalWaiter& waiter) {
-  std::vector<std::string> killed;
+ProcessSupervisor::StopResult ProcessSupervisor::StopAll(
+    absl::Duration grace, SignalWaiter& waiter) {
+  StopResult result;
   int top_group = 0;
   for (const Child& child : children_) {
     top_group = std::max(top_group, child.stop_group);
@@ -195,11 +195,12 @@ std::vector<std::string> ProcessSupervisor::StopAll(absl::Duration grace,
     ReapExited();
     for (Child& child : children_) {
       if (child.stop_group != group || !child.running) continue;
-      killed.push_back(child.name);
+      result.killed.push_back(child.name);
       KillAndReap(child);
     }
   }
-  return killed;
+  result.hurried = hurry;
+  return result;
 }
 
 }  // namespace moe::cluster

@@ -70,8 +70,13 @@ class ProcessSupervisor {
   // the group's children, then wait up to `grace` for them to exit (a SIGINT
   // or SIGTERM arriving through `waiter` meanwhile cuts the wait short), then
   // SIGKILL what remains of the group. Everything is reaped on return.
-  // Returns the names of the children that had to be SIGKILLed.
-  std::vector<std::string> StopAll(absl::Duration grace, SignalWaiter& waiter);
+  // Returns the names of the children that had to be SIGKILLed, and whether
+  // a second stop signal cut the waiting short.
+  struct StopResult {
+    std::vector<std::string> killed;
+    bool hurried = false;
+  };
+  StopResult StopAll(absl::Duration grace, SignalWaiter& waiter);
 
   bool running(int id) const { return children_[id].running; }
   pid_t pid(int id) const { return children_[id].pid; }

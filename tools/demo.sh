@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The `make run` demo: starts the local cluster of deploy/local/demo.json on
+# loopback serving MODEL, streams one generation through the gateway with
+# moe-cli, then keeps the cluster up until Ctrl-C (DEMO_KEEP=0: stop right
+# after the generation).
+#   tools/demo.sh BUILD_DIR MODEL_DIR PROMPT_IDS MAX_TOKENS
+set -euo pipefail
+
+build=$1 model=$2 prompt=$3 tokens=$4
+topology=deploy/local/demo.json
+out=$(mktemp -t moe-demo.XXXXXX)
+launcher=""
+
+stop() {
+  if [ -n "$launcher" ] && kill -0 "$launcher" 2>/dev/null; then
+    kill -TERM "$launcher"
+    wait "$launcher" || true
+  fi
+  rm -f "$out"
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
+
+echo "demo: starting the cluster of $topology on loopback (model $model)"
+# In a session of its own, so that a terminal's Ctrl-C reaches only this
+# script, which then asks the launcher once to stop (a second stop signal
+# would make it kill the servers without letting them drain).
+setsid "$build/bin/moe-cluster" up --topology "$topology" --model "$model" \
+  >"$out" &
+launcher=$!
+
+# Wait for "ready" (the launcher prints one line per server before it).
+for _ in $(seq 1 600); do
+  if grep -qx ready "$out"; then break; fi
+  if ! kill -0 "$launcher" 2>/dev/null; then
+    cat "$out"
+    echo "demo: the cluster did not start (see the messages above)" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+if ! grep -qx ready "$out"; then
+  echo "demo: the cluster did not become ready within 120 s" >&2
+  exit 1
+fi
+cat "$out"
+gateway=$(sed -n 's/^gateway: \([^ ]*\).*/\1/p' "$out")
+
+echo
+echo "demo: streaming a generation through the gateway at $gateway"
+"$build/bin/moe-cli" generate --gateway "$gateway" --prompt-ids "$prompt" \
+  --max-tokens "$tokens" --temperature 0.8 --top-p 0.95 --seed 1
+
+if [ "${DEMO_KEEP:-1}" = 0 ]; then
+  exit 0
+fi
+echo
+echo "demo: the cluster keeps serving at $gateway; try"
+echo "  $build/bin/moe-cli generate --gateway $gateway --prompt-ids 1,2,3 --max-tokens 16"
+echo "  $build/bin/moe-cli info --gateway $gateway"
+echo "demo: press Ctrl-C to stop it"
+wait "$launcher"
