@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "core/checkpoint.h"
 #include "core/generator.h"
 #include "core/status_macros.h"
 
@@ -32,21 +31,15 @@ absl::StatusOr<std::unique_ptr<AttentionEngine>> AttentionEngine::Load(
   }
   std::unique_ptr<AttentionEngine> engine(new AttentionEngine());
   engine->options_ = options;
-  CheckpointOptions ckpt_options;
-  ckpt_options.populate = true;
-  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt,
-                   Checkpoint::Open(options.model_dir, ckpt_options));
   ASSIGN_OR_RETURN(engine->weights_,
-                   LoadModelWeights(std::shared_ptr<Checkpoint>(std::move(ckpt)),
-                                    WeightSelection::NonExpertOnly()));
-  const ModelConfig& c = engine->weights_.config;
-  KvCacheShape shape;
-  shape.num_layers = c.num_layers;
-  shape.num_kv_heads = c.num_kv_heads;
-  shape.head_dim = c.head_dim;
-  shape.block_size = options.kv_block_size;
-  ASSIGN_OR_RETURN(engine->cache_,
-                   KvCache::Create(shape, options.kv_cache_bytes));
+                   LoadModelWeightsFromDir(options.model_dir,
+                                           WeightSelection::NonExpertOnly(),
+                                           /*populate=*/true));
+  ASSIGN_OR_RETURN(
+      engine->cache_,
+      KvCache::Create(KvCacheShape::ForModel(engine->weights_.config,
+                                             options.kv_block_size),
+                      options.kv_cache_bytes));
   engine->pool_ = std::make_unique<ThreadPool>(options.num_threads,
                                               options.spin_microseconds);
   engine->transformer_ = std::make_unique<Transformer>(

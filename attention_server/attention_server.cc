@@ -7,8 +7,6 @@
 #include "core/rpc/channel_util.h"
 #include "core/rpc/server_util.h"
 #include "core/status_macros.h"
-#include "grpcpp/health_check_service_interface.h"
-#include "grpcpp/server_builder.h"
 
 namespace moe {
 
@@ -34,14 +32,11 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   server->service_ =
       std::make_unique<AttentionServiceImpl>(server->engine_.get());
 
-  grpc::ServerBuilder builder;
-  ConfigureServerBuilder(options.listen_address, builder, &server->port_);
-  builder.RegisterService(server->service_.get());
-  ASSIGN_OR_RETURN(server->server_,
-                   BuildAndStartServer(builder, server->port_,
-                                       "attention server",
-                                       options.listen_address));
-  server->server_->GetHealthCheckService()->SetServingStatus(true);
+  ASSIGN_OR_RETURN(StartedServer started,
+                   StartGrpcServer("attention server", options.listen_address,
+                                   {server->service_.get()}));
+  server->server_ = std::move(started.server);
+  server->port_ = started.port;
   return server;
 }
 
@@ -52,13 +47,10 @@ AttentionServer::~AttentionServer() {
 
 void AttentionServer::Shutdown(double grace_seconds) {
   if (server_ == nullptr) return;
-  server_->GetHealthCheckService()->SetServingStatus(false);
   engine_->StopAccepting();
   // Running streams finish within the grace period or are cancelled, which
   // ends their sequences and frees their KV blocks.
-  server_->Shutdown(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(
-                        static_cast<int64_t>(grace_seconds * 1000)));
+  DrainGrpcServer(*server_, grace_seconds);
 }
 
 void AttentionServer::Wait() {

@@ -114,11 +114,6 @@ int main(int argc, char** argv) {
       !s.ok()) {
     return fail(std::string(s.message()));
   }
-  const int signal = moe::WaitForTerminationSignal();
-  std::printf("attention_server: signal %d, draining\n", signal);
-  std::fflush(stdout);
-  (*server)->Shutdown(absl::GetFlag(FLAGS_drain_seconds));
-  (*server)->Wait();
-  std::printf("attention_server: stopped\n");
-  return 0;
+  return moe::ServeUntilTerminated("attention_server", **server,
+                                   absl::GetFlag(FLAGS_drain_seconds));
 }

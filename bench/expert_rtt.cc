@@ -82,13 +82,10 @@ ExpertRttResult MeasureExpertRtt(const ExpertRttOptions& options) {
   if (!expert.ok()) Die(absl::StrCat("expert server: ", expert.status().ToString()));
 
   EchoService echo_service;
-  grpc::ServerBuilder builder;
-  int echo_port = 0;
-  ConfigureServerBuilder("127.0.0.1:0", builder, &echo_port);
-  builder.RegisterService(&echo_service);
-  absl::StatusOr<std::unique_ptr<grpc::Server>> echo_server =
-      BuildAndStartServer(builder, echo_port, "echo", "127.0.0.1:0");
+  absl::StatusOr<StartedServer> echo_server =
+      StartGrpcServer("echo", "127.0.0.1:0", {&echo_service});
   if (!echo_server.ok()) Die(echo_server.status().ToString());
+  const int echo_port = echo_server->port;
 
   auto expert_stub = v1::ExpertService::NewStub(
       MakeChannel(absl::StrCat("127.0.0.1:", (*expert)->port())));
@@ -154,7 +151,7 @@ ExpertRttResult MeasureExpertRtt(const ExpertRttOptions& options) {
   result.expert_median_us = Median(expert_us);
   result.echo_median_us = Median(echo_us);
   result.compute_median_us = Median(compute_us);
-  (*echo_server)->Shutdown();
+  echo_server->server->Shutdown();
   return result;
 }
 

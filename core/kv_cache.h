@@ -16,6 +16,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "core/model_config.h"
 
 namespace moe {
 
@@ -24,6 +25,12 @@ struct KvCacheShape {
   int num_kv_heads = 0;
   int head_dim = 0;
   int block_size = 16;  // tokens per block
+
+  // The shape of `config`'s KV cache with `block_size` tokens per block.
+  static KvCacheShape ForModel(const ModelConfig& config, int block_size) {
+    return {config.num_layers, config.num_kv_heads, config.head_dim,
+            block_size};
+  }
 
   // Bytes one block occupies across all layers.
   int64_t BytesPerBlock() const {

@@ -168,4 +168,16 @@ int64_t ActiveWeightBytesPerToken(const ModelWeights& w) {
   return total;
 }
 
+absl::StatusOr<ModelWeights> LoadModelWeightsFromDir(
+    const std::string& model_dir, const WeightSelection& selection,
+    bool populate) {
+  CheckpointOptions options;
+  options.populate = populate;
+  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
+      Checkpoint::Open(model_dir, options);
+  if (!checkpoint.ok()) return checkpoint.status();
+  return LoadModelWeights(std::shared_ptr<Checkpoint>(*std::move(checkpoint)),
+                          selection);
+}
+
 }  // namespace moe

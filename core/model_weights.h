@@ -78,6 +78,13 @@ struct WeightSelection {
 absl::StatusOr<ModelWeights> LoadModelWeights(
     std::shared_ptr<Checkpoint> checkpoint, const WeightSelection& selection);
 
+// Opens the checkpoint in `model_dir` and loads the selection; with
+// `populate` the mapped pages of the shards it opens are faulted in at once
+// (servers want resident weights).
+absl::StatusOr<ModelWeights> LoadModelWeightsFromDir(
+    const std::string& model_dir, const WeightSelection& selection,
+    bool populate);
+
 // Bytes of the weights one token reads in a batch-1 decode step: non-expert
 // weights of every layer, the router gates, k experts per MoE layer, the
 // final norm and lm_head (plus one embedding row).

@@ -13,16 +13,12 @@ absl::StatusOr<std::unique_ptr<ExpertEngine>> ExpertEngine::Load(
     return absl::InvalidArgumentError(
         "expert server: no experts placed on it (empty placement)");
   }
-  CheckpointOptions ckpt_options;
-  ckpt_options.populate = true;
-  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt,
-                   Checkpoint::Open(options.model_dir, ckpt_options));
   WeightSelection selection = WeightSelection::Experts(options.experts);
   selection.all_experts = options.all_experts;
   std::unique_ptr<ExpertEngine> engine(new ExpertEngine());
   ASSIGN_OR_RETURN(engine->weights_,
-                   LoadModelWeights(std::shared_ptr<Checkpoint>(std::move(ckpt)),
-                                    selection));
+                   LoadModelWeightsFromDir(options.model_dir, selection,
+                                           /*populate=*/true));
   engine->pool_ = std::make_unique<ThreadPool>(options.num_threads,
                                               options.spin_microseconds);
   engine->executor_ = std::thread([e = engine.get()] { e->ExecutorLoop(); });

@@ -5,8 +5,6 @@
 #include "absl/strings/str_cat.h"
 #include "core/rpc/server_util.h"
 #include "core/status_macros.h"
-#include "grpcpp/health_check_service_interface.h"
-#include "grpcpp/server_builder.h"
 
 namespace moe {
 
@@ -16,13 +14,11 @@ absl::StatusOr<std::unique_ptr<ExpertServer>> ExpertServer::Start(
   ASSIGN_OR_RETURN(server->engine_, ExpertEngine::Load(options.engine));
   server->service_ = std::make_unique<ExpertServiceImpl>(server->engine_.get());
 
-  grpc::ServerBuilder builder;
-  ConfigureServerBuilder(options.listen_address, builder, &server->port_);
-  builder.RegisterService(server->service_.get());
-  ASSIGN_OR_RETURN(server->server_,
-                   BuildAndStartServer(builder, server->port_, "expert server",
-                                       options.listen_address));
-  server->server_->GetHealthCheckService()->SetServingStatus(true);
+  ASSIGN_OR_RETURN(StartedServer started,
+                   StartGrpcServer("expert server", options.listen_address,
+                                   {server->service_.get()}));
+  server->server_ = std::move(started.server);
+  server->port_ = started.port;
   return server;
 }
 
@@ -33,10 +29,7 @@ ExpertServer::~ExpertServer() {
 
 void ExpertServer::Shutdown(double grace_seconds) {
   if (server_ == nullptr) return;
-  server_->GetHealthCheckService()->SetServingStatus(false);
-  server_->Shutdown(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(
-                        static_cast<int64_t>(grace_seconds * 1000)));
+  DrainGrpcServer(*server_, grace_seconds);
 }
 
 void ExpertServer::Wait() {

@@ -66,10 +66,6 @@ int main(int argc, char** argv) {
       !s.ok()) {
     return fail(std::string(s.message()));
   }
-  const int signal = moe::WaitForTerminationSignal();
-  std::printf("expert_server: signal %d, draining\n", signal);
-  std::fflush(stdout);
-  (*server)->Shutdown(absl::GetFlag(FLAGS_drain_seconds));
-  (*server)->Wait();
-  return 0;
+  return moe::ServeUntilTerminated("expert_server", **server,
+                                   absl::GetFlag(FLAGS_drain_seconds));
 }

@@ -7,8 +7,6 @@
 #include "core/rpc/channel_util.h"
 #include "core/rpc/server_util.h"
 #include "core/status_macros.h"
-#include "grpcpp/health_check_service_interface.h"
-#include "grpcpp/server_builder.h"
 
 namespace moe {
 
@@ -35,13 +33,11 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Start(
   server->service_ = std::make_unique<GatewayServiceImpl>(
       std::move(config), server->pool_.get(), options.max_in_flight);
 
-  grpc::ServerBuilder builder;
-  ConfigureServerBuilder(options.listen_address, builder, &server->port_);
-  builder.RegisterService(server->service_.get());
-  ASSIGN_OR_RETURN(server->server_,
-                   BuildAndStartServer(builder, server->port_, "gateway",
-                                       options.listen_address));
-  server->server_->GetHealthCheckService()->SetServingStatus(true);
+  ASSIGN_OR_RETURN(StartedServer started,
+                   StartGrpcServer("gateway", options.listen_address,
+                                   {server->service_.get()}));
+  server->server_ = std::move(started.server);
+  server->port_ = started.port;
   return server;
 }
 
@@ -52,11 +48,8 @@ GatewayServer::~GatewayServer() {
 
 void GatewayServer::Shutdown(double grace_seconds) {
   if (server_ == nullptr) return;
-  server_->GetHealthCheckService()->SetServingStatus(false);
   service_->StopAccepting();
-  server_->Shutdown(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(
-                        static_cast<int64_t>(grace_seconds * 1000)));
+  DrainGrpcServer(*server_, grace_seconds);
 }
 
 void GatewayServer::Wait() {

@@ -73,11 +73,6 @@ int main(int argc, char** argv) {
       !s.ok()) {
     return fail(std::string(s.message()));
   }
-  const int signal = moe::WaitForTerminationSignal();
-  std::printf("gateway: signal %d, draining\n", signal);
-  std::fflush(stdout);
-  (*server)->Shutdown(absl::GetFlag(FLAGS_drain_seconds));
-  (*server)->Wait();
-  std::printf("gateway: stopped\n");
-  return 0;
+  return moe::ServeUntilTerminated("gateway", **server,
+                                   absl::GetFlag(FLAGS_drain_seconds));
 }

@@ -10,14 +10,10 @@ namespace moe {
 
 absl::StatusOr<std::unique_ptr<RouterEngine>> RouterEngine::Load(
     const RouterEngineOptions& options, PlacementTable placement) {
-  CheckpointOptions ckpt_options;
-  ckpt_options.populate = true;
-  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt,
-                   Checkpoint::Open(options.model_dir, ckpt_options));
-  ASSIGN_OR_RETURN(
-      ModelWeights weights,
-      LoadModelWeights(std::shared_ptr<Checkpoint>(std::move(ckpt)),
-                       WeightSelection::GatesOnly()));
+  ASSIGN_OR_RETURN(ModelWeights weights,
+                   LoadModelWeightsFromDir(options.model_dir,
+                                           WeightSelection::GatesOnly(),
+                                           /*populate=*/true));
   RETURN_IF_ERROR(placement.Validate(weights.config));
   return std::unique_ptr<RouterEngine>(
       new RouterEngine(std::move(weights), std::move(placement),

@@ -7,8 +7,6 @@
 #include "core/rpc/grpc_status.h"
 #include "core/rpc/server_util.h"
 #include "core/status_macros.h"
-#include "grpcpp/health_check_service_interface.h"
-#include "grpcpp/server_builder.h"
 
 namespace moe {
 
@@ -58,13 +56,11 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
   server->service_ =
       std::make_unique<RouterServiceImpl>(server->dispatcher_.get());
 
-  grpc::ServerBuilder builder;
-  ConfigureServerBuilder(options.listen_address, builder, &server->port_);
-  builder.RegisterService(server->service_.get());
-  ASSIGN_OR_RETURN(server->server_,
-                   BuildAndStartServer(builder, server->port_, "router",
-                                       options.listen_address));
-  server->server_->GetHealthCheckService()->SetServingStatus(true);
+  ASSIGN_OR_RETURN(StartedServer started,
+                   StartGrpcServer("router", options.listen_address,
+                                   {server->service_.get()}));
+  server->server_ = std::move(started.server);
+  server->port_ = started.port;
   return server;
 }
 
@@ -75,10 +71,7 @@ RouterServer::~RouterServer() {
 
 void RouterServer::Shutdown(double grace_seconds) {
   if (server_ == nullptr) return;
-  server_->GetHealthCheckService()->SetServingStatus(false);
-  server_->Shutdown(
-      std::chrono::system_clock::now() +
-      std::chrono::milliseconds(static_cast<int64_t>(grace_seconds * 1000)));
+  DrainGrpcServer(*server_, grace_seconds);
 }
 
 void RouterServer::Wait() {

@@ -72,20 +72,17 @@ int main(int argc, char** argv) {
       }
     }
   }
-  grpc::ServerBuilder builder;
-  int port = 0;
   const std::string listen =
       flags.count("listen") ? flags["listen"] : "127.0.0.1:0";
-  moe::ConfigureServerBuilder(listen, builder, &port);
-  absl::StatusOr<std::unique_ptr<grpc::Server>> server =
-      moe::BuildAndStartServer(builder, port, name, listen);
+  absl::StatusOr<moe::StartedServer> server =
+      moe::StartGrpcServer(name, listen, {});
   if (!server.ok()) {
     std::printf("fake %s: %s\n", name.c_str(),
                 std::string(server.status().message()).c_str());
     return 1;
   }
   if (absl::Status s = moe::AnnounceServing("fake " + name, "serving", listen,
-                                            port, flags["port_file"]);
+                                            server->port, flags["port_file"]);
       !s.ok()) {
     return 1;
   }
@@ -98,6 +95,6 @@ int main(int argc, char** argv) {
     }
     break;
   }
-  (*server)->Shutdown();
+  server->server->Shutdown();
   return 0;
 }

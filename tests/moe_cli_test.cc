@@ -227,13 +227,11 @@ class FakeInference final : public v1::Inference::Service {
 class MoeCliTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    grpc::ServerBuilder builder;
-    int port = 0;
-    ConfigureServerBuilder("127.0.0.1:0", builder, &port);
-    builder.RegisterService(&service_);
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    gateway_ = absl::StrCat("127.0.0.1:", port);
+    absl::StatusOr<StartedServer> started =
+        StartGrpcServer("fake gateway", "127.0.0.1:0", {&service_});
+    ASSERT_TRUE(started.ok()) << started.status();
+    server_ = std::move(started->server);
+    gateway_ = absl::StrCat("127.0.0.1:", started->port);
   }
   void TearDown() override { server_->Shutdown(); }
 

@@ -2,6 +2,8 @@
 
 #include <pthread.h>
 
+#include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -9,31 +11,39 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/server_builder.h"
 #include "grpcpp/security/server_credentials.h"
 
 namespace moe {
 
-void ConfigureServerBuilder(const std::string& listen_address,
-                            grpc::ServerBuilder& builder, int* port) {
+absl::StatusOr<StartedServer> StartGrpcServer(
+    const std::string& what, const std::string& listen_address,
+    std::initializer_list<grpc::Service*> services) {
   // Both are process-wide switches read when a server is built.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  StartedServer started;
+  grpc::ServerBuilder builder;
   builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(),
-                           port);
+                           &started.port);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
-}
-
-absl::StatusOr<std::unique_ptr<grpc::Server>> BuildAndStartServer(
-    grpc::ServerBuilder& builder, const int& port, const std::string& what,
-    const std::string& listen_address) {
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
+  for (grpc::Service* service : services) builder.RegisterService(service);
+  started.server = builder.BuildAndStart();
+  if (started.server == nullptr || started.port == 0) {
     return absl::UnavailableError(absl::StrCat(
         what, ": cannot listen on ", listen_address,
         " (address in use, or not a valid host:port)"));
   }
-  return server;
+  started.server->GetHealthCheckService()->SetServingStatus(true);
+  return started;
+}
+
+void DrainGrpcServer(grpc::Server& server, double grace_seconds) {
+  server.GetHealthCheckService()->SetServingStatus(false);
+  server.Shutdown(std::chrono::system_clock::now() +
+                  std::chrono::microseconds(
+                      static_cast<int64_t>(std::max(0.0, grace_seconds) * 1e6)));
 }
 
 std::string BoundAddress(const std::string& listen_address, int port) {

@@ -4,6 +4,8 @@
 #ifndef MOE_CORE_RPC_SERVER_UTIL_H_
 #define MOE_CORE_RPC_SERVER_UTIL_H_
 
+#include <cstdio>
+#include <initializer_list>
 #include <memory>
 #include <string>
 
@@ -17,18 +19,24 @@ namespace moe {
 // hidden states, bounded so that one message cannot exhaust memory.
 inline constexpr int kMaxMessageBytes = 512 << 20;
 
-// Adds the listening port (insecure; loopback unless the address says
-// otherwise), message size limits, the default grpc.health.v1 service and
-// server reflection to `builder`. Call before RegisterService/BuildAndStart;
-// `*port` receives the bound port once BuildAndStart succeeds.
-void ConfigureServerBuilder(const std::string& listen_address,
-                            grpc::ServerBuilder& builder, int* port);
+struct StartedServer {
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;  // the bound port
+};
 
-// BuildAndStart with a clear error: UNAVAILABLE naming `what` and the address
-// when the port cannot be bound.
-absl::StatusOr<std::unique_ptr<grpc::Server>> BuildAndStartServer(
-    grpc::ServerBuilder& builder, const int& port, const std::string& what,
-    const std::string& listen_address);
+// Starts a gRPC server on `listen_address` (insecure; loopback unless the
+// address says otherwise) with the project's message size limits, serving
+// `services` (borrowed; they must outlive the server), the default
+// grpc.health.v1 service (SERVING on return) and server reflection.
+// UNAVAILABLE naming `what` and the address when the port cannot be bound.
+absl::StatusOr<StartedServer> StartGrpcServer(
+    const std::string& what, const std::string& listen_address,
+    std::initializer_list<grpc::Service*> services);
+
+// Starts a server's drain: health NOT_SERVING, no new calls, calls in flight
+// given until `grace_seconds` from now to finish before they are cancelled.
+// Returns at once; grpc::Server::Wait() blocks until the drain is over.
+void DrainGrpcServer(grpc::Server& server, double grace_seconds);
 
 // `listen_address` with its port replaced by the bound `port`, for logs
 // ("127.0.0.1:0" + 5001 -> "127.0.0.1:5001").
@@ -50,6 +58,23 @@ void BlockTerminationSignals();
 // Waits for SIGINT or SIGTERM (blocked by BlockTerminationSignals) and
 // returns its number.
 int WaitForTerminationSignal();
+
+// The end of every server's main: waits for SIGINT/SIGTERM, then drains
+// `server` (Shutdown(drain_seconds), then Wait), saying so on stdout as
+// "<what>: ...". Returns the exit code, 0.
+template <typename Server>
+int ServeUntilTerminated(const std::string& what, Server& server,
+                         double drain_seconds) {
+  const int signal = WaitForTerminationSignal();
+  std::printf("%s: signal %d, draining (up to %g s)\n", what.c_str(), signal,
+              drain_seconds);
+  std::fflush(stdout);
+  server.Shutdown(drain_seconds);
+  server.Wait();
+  std::printf("%s: stopped\n", what.c_str());
+  std::fflush(stdout);
+  return 0;
+}
 
 }  // namespace moe
 

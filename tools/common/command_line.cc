@@ -3,7 +3,10 @@
 #include <optional>
 
 #include "absl/flags/commandlineflag.h"
+#include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -143,6 +146,26 @@ absl::StatusOr<std::vector<std::string>> ApplyFlags(
 
 std::vector<std::string> ArgsFromArgv(int argc, char** argv) {
   return std::vector<std::string>(argv, argv + argc);
+}
+
+absl::StatusOr<std::vector<std::string>> ParseToolCommandLine(
+    int argc, char** argv, absl::string_view usage,
+    absl::string_view source_dir) {
+  absl::SetProgramUsageMessage(usage);
+  absl::FlagsUsageConfig config;
+  config.contains_help_flags = [dir = std::string(source_dir)](
+                                   absl::string_view path) {
+    return absl::StrContains(path, dir);
+  };
+  config.contains_helpshort_flags = config.contains_help_flags;
+  absl::SetFlagsUsageConfig(config);
+  std::vector<std::string> args = RewriteFlagNames(ArgsFromArgv(argc, argv));
+  absl::StatusOr<std::vector<std::string>> positional = ApplyFlags(args);
+  if (!positional.ok()) return positional.status();
+  std::vector<char*> c_args;
+  for (std::string& arg : args) c_args.push_back(arg.data());
+  absl::ParseCommandLine(static_cast<int>(c_args.size()), c_args.data());
+  return positional;
 }
 
 }  // namespace moe::tools

@@ -41,6 +41,16 @@ absl::StatusOr<std::vector<std::string>> ApplyFlags(
 // argv as strings.
 std::vector<std::string> ArgsFromArgv(int argc, char** argv);
 
+// What a tool's main does with its command line: sets the usage message and
+// limits --help to the flags defined under `source_dir` (e.g.
+// "tools/moe_cli/"), rewrites hyphenated names, checks every flag with
+// ApplyFlags (INVALID_ARGUMENT naming the flag), then lets
+// absl::ParseCommandLine handle the usage flags. Returns the positional
+// arguments.
+absl::StatusOr<std::vector<std::string>> ParseToolCommandLine(
+    int argc, char** argv, absl::string_view usage,
+    absl::string_view source_dir);
+
 }  // namespace moe::tools
 
 #endif  // MOE_TOOLS_COMMON_COMMAND_LINE_H_

@@ -13,9 +13,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/rpc/server_util.h"
@@ -99,21 +96,9 @@ int Generate() {
 
 int main(int argc, char** argv) {
   moe::BlockTerminationSignals();  // before gRPC starts threads
-  absl::SetProgramUsageMessage(kUsage);
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::StrContains(path, "tools/moe_cli/");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
-  std::vector<std::string> args =
-      moe::tools::RewriteFlagNames(moe::tools::ArgsFromArgv(argc, argv));
   absl::StatusOr<std::vector<std::string>> positional =
-      moe::tools::ApplyFlags(args);
+      moe::tools::ParseToolCommandLine(argc, argv, kUsage, "tools/moe_cli/");
   if (!positional.ok()) UsageError(std::string(positional.status().message()));
-  std::vector<char*> c_args;
-  for (std::string& arg : args) c_args.push_back(arg.data());
-  absl::ParseCommandLine(static_cast<int>(c_args.size()), c_args.data());
 
   if (positional->empty()) {
     UsageError(

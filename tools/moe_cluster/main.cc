@@ -12,9 +12,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -93,21 +90,9 @@ std::string MakeLogDir(const std::string& requested) {
 
 int main(int argc, char** argv) {
   moe::cluster::SignalWaiter::BlockSignals();  // before any thread exists
-  absl::SetProgramUsageMessage(kUsage);
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::StrContains(path, "tools/moe_cluster/");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
-  std::vector<std::string> args =
-      moe::tools::RewriteFlagNames(moe::tools::ArgsFromArgv(argc, argv));
   absl::StatusOr<std::vector<std::string>> positional =
-      moe::tools::ApplyFlags(args);
+      moe::tools::ParseToolCommandLine(argc, argv, kUsage, "tools/moe_cluster/");
   if (!positional.ok()) UsageError(std::string(positional.status().message()));
-  std::vector<char*> c_args;
-  for (std::string& arg : args) c_args.push_back(arg.data());
-  absl::ParseCommandLine(static_cast<int>(c_args.size()), c_args.data());
 
   if (positional->empty()) {
     UsageError(absl::StrCat("missing command (\"up\")\n", kUsage));
