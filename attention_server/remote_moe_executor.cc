@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "core/rpc/channel_util.h"
 #include "core/rpc/tensor_codec.h"
-#include "grpcpp/alarm.h"
 
 namespace moe {
 
@@ -43,19 +42,16 @@ absl::Status RemoteMoeExecutor::RunMoe(int layer, const float* x,
   response_.Clear();
 
   // A stuck router must not block the batch forever: past the timeout the
-  // alarm cancels the stream, which fails the Read below.
+  // watchdog cancels the stream, which fails the Read below.
   auto expired = std::make_shared<std::atomic<bool>>(false);
-  grpc::Alarm alarm;
-  alarm.Set(std::chrono::system_clock::now() +
-                std::chrono::microseconds(
-                    static_cast<int64_t>(timeout_seconds_ * 1e6)),
-            [context = context_, expired](bool fired) {
-              if (!fired) return;
-              expired->store(true);
-              context->TryCancel();
-            });
+  const DeadlineWatchdog::Handle deadline = watchdog_.Arm(
+      absl::Now() + absl::Seconds(timeout_seconds_),
+      [context = context_, expired] {
+        expired->store(true);
+        context->TryCancel();
+      });
   const bool ok = stream_->Write(request_) && stream_->Read(&response_);
-  alarm.Cancel();
+  watchdog_.Cancel(deadline);
   if (!ok || response_.call_id() != call_id) {
     const std::string why =
         expired->load()

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "core/deadline_watchdog.h"
 #include "core/moe_executor.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/sync_stream.h"
@@ -39,6 +40,7 @@ class RemoteMoeExecutor : public MoeExecutor {
   int64_t hidden_size_;
   double timeout_seconds_;
   std::unique_ptr<v1::RouterService::Stub> stub_;
+  DeadlineWatchdog watchdog_;  // each call's timeout
   std::shared_ptr<grpc::ClientContext> context_;  // of stream_
   std::unique_ptr<Stream> stream_;
   uint64_t next_call_id_ = 1;

@@ -10,13 +10,13 @@
 #include "absl/synchronization/notification.h"
 #include "bench/bench_common.h"
 #include "core/model_generator.h"
+#include "core/rpc/call_stream_reactor.h"
 #include "core/rpc/channel_util.h"
 #include "core/rpc/server_util.h"
 #include "core/rpc/tensor_codec.h"
 #include "expert_server/expert_server.h"
-#include "grpcpp/server_builder.h"
 #include "moe/bench/echo.grpc.pb.h"
-#include "moe/v1/expert.grpc.pb.h"
+#include "router/expert_connection.h"
 
 namespace moe::bench {
 namespace {
@@ -30,6 +30,15 @@ class EchoService final : public moe::bench::Echo::CallbackService {
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
+
+  grpc::ServerBidiReactor<EchoMessage, EchoMessage>* EchoStream(
+      grpc::CallbackServerContext* context) override {
+    using Reactor = CallStreamReactor<EchoMessage, EchoMessage>;
+    return Reactor::Start(
+        [](std::unique_ptr<EchoMessage> message, Reactor::Reply reply) {
+          reply(std::move(message));
+        });
+  }
 };
 
 double Median(std::vector<double> v) {
@@ -38,23 +47,8 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// One call through the callback API, as the router makes it; returns when
-// the reply has arrived.
-template <typename Call>
-grpc::Status CallAndWait(Call call) {
-  absl::Notification done;
-  grpc::Status result;
-  call([&](grpc::Status status) {
-    result = std::move(status);
-    done.Notify();
-  });
-  done.WaitForNotification();
-  return result;
-}
-
-}  // namespace
-
-ExpertRttResult MeasureExpertRtt(const ExpertRttOptions& options) {
+// A small model with one layer of two experts of hidden `options.hidden`.
+std::string GenerateRttModel(const ExpertRttOptions& options) {
   GeneratorSpec spec;
   spec.config = SmallConfig(ModelFamily::kMixtral);
   spec.config.hidden_size = options.hidden;
@@ -68,29 +62,33 @@ ExpertRttResult MeasureExpertRtt(const ExpertRttOptions& options) {
   spec.config.expert_intermediate_size = options.intermediate;
   spec.dtype = DType::kBF16;
   spec.seed = 3;
-  const std::string model_dir = options.work_dir + "/rtt-model";
-  if (absl::Status s = GenerateModel(model_dir, spec); !s.ok()) {
+  const std::string dir = options.work_dir + "/rtt-model";
+  if (absl::Status s = GenerateModel(dir, spec); !s.ok()) {
     Die(absl::StrCat("generating the RTT model: ", s.ToString()));
   }
+  return dir;
+}
 
+}  // namespace
+
+ExpertRttResult MeasureExpertRtt(const ExpertRttOptions& options) {
   ExpertServerOptions expert_options;
-  expert_options.engine.model_dir = model_dir;
+  expert_options.engine.model_dir = GenerateRttModel(options);
   expert_options.engine.experts = {{0, 0}};
   expert_options.engine.num_threads = 1;
   absl::StatusOr<std::unique_ptr<ExpertServer>> expert =
       ExpertServer::Start(expert_options);
   if (!expert.ok()) Die(absl::StrCat("expert server: ", expert.status().ToString()));
-
   EchoService echo_service;
   absl::StatusOr<StartedServer> echo_server =
       StartGrpcServer("echo", "127.0.0.1:0", {&echo_service});
   if (!echo_server.ok()) Die(echo_server.status().ToString());
-  const int echo_port = echo_server->port;
 
-  auto expert_stub = v1::ExpertService::NewStub(
-      MakeChannel(absl::StrCat("127.0.0.1:", (*expert)->port())));
-  auto echo_stub =
-      Echo::NewStub(MakeChannel(absl::StrCat("127.0.0.1:", echo_port)));
+  ExpertConnection connection(absl::StrCat("127.0.0.1:", (*expert)->port()));
+  auto echo_stub = Echo::NewStub(
+      MakeChannel(absl::StrCat("127.0.0.1:", echo_server->port)));
+  grpc::ClientContext echo_stream_context;
+  auto echo_stream = echo_stub->EchoStream(&echo_stream_context);
 
   // A batch of hidden states from which the group's rows are gathered, as
   // the router gathers a group from the attention server's batch.
@@ -101,11 +99,12 @@ ExpertRttResult MeasureExpertRtt(const ExpertRttOptions& options) {
   for (float& v : batch) v = dist(rng);
 
   ExpertRttResult result;
-  std::vector<double> expert_us, echo_us, compute_us;
+  std::vector<double> expert_us, compute_us, transport_us, stream_us, unary_us;
   for (int it = -20; it < options.iterations; ++it) {  // 20 warm-up calls
+    // The router's way: gather, send over the connection, decode.
     const Clock::time_point start = Clock::now();
-    v1::RunExpertsRequest request;
-    v1::ExpertGroup* group = request.add_groups();
+    auto request = std::make_unique<v1::RunExpertsRequest>();
+    v1::ExpertGroup* group = request->add_groups();
     group->set_layer(0);
     group->set_expert(0);
     v1::Tensor* t = group->mutable_hidden();
@@ -118,39 +117,56 @@ ExpertRttResult MeasureExpertRtt(const ExpertRttOptions& options) {
     for (int r = 0; r < options.tokens; ++r) {  // every other row
       std::memcpy(dst + r * h, batch.data() + 2 * r * h, h * sizeof(float));
     }
-    v1::RunExpertsResponse response;
-    grpc::ClientContext context;
-    const grpc::Status status = CallAndWait([&](auto done) {
-      expert_stub->async()->RunExperts(&context, &request, &response, done);
-    });
-    if (!status.ok()) Die(absl::StrCat("RunExperts: ", status.error_message()));
-    absl::StatusOr<F32Rows> rows = DecodeF32Rows(response.outputs(0), h, "out");
+    const std::string bytes = *data;  // the same tensor bytes, for the echoes
+    result.request_bytes = static_cast<int64_t>(request->ByteSizeLong());
+    absl::Notification done;
+    absl::StatusOr<std::unique_ptr<v1::RunExpertsResponse>> answer;
+    connection.Call(std::move(request),
+                    std::chrono::system_clock::now() + std::chrono::seconds(10),
+                    [&](absl::StatusOr<std::unique_ptr<v1::RunExpertsResponse>> a) {
+                      answer = std::move(a);
+                      done.Notify();
+                    });
+    done.WaitForNotification();
+    if (!answer.ok()) Die(absl::StrCat("expert call: ", answer.status().ToString()));
+    absl::StatusOr<F32Rows> rows = DecodeF32Rows((*answer)->outputs(0), h, "out");
     if (!rows.ok() || rows->rows != options.tokens) {
-      Die("RunExperts returned a malformed output");
+      Die("the expert server returned a malformed output");
     }
     const double expert_seconds = SecondsSince(start);
-    result.request_bytes = static_cast<int64_t>(request.ByteSizeLong());
+    const double compute_seconds = (*answer)->compute_seconds();
 
-    const Clock::time_point echo_start = Clock::now();
+    // Each echo, like the expert call, starts by putting the bytes in its
+    // message.
+    const Clock::time_point stream_start = Clock::now();
     EchoMessage ping;
-    ping.mutable_payload()->resize(request.ByteSizeLong());
-    std::memcpy(ping.mutable_payload()->data(), dst,
-                std::min(ping.payload().size(), data->size()));
+    ping.set_payload(bytes);
     EchoMessage pong;
-    grpc::ClientContext echo_context;
-    const grpc::Status echo_status = CallAndWait([&](auto done) {
-      echo_stub->async()->Echo(&echo_context, &ping, &pong, done);
-    });
-    if (!echo_status.ok()) Die(absl::StrCat("Echo: ", echo_status.error_message()));
-    const double echo_seconds = SecondsSince(echo_start);
+    if (!echo_stream->Write(ping) || !echo_stream->Read(&pong)) {
+      Die("the echo stream broke");
+    }
+    const double stream_seconds = SecondsSince(stream_start);
+
+    const Clock::time_point unary_start = Clock::now();
+    ping.set_payload(bytes);
+    grpc::ClientContext unary_context;
+    const grpc::Status status = echo_stub->Echo(&unary_context, ping, &pong);
+    if (!status.ok()) Die(absl::StrCat("Echo: ", status.error_message()));
+    const double unary_seconds = SecondsSince(unary_start);
     if (it < 0) continue;
     expert_us.push_back(expert_seconds * 1e6);
-    echo_us.push_back(echo_seconds * 1e6);
-    compute_us.push_back(response.compute_seconds() * 1e6);
+    compute_us.push_back(compute_seconds * 1e6);
+    transport_us.push_back((expert_seconds - compute_seconds) * 1e6);
+    stream_us.push_back(stream_seconds * 1e6);
+    unary_us.push_back(unary_seconds * 1e6);
   }
+  echo_stream->WritesDone();
+  echo_stream->Finish();
   result.expert_median_us = Median(expert_us);
-  result.echo_median_us = Median(echo_us);
   result.compute_median_us = Median(compute_us);
+  result.transport_median_us = Median(transport_us);
+  result.echo_stream_median_us = Median(stream_us);
+  result.echo_unary_median_us = Median(unary_us);
   echo_server->server->Shutdown();
   return result;
 }

@@ -1,6 +1,8 @@
 // expert_rtt_vs_echo: the round trip of one router -> expert call (one group
-// of 16 tokens of hidden 4096, BF16 expert weights) against a plain gRPC
-// echo of the same bytes, both on loopback in this process.
+// of 16 tokens of hidden 4096, BF16 expert weights), made the router's way
+// (rows gathered into the request, sent over an ExpertConnection stream,
+// outputs decoded), against plain gRPC echoes of the same bytes, all on
+// loopback with the servers in this process.
 #ifndef MOE_BENCH_EXPERT_RTT_H_
 #define MOE_BENCH_EXPERT_RTT_H_
 
@@ -16,13 +18,15 @@ struct ExpertRttOptions {
   // transport and the server's dispatch rather than the FFN (whose compute
   // time is reported separately).
   int intermediate = 64;
-  int iterations = 300;
+  int iterations = 1000;
 };
 
 struct ExpertRttResult {
-  double expert_median_us = 0;   // client-observed RunExperts round trip
-  double echo_median_us = 0;     // same request bytes echoed
-  double compute_median_us = 0;  // server-reported FFN time per call
+  double expert_median_us = 0;       // the router's round trip, FFN included
+  double compute_median_us = 0;      // the server-reported FFN time per call
+  double transport_median_us = 0;    // round trip minus FFN time, per call
+  double echo_stream_median_us = 0;  // same bytes echoed over one stream
+  double echo_unary_median_us = 0;   // same bytes echoed by unary calls
   int64_t request_bytes = 0;
 };
 

@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "core/rpc/channel_util.h"
-#include "grpcpp/alarm.h"
 #include "grpcpp/support/client_callback.h"
 
 namespace moe {
@@ -19,8 +18,9 @@ class ExpertConnection::Stream
                                      v1::RunExpertsResponse> {
  public:
   static std::shared_ptr<Stream> Open(v1::ExpertService::Stub* stub,
-                                      const std::string& address) {
-    std::shared_ptr<Stream> stream(new Stream(address));
+                                      const std::string& address,
+                                      DeadlineWatchdog* watchdog) {
+    std::shared_ptr<Stream> stream(new Stream(address, watchdog));
     stream->self_ = stream;
     stub->async()->ExpertStream(&stream->context_, stream.get());
     // Writes are started from outside reactions (Send), so the call must
@@ -40,11 +40,9 @@ class ExpertConnection::Stream
     if (ended_) return false;
     Pending& pending = pending_[id];
     pending.done = std::move(done);
-    pending.alarm = std::make_unique<grpc::Alarm>();
     std::shared_ptr<Stream> self = self_;
-    pending.alarm->Set(deadline, [self, id](bool expired) {
-      if (expired) self->Expire(id);
-    });
+    pending.deadline = watchdog_->Arm(absl::FromChrono(deadline),
+                                      [self, id] { self->Expire(id); });
     write_queue_.push_back(std::move(request));
     PumpLocked();
     return true;
@@ -84,7 +82,7 @@ class ExpertConnection::Stream
       auto it = pending_.find(response->call_id());
       if (it != pending_.end()) {
         done = std::move(it->second.done);
-        it->second.alarm->Cancel();
+        watchdog_->Cancel(it->second.deadline);
         pending_.erase(it);
       }
     }
@@ -110,7 +108,7 @@ class ExpertConnection::Stream
         "stream to expert server ", address_, " ended: ",
         status.ok() ? "closed by the server" : status.error_message()));
     for (auto& [id, pending] : failed) {
-      pending.alarm->Cancel();
+      watchdog_->Cancel(pending.deadline);
       pending.done(error);
     }
     done_.Notify();
@@ -120,10 +118,11 @@ class ExpertConnection::Stream
  private:
   struct Pending {
     Done done;
-    std::unique_ptr<grpc::Alarm> alarm;
+    DeadlineWatchdog::Handle deadline = 0;
   };
 
-  explicit Stream(std::string address) : address_(std::move(address)) {}
+  Stream(std::string address, DeadlineWatchdog* watchdog)
+      : address_(std::move(address)), watchdog_(watchdog) {}
 
   void Expire(uint64_t id) {
     Done done;
@@ -157,6 +156,7 @@ class ExpertConnection::Stream
   }
 
   const std::string address_;
+  DeadlineWatchdog* const watchdog_;  // the connection's
   grpc::ClientContext context_;
   std::unique_ptr<v1::RunExpertsResponse> reading_;  // reader only
   absl::Notification done_;
@@ -197,7 +197,7 @@ void ExpertConnection::Call(std::unique_ptr<v1::RunExpertsRequest> request,
     {
       absl::MutexLock lock(&mu_);
       if (stream_ == nullptr || stream_->ended()) {
-        stream_ = Stream::Open(stub_.get(), address_);
+        stream_ = Stream::Open(stub_.get(), address_, &watchdog_);
       }
       stream = stream_;
       id = next_call_id_++;

@@ -17,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "core/deadline_watchdog.h"
 #include "moe/v1/expert.grpc.pb.h"
 
 namespace moe {
@@ -45,6 +46,7 @@ class ExpertConnection {
 
   const std::string address_;
   std::unique_ptr<v1::ExpertService::Stub> stub_;
+  DeadlineWatchdog watchdog_;  // the calls' deadlines
   absl::Mutex mu_;
   std::shared_ptr<Stream> stream_ ABSL_GUARDED_BY(mu_);  // null: none open
   uint64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;

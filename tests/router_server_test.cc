@@ -257,6 +257,38 @@ TEST(RouterRequestTest, BadRequestsNameTheField) {
   EXPECT_TRUE(tier.RunMoe(request, &response).ok());
 }
 
+TEST(RouterFailureTest, AStoppedExpertServerFailsTheStepNamingIt) {
+  ExpertServerOptions options;
+  options.engine.model_dir = testing::FixtureDir("tiny-mixtral");
+  options.engine.all_experts = true;
+  absl::StatusOr<std::unique_ptr<ExpertServer>> expert = ExpertServer::Start(options);
+  ASSERT_TRUE(expert.ok()) << expert.status();
+  const std::string address = "127.0.0.1:" + std::to_string((*expert)->port());
+  RouterServerOptions router_options;
+  router_options.engine.model_dir = testing::FixtureDir("tiny-mixtral");
+  router_options.expert_addresses = {address};
+  absl::StatusOr<std::unique_ptr<RouterServer>> router = RouterServer::Start(router_options);
+  ASSERT_TRUE(router.ok()) << router.status();
+  auto stub = v1::RouterService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*router)->port()), grpc::InsecureChannelCredentials()));
+  const std::vector<float> x = RandomRows(3, 64, 4);
+  v1::RunMoeRequest request;
+  request.set_layer(0);
+  EncodeF32(x.data(), 3, 64, request.mutable_hidden());
+  {
+    grpc::ClientContext context;
+    v1::RunMoeResponse response;
+    ASSERT_TRUE(stub->RunMoe(&context, request, &response).ok());
+  }
+  expert->reset();  // the expert server goes away
+  grpc::ClientContext context;
+  v1::RunMoeResponse response;
+  const grpc::Status status = stub->RunMoe(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(status.error_message(), HasSubstr(address));
+  EXPECT_THAT(status.error_message(), HasSubstr("layer 0"));
+}
+
 TEST(RouterStartTest, AnExpertWithoutReplicaIsRefusedNamingIt) {
   ExpertServerOptions options;
   options.engine.model_dir = testing::FixtureDir("tiny-mixtral");
