@@ -30,6 +30,7 @@ class RemoteMoeExecutor : public MoeExecutor {
   // answer.
   absl::Status RunMoe(int layer, const float* x, int64_t tokens,
                       float* out) override;
+  bool WaitsOnRemote() const override { return true; }
 
  private:
   using Stream =

@@ -19,6 +19,9 @@ class MoeExecutor {
   // one thread at a time.
   virtual absl::Status RunMoe(int layer, const float* x, int64_t tokens,
                               float* out) = 0;
+  // True when RunMoe mostly waits on other processes (an RPC) rather than
+  // computing here: the caller then parks its compute threads for the wait.
+  virtual bool WaitsOnRemote() const { return false; }
 };
 
 }  // namespace moe

@@ -66,6 +66,7 @@ void ThreadPool::ParallelFor(int64_t n, int64_t min_chunk,
     fn(0, n);
     return;
   }
+  parked_.store(false, std::memory_order_relaxed);
   fn_ = &fn;
   n_ = n;
   chunk_ = chunk;
@@ -88,6 +89,8 @@ void ThreadPool::ParallelFor(int64_t n, int64_t min_chunk,
   fn_ = nullptr;
 }
 
+void ThreadPool::Park() { parked_.store(true, std::memory_order_relaxed); }
+
 void ThreadPool::WorkerLoop(int /*index*/) {
   uint64_t seen = 0;
   for (;;) {
@@ -101,7 +104,8 @@ void ThreadPool::WorkerLoop(int /*index*/) {
       if (spinning) {
         CpuRelax();
         if (++spins % kPausesPerClockRead == 0 &&
-            std::chrono::steady_clock::now() >= spin_until) {
+            (parked_.load(std::memory_order_relaxed) ||
+             std::chrono::steady_clock::now() >= spin_until)) {
           spinning = false;
         }
         continue;

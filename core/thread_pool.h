@@ -38,6 +38,12 @@ class ThreadPool {
 
   int num_threads() const { return num_threads_; }
 
+  // Tells idle workers to stop spinning and sleep now: the caller is about to
+  // wait for something slow (an RPC, the next request), so a spinning worker
+  // would only take a core that another process needs. The next
+  // ParallelFor wakes them as usual. Called from the owning thread.
+  void Park();
+
   // Runs fn(begin, end) over [0, n) split into contiguous chunks of at least
   // `min_chunk` items; returns when every chunk is done. Not reentrant.
   void ParallelFor(int64_t n, int64_t min_chunk,
@@ -53,6 +59,7 @@ class ThreadPool {
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> parked_{false};  // set by Park, cleared by ParallelFor
   std::atomic<int> pending_{0};
   std::atomic<int64_t> next_chunk_{0};
   bool stop_ = false;

@@ -188,6 +188,7 @@ absl::Status Transformer::FfnBlock(int l, int64_t tokens) {
     for (int64_t i = 0; i < tokens * h; ++i) hidden_[i] += mlp_[i];
     return absl::OkStatus();
   }
+  if (moe_->WaitsOnRemote()) pool_->Park();
   RETURN_IF_ERROR(moe_->RunMoe(l, normed_.data(), tokens, mlp_.data()));
   for (int64_t i = 0; i < tokens * h; ++i) hidden_[i] += mlp_[i];
   if (lw.shared_expert) {

@@ -103,6 +103,10 @@ void ExpertEngine::ExecutorLoop() {
                std::chrono::duration<double>(std::chrono::steady_clock::now() -
                                              start)
                    .count());
+    // Nothing queued: the next batch is an RPC away, so the compute threads
+    // sleep now rather than spin on cores the other servers may need.
+    absl::MutexLock lock(&mu_);
+    if (queue_.empty()) pool_->Park();
   }
 }
 
