@@ -11,6 +11,7 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <chrono>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -621,6 +622,24 @@ TEST(ThreadPoolTest, NumThreads) {
   EXPECT_EQ(ThreadPool(1).num_threads(), 1);
   EXPECT_EQ(ThreadPool(3).num_threads(), 3);
   EXPECT_GE(ThreadPool(0).num_threads(), 1);
+}
+
+TEST(ThreadPoolTest, EverySpinSettingAndParkingStillRunsEveryChunk) {
+  for (int spin_us : {0, 10, 100}) {
+    ThreadPool pool(3, spin_us);
+    for (int round = 0; round < 50; ++round) {
+      std::vector<std::atomic<int>> hits(257);
+      pool.ParallelFor(257, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) hits[i].fetch_add(1);
+      });
+      for (const std::atomic<int>& h : hits) ASSERT_EQ(h.load(), 1);
+      // Parked workers sleep at once; the next dispatch must wake them.
+      if (round % 2 == 0) pool.Park();
+      if (round % 5 == 0) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+    }
+  }
 }
 
 TEST(ThreadPoolTest, ParallelForCoversEveryIndexOnce) {
