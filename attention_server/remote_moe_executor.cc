@@ -51,7 +51,7 @@ absl::Status RemoteMoeExecutor::RunMoe(int layer, const float* x,
         context->TryCancel();
       });
   const bool ok = stream_->Write(request_) && stream_->Read(&response_);
-  watchdog_.Cancel(deadline);
+  const bool timer_fired = !watchdog_.Cancel(deadline);
   if (!ok || response_.call_id() != call_id) {
     const std::string why =
         expired->load()
@@ -62,6 +62,9 @@ absl::Status RemoteMoeExecutor::RunMoe(int layer, const float* x,
         "router ", address_, " failed the MoE step of layer ", layer, ": ",
         why));
   }
+  // The answer came, but the timeout raced it and is cancelling the stream:
+  // open a fresh one for the next call.
+  if (timer_fired) CloseStream();
   if (response_.error_code() != 0) {
     return absl::Status(static_cast<absl::StatusCode>(response_.error_code()),
                         absl::StrCat("router ", address_, ": layer ", layer,

@@ -23,6 +23,7 @@
 #include "core/thread_pool.h"
 #include "core/transformer.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/cluster_checks.h"
 #include "tests/generate_client.h"
 #include "tests/launched_cluster.h"
@@ -232,6 +233,32 @@ INSTANTIATE_TEST_SUITE_P(Policies, OverflowE2eTest,
                            return info.param.drop ? std::string("drop")
                                                   : std::string("reroute");
                          });
+
+// moe-cli against a real cluster prints what moe-generate prints for the
+// same request: the same prompt_ids, output_ids and finish_reason.
+TEST(ClusterE2eCliTest, MoeCliJsonEqualsMoeGenerate) {
+  const std::string dir = FixtureDir("tiny-qwen2-moe");
+  std::unique_ptr<LaunchedCluster> cluster =
+      LaunchedCluster::Start("deploy/local/replicated.json", dir);
+  ASSERT_NE(cluster, nullptr);
+  const testing::ProcessResult cli = testing::RunProcess(
+      {MOE_CLI_BIN, "generate", "--gateway", cluster->address("gateway"),
+       "--prompt-ids", "5,17,33,2,9", "--max-tokens", "12", "--ignore-eos", "--json"});
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  const testing::ProcessResult local = testing::RunProcess(
+      {MOE_GENERATE_BIN, "--model", dir, "--prompt_ids", "5,17,33,2,9", "--max_tokens", "12",
+       "--ignore_eos", "--json"});
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  const nlohmann::json got = nlohmann::json::parse(cli.out, nullptr, false);
+  const nlohmann::json want = nlohmann::json::parse(local.out, nullptr, false);
+  ASSERT_FALSE(got.is_discarded()) << cli.out;
+  ASSERT_FALSE(want.is_discarded()) << local.out;
+  for (const char* key : {"prompt_ids", "output_ids", "finish_reason"}) {
+    EXPECT_EQ(got[key], want[key]) << key;
+  }
+  EXPECT_EQ(got["output_ids"].size(), 12u);
+  EXPECT_EQ(got["usage"]["completion_tokens"], 12);
+}
 
 TEST(ClusterE2eRequestTest, InvalidRequestsNameTheFieldAndTheClusterServesNext) {
   std::unique_ptr<LaunchedCluster> cluster =
