@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
       "Serve attention, dense layers and sampling; MoE layers go to the "
       "router.\n  attention_server --model DIR --router ADDR [--listen ADDR]");
   absl::ParseCommandLine(argc, argv);
-  moe::BlockTerminationSignals();
+  moe::PrepareServerProcess();
   auto fail = [](const std::string& message) {
     std::fprintf(stderr, "attention_server: %s\n", message.c_str());
     return 2;

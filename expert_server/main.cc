@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
   options.engine.all_experts = experts->all;
   options.engine.experts = experts->experts;
 
-  moe::BlockTerminationSignals();
+  moe::PrepareServerProcess();
 
   absl::StatusOr<std::unique_ptr<moe::ExpertServer>> server =
       moe::ExpertServer::Start(options);

@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
       "Serve the public Inference API.\n"
       "  gateway --model DIR --attention_servers ADDR,ADDR [--listen ADDR]");
   absl::ParseCommandLine(argc, argv);
-  moe::BlockTerminationSignals();
+  moe::PrepareServerProcess();
   auto fail = [](const std::string& message) {
     std::fprintf(stderr, "gateway: %s\n", message.c_str());
     return 2;

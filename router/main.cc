@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
   options.connect_timeout_seconds = absl::GetFlag(FLAGS_connect_timeout);
   options.engine.num_threads = absl::GetFlag(FLAGS_threads);
 
-  moe::BlockTerminationSignals();
+  moe::PrepareServerProcess();
 
   absl::StatusOr<std::unique_ptr<moe::RouterServer>> server =
       moe::RouterServer::Start(options);

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server_builder.h"
@@ -94,6 +95,11 @@ sigset_t TerminationSet() {
 void BlockTerminationSignals() {
   const sigset_t signals = TerminationSet();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+}
+
+void PrepareServerProcess() {
+  BlockTerminationSignals();
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 }
 
 int WaitForTerminationSignal() {

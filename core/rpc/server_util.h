@@ -55,6 +55,13 @@ absl::Status WritePortFile(const std::string& path, int port);
 // Blocks SIGINT and SIGTERM in the calling thread and every thread it starts
 // afterwards; call first thing in main, before any thread exists.
 void BlockTerminationSignals();
+
+// First thing in a server's main: BlockTerminationSignals, and Abseil's
+// Mutex deadlock detection off. Debian builds Abseil without NDEBUG, which
+// leaves the detection on: every lock then updates a global lock-order graph
+// under a global lock, a cost the hot paths (one lock per RPC and token)
+// should not pay in production.
+void PrepareServerProcess();
 // Waits for SIGINT or SIGTERM (blocked by BlockTerminationSignals) and
 // returns its number.
 int WaitForTerminationSignal();
