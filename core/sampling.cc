@@ -50,11 +50,23 @@ int32_t ArgMax(absl::Span<const float> logits) {
   return best;
 }
 
-Sampler::Sampler(const SamplingParams& params)
-    : params_(params), rng_(params.seed) {}
+Sampler::Sampler(const SamplingParams& params, int64_t first_step)
+    : params_(params), step_(first_step) {}
+
+double Sampler::UniformForStep() const {
+  // SplitMix64 (Steele, Lea, Flood 2014) of seed + golden-ratio * step: a
+  // counter-based generator, so any step's number is computed directly.
+  uint64_t z = params_.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(step_ + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<double>(z >> 11) * 0x1.0p-53;  // 53 random bits
+}
 
 int32_t Sampler::Sample(absl::Span<float> logits,
                         absl::Span<const int32_t> context) {
+  const double r = UniformForStep();
+  ++step_;
   ApplyRepetitionPenalty(logits, context, params_.repetition_penalty);
   if (params_.temperature == 0.0f) return ArgMax(logits);
 
@@ -97,8 +109,6 @@ int32_t Sampler::Sample(absl::Span<float> logits,
     for (size_t i = 0; i < keep; ++i) total += probs[i];
     for (size_t i = 0; i < keep; ++i) probs[i] /= total;
   }
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
-  const double r = uniform(rng_);
   double cum = 0;
   for (size_t i = 0; i < keep; ++i) {
     cum += probs[i];

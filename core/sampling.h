@@ -7,7 +7,6 @@
 #define MOE_CORE_SAMPLING_H_
 
 #include <cstdint>
-#include <random>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
@@ -35,19 +34,24 @@ void ApplyRepetitionPenalty(absl::Span<float> logits,
 // Index of the largest logit (lowest index among equals).
 int32_t ArgMax(absl::Span<const float> logits);
 
-// Per-sequence sampler; deterministic for a given seed and call sequence.
-// Not thread-safe (one per sequence).
+// Per-sequence sampler. The random number of step i (the i-th token of the
+// sequence, from 0) is a function of (seed, i) alone, so a sequence moved to
+// another server after n tokens continues exactly as it would have: build
+// the sampler there with first_step = n. Not thread-safe (one per sequence).
 class Sampler {
  public:
-  explicit Sampler(const SamplingParams& params);
+  explicit Sampler(const SamplingParams& params, int64_t first_step = 0);
 
   // Picks the next token. `logits` is scratch (modified); `context` is the
   // prompt plus the tokens generated so far (for the repetition penalty).
   int32_t Sample(absl::Span<float> logits, absl::Span<const int32_t> context);
 
  private:
+  // Uniform in [0, 1) for step `step_`: SplitMix64 of the seed and the step.
+  double UniformForStep() const;
+
   SamplingParams params_;
-  std::mt19937_64 rng_;
+  int64_t step_;
 };
 
 }  // namespace moe

@@ -43,6 +43,24 @@ bool SequenceState::IsStopToken(int32_t token) const {
          std::find(eos.begin(), eos.end(), token) != eos.end();
 }
 
+void SequenceState::Resume(absl::Span<const int32_t> generated) {
+  prefilled_ = prompt_tokens();
+  sampler_ = Sampler(request_->sampling, static_cast<int64_t>(generated.size()));
+  for (int32_t token : generated) {
+    output_.push_back(token);
+    context_.push_back(token);
+    if (IsStopToken(token)) {
+      finish_ = FinishReason::kStop;
+      done_ = true;
+      return;
+    }
+  }
+  if (static_cast<int>(output_.size()) >= request_->max_tokens) {
+    finish_ = FinishReason::kLength;
+    done_ = true;
+  }
+}
+
 int32_t SequenceState::Advance(absl::Span<float> logits) {
   if (request_->capture_logits) {
     logits_.emplace_back(logits.begin(), logits.end());

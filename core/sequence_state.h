@@ -45,6 +45,14 @@ class SequenceState {
   // The one token a decode step feeds: the last generated token.
   absl::Span<const int32_t> DecodeInput() const;
 
+  // Continues a sequence whose prompt and first `generated` tokens were
+  // computed elsewhere (a prefill server, or before a migration): the prompt
+  // counts as prefilled, the tokens as sampled (the sampler resumes at step
+  // generated.size(), so sampling continues exactly), and the stop
+  // conditions are applied to them. Precondition: nothing prefilled or
+  // sampled yet, `generated` not empty.
+  void Resume(absl::Span<const int32_t> generated);
+
   // Samples the next token from `logits` (vocab floats, the last position's
   // logits; used as scratch) and applies the stop conditions: a stop token or
   // EOS (unless ignore_eos) finishes with kStop, reaching max_tokens with

@@ -327,6 +327,16 @@ std::vector<int32_t> Draw(uint64_t seed, int n) {
   return out;
 }
 
+TEST(SamplerTest, ASamplerResumedAtStepNContinuesTheSameSequence) {
+  const std::vector<int32_t> all = Draw(77, 40);
+  SamplingParams params = Params(1.0f, 0, 1.0f, 1.0f, 77);
+  Sampler resumed(params, /*first_step=*/25);
+  for (int i = 25; i < 40; ++i) {
+    std::vector<float> logits(50, 0.0f);
+    EXPECT_EQ(resumed.Sample(absl::MakeSpan(logits), {}), all[i]) << i;
+  }
+}
+
 TEST(SamplerTest, SameSeedSameSequenceDifferentSeedsDiffer) {
   const std::vector<int32_t> a = Draw(1234, 200);
   EXPECT_THAT(Draw(1234, 200), ElementsAreArray(a));
