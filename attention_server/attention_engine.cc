@@ -1,6 +1,7 @@
 #include "attention_server/attention_engine.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "core/generator.h"
@@ -14,6 +15,28 @@ double Seconds(std::chrono::steady_clock::duration d) {
 }
 
 }  // namespace
+
+struct AttentionEngine::Sequence {
+  SequenceId id = 0;
+  SequenceSpec spec;
+  std::unique_ptr<SequenceState> state;
+  std::shared_ptr<SequenceObserver> observer;
+  int reserved_blocks = 0;  // worst case, reserved at admission
+  bool admitted = false;
+  int cached_tokens = 0;
+  Clock::time_point submitted, admitted_at, first_token;
+
+  // kPrefillOnly: prompt blocks already sent in full, for every layer.
+  int sent_full_blocks = 0;
+
+  // kRemotePrefill: which (layer, block) of the prompt arrived.
+  int prompt_blocks = 0;
+  std::vector<bool> received;  // [layer * prompt_blocks + block]
+  int missing = 0;
+  Clock::time_point lease_deadline;
+  KvTransferSummary summary;
+  double transfer_seconds = 0;
+};
 
 absl::StatusOr<std::unique_ptr<AttentionEngine>> AttentionEngine::Load(
     const AttentionEngineOptions& options, MoeExecutor* moe) {
@@ -29,6 +52,10 @@ absl::StatusOr<std::unique_ptr<AttentionEngine>> AttentionEngine::Load(
     return absl::InvalidArgumentError(
         absl::StrCat("max_waiting must be >= 0, got ", options.max_waiting));
   }
+  if (!(options.kv_lease_seconds > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kv_lease_seconds must be > 0, got ", options.kv_lease_seconds));
+  }
   std::unique_ptr<AttentionEngine> engine(new AttentionEngine());
   engine->options_ = options;
   ASSIGN_OR_RETURN(engine->weights_,
@@ -41,7 +68,7 @@ absl::StatusOr<std::unique_ptr<AttentionEngine>> AttentionEngine::Load(
                                              options.kv_block_size),
                       options.kv_cache_bytes));
   engine->pool_ = std::make_unique<ThreadPool>(options.num_threads,
-                                              options.spin_microseconds);
+                                               options.spin_microseconds);
   engine->transformer_ = std::make_unique<Transformer>(
       &engine->weights_, engine->cache_.get(), moe, engine->pool_.get());
   engine->executor_ = std::thread([e = engine.get()] { e->ExecutorLoop(); });
@@ -58,8 +85,22 @@ AttentionEngine::~AttentionEngine() {
 }
 
 int AttentionEngine::BlocksFor(const SequenceSpec& spec) const {
-  return cache_->BlocksFor(static_cast<int64_t>(spec.request.prompt.size()) +
-                           spec.request.max_tokens);
+  int64_t tokens = static_cast<int64_t>(spec.request.prompt.size());
+  if (spec.role != SequenceRole::kPrefillOnly) tokens += spec.request.max_tokens;
+  return cache_->BlocksFor(tokens);
+}
+
+std::vector<uint64_t> AttentionEngine::MatchableHashes(
+    absl::Span<const int32_t> prompt) const {
+  if (!options_.prefix_cache || prompt.empty()) return {};
+  return PrefixBlockHashes(prompt.subspan(0, prompt.size() - 1),
+                           cache_->shape().block_size);
+}
+
+int AttentionEngine::CachedPromptTokens(
+    absl::Span<const int32_t> prompt) const {
+  return cache_->CachedPrefixBlocks(MatchableHashes(prompt)) *
+         cache_->shape().block_size;
 }
 
 absl::StatusOr<AttentionEngine::SequenceId> AttentionEngine::Submit(
@@ -69,12 +110,15 @@ absl::StatusOr<AttentionEngine::SequenceId> AttentionEngine::Submit(
     return absl::InvalidArgumentError(
         absl::StrCat("logprobs: must be >= 0, got ", spec.logprobs));
   }
+  if (spec.role == SequenceRole::kPrefillOnly && spec.transfer == nullptr) {
+    return absl::InvalidArgumentError(
+        "a prefill-only sequence needs a K/V destination");
+  }
   const int blocks = BlocksFor(spec);
   if (blocks > cache_->num_blocks()) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "prompt + max_tokens = ",
-        spec.request.prompt.size() + spec.request.max_tokens,
-        " tokens need ", blocks, " KV blocks; this attention server has ",
+        "the request's K/V needs ", blocks, " blocks of ",
+        cache_->shape().block_size, " tokens; this attention server has ",
         cache_->num_blocks(), " in all"));
   }
   auto seq = std::make_unique<Sequence>();
@@ -103,6 +147,106 @@ void AttentionEngine::Cancel(SequenceId id) {
   cancelled_.insert(id);
 }
 
+absl::Status AttentionEngine::ReceiveKv(SequenceId id, int layer,
+                                        int first_block, int num_blocks,
+                                        absl::string_view data) {
+  absl::MutexLock lock(&mu_);
+  auto it = awaiting_.find(id);
+  if (it == awaiting_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "reservation ", id, " is not awaiting K/V (unknown, cancelled, "
+        "failed, timed out or complete)"));
+  }
+  Sequence& seq = *it->second;
+  const int layers = weights_.config.num_layers;
+  if (layer < 0 || layer >= layers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer: ", layer, " is outside [0, ", layers, ")"));
+  }
+  if (first_block < 0 || num_blocks < 1 ||
+      first_block + static_cast<int64_t>(num_blocks) > seq.prompt_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "blocks: [", first_block, ", ", int64_t{first_block} + num_blocks,
+        ") is outside the reservation's ", seq.prompt_blocks, " blocks"));
+  }
+  const int64_t block_bytes = cache_->BlockBytesPerLayer();
+  if (static_cast<int64_t>(data.size()) != num_blocks * block_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data: holds ", data.size(), " bytes but ", num_blocks,
+        " blocks of this cache's layout need ", num_blocks * block_bytes));
+  }
+  // Under the lock, so that the executor cannot free the blocks meanwhile.
+  const std::vector<int32_t> table = cache_->BlockTable(id);
+  for (int i = 0; i < num_blocks; ++i) {
+    std::memcpy(cache_->BlockData(layer, table[first_block + i]),
+                data.data() + i * block_bytes, block_bytes);
+    const size_t slot =
+        static_cast<size_t>(layer) * seq.prompt_blocks + first_block + i;
+    if (!seq.received[slot]) {
+      seq.received[slot] = true;
+      --seq.missing;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AttentionEngine::CompleteKvTransfer(
+    SequenceId id, const KvTransferSummary& summary) {
+  absl::MutexLock lock(&mu_);
+  auto it = awaiting_.find(id);
+  if (it == awaiting_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "reservation ", id, " is not awaiting K/V (unknown, cancelled, "
+        "failed, timed out or complete)"));
+  }
+  Sequence& seq = *it->second;
+  const int prompt = seq.state->prompt_tokens();
+  absl::Status status;
+  if (summary.num_tokens != prompt) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "num_tokens: the transfer covers ", summary.num_tokens,
+        " tokens but the prompt has ", prompt));
+  } else if (summary.tokens.empty()) {
+    status = absl::InvalidArgumentError(
+        "tokens: the prefill sampled no first token");
+  } else if (seq.missing > 0) {
+    const auto first_missing =
+        std::find(seq.received.begin(), seq.received.end(), false) -
+        seq.received.begin();
+    status = absl::FailedPreconditionError(absl::StrCat(
+        "K/V incomplete: ", seq.missing, " of ", seq.received.size(),
+        " layer blocks never arrived (first: layer ",
+        first_missing / seq.prompt_blocks, ", block ",
+        first_missing % seq.prompt_blocks,
+        "); incomplete K/V is never decoded"));
+  } else {
+    for (int32_t token : summary.tokens) {
+      if (token < 0 || token >= weights_.config.vocab_size) {
+        status = absl::InvalidArgumentError(absl::StrCat(
+            "tokens: token id ", token, " is outside the vocabulary"));
+      }
+    }
+  }
+  std::unique_ptr<Sequence> moved = std::move(it->second);
+  awaiting_.erase(it);
+  if (!status.ok()) {
+    failed_transfers_.emplace_back(std::move(moved), status);
+    return status;
+  }
+  moved->summary = summary;
+  moved->transfer_seconds = Seconds(Clock::now() - moved->admitted_at);
+  transferred_.push_back(std::move(moved));
+  return absl::OkStatus();
+}
+
+void AttentionEngine::FailKvTransfer(SequenceId id, const absl::Status& status) {
+  absl::MutexLock lock(&mu_);
+  auto it = awaiting_.find(id);
+  if (it == awaiting_.end()) return;
+  failed_transfers_.emplace_back(std::move(it->second), status);
+  awaiting_.erase(it);
+}
+
 void AttentionEngine::StopAccepting() {
   absl::MutexLock lock(&mu_);
   accepting_ = false;
@@ -117,6 +261,7 @@ AttentionLoadInfo AttentionEngine::Load() const {
   AttentionLoadInfo info;
   info.kv_blocks_total = cache_->num_blocks();
   info.kv_blocks_free = cache_->num_free_blocks();
+  info.kv_blocks_cached = cache_->num_cached_blocks();
   info.kv_block_size = cache_->shape().block_size;
   absl::MutexLock lock(&mu_);
   info.running = running_count_;
@@ -125,12 +270,19 @@ AttentionLoadInfo AttentionEngine::Load() const {
       0, reserved_blocks_ - (info.kv_blocks_total - info.kv_blocks_free));
   info.steps = steps_;
   info.generated_tokens = generated_tokens_;
+  info.prefix_queried_tokens = prefix_queried_tokens_;
+  info.prefix_hit_tokens = prefix_hit_tokens_;
   return info;
 }
 
 bool AttentionEngine::HasWork() const {
-  if (stopping_ || !cancelled_.empty() || running_count_ > 0) return true;
-  return !waiting_.empty() &&
+  if (stopping_ || !cancelled_.empty() || !transferred_.empty() ||
+      !failed_transfers_.empty()) {
+    return true;
+  }
+  // Sequences to step: those holding KV that are not awaiting a transfer.
+  if (running_count_ > static_cast<int>(awaiting_.size())) return true;
+  return !waiting_.empty() && running_count_ < options_.max_running &&
          reserved_blocks_ + waiting_.front()->reserved_blocks <=
              cache_->num_blocks();
 }
@@ -142,19 +294,68 @@ void AttentionEngine::AdmitLocked(
     if (reserved_blocks_ + need > cache_->num_blocks()) break;
     reserved_blocks_ += need;
     ++running_count_;
+    waiting_.front()->admitted = true;
     admitted.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
 }
 
+bool AttentionEngine::StartSequence(Sequence& seq) {
+  seq.admitted_at = Clock::now();
+  seq.state =
+      std::make_unique<SequenceState>(&seq.spec.request, &weights_.config);
+  const std::vector<int32_t>& prompt = seq.spec.request.prompt;
+  if (seq.spec.role == SequenceRole::kRemotePrefill) {
+    // The blocks the transfer fills, allocated now; ids never change.
+    absl::Status status = cache_->AddSequence(seq.id);
+    if (status.ok()) status = cache_->Append(seq.id, prompt.size());
+    if (!status.ok()) {
+      Finish(seq, absl::InternalError(status.message()), FinishReason::kAbort);
+      return false;
+    }
+    seq.prompt_blocks = cache_->BlocksFor(prompt.size());
+    seq.received.assign(
+        static_cast<size_t>(seq.prompt_blocks) * weights_.config.num_layers,
+        false);
+    seq.missing = static_cast<int>(seq.received.size());
+    seq.lease_deadline =
+        seq.admitted_at + std::chrono::microseconds(static_cast<int64_t>(
+                              options_.kv_lease_seconds * 1e6));
+    return true;
+  }
+  const std::vector<uint64_t> hashes = MatchableHashes(prompt);
+  absl::StatusOr<int> cached = cache_->AddSequenceWithPrefix(seq.id, hashes);
+  if (!cached.ok()) {
+    Finish(seq, absl::InternalError(cached.status().message()),
+           FinishReason::kAbort);
+    return false;
+  }
+  seq.cached_tokens = *cached;
+  seq.state->MarkPrefilled(*cached);
+  absl::MutexLock lock(&mu_);
+  prefix_queried_tokens_ += static_cast<int64_t>(prompt.size());
+  prefix_hit_tokens_ += *cached;
+  return true;
+}
+
 void AttentionEngine::ExecutorLoop() {
   for (;;) {
-    std::vector<std::unique_ptr<Sequence>> admitted, dequeued;
+    std::vector<std::unique_ptr<Sequence>> admitted, dequeued, transferred;
+    std::vector<std::pair<std::unique_ptr<Sequence>, absl::Status>> failed;
     absl::flat_hash_set<SequenceId> cancelled;
     bool stopping = false;
     {
       absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(this, &AttentionEngine::HasWork));
+      // Sleep until there is work, or until the earliest transfer lease
+      // runs out.
+      absl::Time wake = absl::InfiniteFuture();
+      for (const auto& [id, seq] : awaiting_) {
+        wake = std::min(wake, absl::Now() + absl::FromChrono(
+                                                seq->lease_deadline -
+                                                Clock::now()));
+      }
+      mu_.AwaitWithDeadline(absl::Condition(this, &AttentionEngine::HasWork),
+                            wake);
       stopping = stopping_;
       cancelled.swap(cancelled_);
       for (auto it = waiting_.begin(); it != waiting_.end();) {
@@ -165,12 +366,37 @@ void AttentionEngine::ExecutorLoop() {
           ++it;
         }
       }
+      const Clock::time_point now = Clock::now();
+      for (auto it = awaiting_.begin(); it != awaiting_.end();) {
+        Sequence& seq = *it->second;
+        if (stopping || cancelled.contains(seq.id)) {
+          failed.emplace_back(std::move(it->second),
+                              absl::CancelledError("the request was cancelled"));
+        } else if (now >= seq.lease_deadline) {
+          failed.emplace_back(
+              std::move(it->second),
+              absl::DeadlineExceededError(absl::StrCat(
+                  "the prompt's K/V did not arrive within the ",
+                  options_.kv_lease_seconds,
+                  " s lease of its reservation; the request was not decoded")));
+        } else {
+          ++it;
+          continue;
+        }
+        it = awaiting_.erase(it);
+      }
+      for (auto& entry : failed_transfers_) failed.push_back(std::move(entry));
+      failed_transfers_.clear();
+      transferred.swap(transferred_);
       if (!stopping) AdmitLocked(admitted);
     }
     const absl::Status cancel_status =
         absl::CancelledError("the request was cancelled");
     for (std::unique_ptr<Sequence>& seq : dequeued) {
       Finish(*seq, cancel_status, FinishReason::kAbort);
+    }
+    for (auto& [seq, status] : failed) {
+      Finish(*seq, status, FinishReason::kAbort);
     }
     for (std::unique_ptr<Sequence>& seq : running_) {
       if (stopping || cancelled.contains(seq->id)) {
@@ -180,21 +406,62 @@ void AttentionEngine::ExecutorLoop() {
     }
     running_.erase(std::remove(running_.begin(), running_.end(), nullptr),
                    running_.end());
+    // Transfers that completed: the prefill's tokens come first.
+    for (std::unique_ptr<Sequence>& seq : transferred) {
+      if (stopping || cancelled.contains(seq->id)) {
+        Finish(*seq, cancel_status, FinishReason::kAbort);
+        continue;
+      }
+      seq->cached_tokens = seq->summary.cached_tokens;
+      seq->state->Resume(seq->summary.tokens);
+      seq->first_token = Clock::now();
+      for (size_t i = 0; i < seq->summary.tokens.size(); ++i) {
+        GeneratedToken out;
+        out.token = seq->summary.tokens[i];
+        if (i == 0 && seq->spec.logprobs > 0) out.logprobs = seq->summary.logprobs;
+        seq->observer->OnToken(out);
+      }
+      if (seq->state->done()) {
+        Finish(*seq, absl::OkStatus(), seq->state->finish());
+      } else {
+        running_.push_back(std::move(seq));
+      }
+    }
     if (stopping) return;
     for (std::unique_ptr<Sequence>& seq : admitted) {
-      seq->admitted = Clock::now();
-      seq->state = std::make_unique<SequenceState>(&seq->spec.request,
-                                                   &weights_.config);
-      // Cannot fail: ids are unique and the reservation covers the blocks.
-      absl::Status added = cache_->AddSequence(seq->id);
-      if (!added.ok()) {
-        Finish(*seq, absl::InternalError(added.message()), FinishReason::kAbort);
+      if (!StartSequence(*seq)) continue;
+      if (seq->spec.role == SequenceRole::kRemotePrefill) {
+        KvReservation reservation;
+        reservation.id = seq->id;
+        reservation.num_blocks = seq->prompt_blocks;
+        reservation.block_size = cache_->shape().block_size;
+        reservation.num_layers = weights_.config.num_layers;
+        reservation.block_bytes = cache_->BlockBytesPerLayer();
+        std::shared_ptr<SequenceObserver> observer = seq->observer;
+        {
+          absl::MutexLock lock(&mu_);
+          awaiting_.emplace(seq->id, std::move(seq));
+        }
+        observer->OnReserved(reservation);
         continue;
       }
       running_.push_back(std::move(seq));
     }
     if (!running_.empty()) Step();
   }
+}
+
+void AttentionEngine::SendPrefillKv(Sequence& seq, int layer) {
+  const int end = cache_->BlocksFor(seq.state->prefilled());
+  if (end <= seq.sent_full_blocks) return;
+  const std::vector<int32_t> table = cache_->BlockTable(seq.id);
+  std::vector<const float*> blocks;
+  blocks.reserve(end - seq.sent_full_blocks);
+  for (int b = seq.sent_full_blocks; b < end; ++b) {
+    blocks.push_back(cache_->BlockData(layer, table[b]));
+  }
+  seq.spec.transfer->SendBlocks(layer, seq.sent_full_blocks, blocks,
+                                cache_->BlockBytesPerLayer());
 }
 
 void AttentionEngine::Step() {
@@ -210,6 +477,7 @@ void AttentionEngine::Step() {
     owners.push_back(i);
   }
   int budget = options_.prefill_chunk_tokens;
+  std::vector<Sequence*> shipping;  // prefill-only sequences in this pass
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     SequenceState& state = *running_[i]->state;
     if (state.prefill_done()) continue;
@@ -218,10 +486,26 @@ void AttentionEngine::Step() {
                       state.prefill_done()});
     owners.push_back(i);
     budget -= static_cast<int>(chunk.size());
+    if (running_[i]->spec.role == SequenceRole::kPrefillOnly) {
+      shipping.push_back(running_[i].get());
+    }
   }
   if (chunks.empty()) return;
 
-  absl::StatusOr<std::vector<float>> logits = transformer_->Forward(chunks);
+  // A prefill-only sequence's blocks go out layer by layer as they are
+  // written, overlapping the rest of the pass.
+  std::function<void(int)> ship;
+  if (!shipping.empty()) {
+    ship = [&](int layer) {
+      for (Sequence* seq : shipping) SendPrefillKv(*seq, layer);
+    };
+  }
+  absl::StatusOr<std::vector<float>> logits =
+      transformer_->Forward(chunks, ship);
+  const int block_size = cache_->shape().block_size;
+  for (Sequence* seq : shipping) {
+    seq->sent_full_blocks = seq->state->prefilled() / block_size;
+  }
   const int64_t vocab = weights_.config.vocab_size;
   int64_t sampled = 0;
   if (!logits.ok()) {
@@ -232,25 +516,14 @@ void AttentionEngine::Step() {
     }
   } else {
     int64_t row = 0;
-    std::vector<float> raw;
     for (size_t c = 0; c < chunks.size(); ++c) {
       if (!chunks[c].want_logits) continue;
       Sequence& seq = *running_[owners[c]];
-      absl::Span<float> row_logits =
-          absl::MakeSpan(*logits).subspan(row * vocab, vocab);
+      Sample(seq, absl::MakeSpan(*logits).subspan(row * vocab, vocab));
       ++row;
-      GeneratedToken out;
-      if (seq.spec.logprobs > 0) raw.assign(row_logits.begin(), row_logits.end());
-      out.token = seq.state->Advance(row_logits);
-      if (seq.spec.logprobs > 0) {
-        out.logprobs = ComputeLogprobs(raw, out.token, seq.spec.logprobs);
-      }
-      if (seq.state->output().size() == 1) seq.first_token = Clock::now();
       ++sampled;
-      seq.observer->OnToken(out);
-      if (seq.state->done()) {
-        Finish(seq, absl::OkStatus(), seq.state->finish());
-        running_[owners[c]].reset();
+      if (seq.state->done() || seq.spec.role == SequenceRole::kPrefillOnly) {
+        running_[owners[c]].reset();  // Sample finished it
       }
     }
   }
@@ -261,20 +534,69 @@ void AttentionEngine::Step() {
   generated_tokens_ += sampled;
 }
 
+void AttentionEngine::Sample(Sequence& seq, absl::Span<float> logits) {
+  GeneratedToken out;
+  std::vector<float> raw;
+  if (seq.spec.logprobs > 0) raw.assign(logits.begin(), logits.end());
+  const bool first = seq.state->output().empty();
+  out.token = seq.state->Advance(logits);
+  if (seq.spec.logprobs > 0) {
+    out.logprobs = ComputeLogprobs(raw, out.token, seq.spec.logprobs);
+  }
+  if (first) {
+    seq.first_token = Clock::now();
+    // The prompt's full blocks are final now: later prompts may share them.
+    if (options_.prefix_cache) {
+      cache_->RegisterPrefix(
+          seq.id,
+          PrefixBlockHashes(seq.spec.request.prompt, cache_->shape().block_size))
+          .IgnoreError();  // cannot fail: the blocks exist and are full
+    }
+  }
+  if (seq.spec.role == SequenceRole::kPrefillOnly) {
+    KvTransferSummary summary;
+    summary.num_tokens = seq.state->prompt_tokens();
+    summary.tokens = {out.token};
+    summary.logprobs = out.logprobs;
+    summary.cached_tokens = seq.cached_tokens;
+    summary.queue_seconds = Seconds(seq.admitted_at - seq.submitted);
+    summary.prefill_seconds = Seconds(seq.first_token - seq.admitted_at);
+    seq.spec.transfer->Finish(summary);
+    seq.observer->OnPrefilled(out, seq.state->done(), seq.state->finish());
+    Finish(seq, absl::OkStatus(),
+           seq.state->done() ? seq.state->finish() : FinishReason::kLength);
+    return;
+  }
+  seq.observer->OnToken(out);
+  if (seq.state->done()) {
+    Finish(seq, absl::OkStatus(), seq.state->finish());
+  }
+}
+
 void AttentionEngine::Finish(Sequence& seq, const absl::Status& status,
                              FinishReason reason) {
   const Clock::time_point now = Clock::now();
   SequenceUsage usage;
   usage.prompt_tokens = static_cast<int>(seq.spec.request.prompt.size());
-  const bool admitted = seq.state != nullptr;
-  if (admitted) {
-    usage.completion_tokens = static_cast<int>(seq.state->output().size());
-    usage.queue_seconds = Seconds(seq.admitted - seq.submitted);
-    if (usage.completion_tokens > 0) {
-      usage.prefill_seconds = Seconds(seq.first_token - seq.admitted);
-      usage.decode_seconds = Seconds(now - seq.first_token);
+  usage.cached_tokens = seq.cached_tokens;
+  if (seq.admitted) {
+    usage.queue_seconds = Seconds(seq.admitted_at - seq.submitted);
+    if (seq.state != nullptr) {
+      usage.completion_tokens = static_cast<int>(seq.state->output().size());
+    }
+    if (seq.spec.role == SequenceRole::kRemotePrefill) {
+      // Queue and prefill happened on the prefill server.
+      usage.queue_seconds += seq.summary.queue_seconds;
+      usage.prefill_seconds = seq.summary.prefill_seconds;
+      usage.transfer_seconds = seq.transfer_seconds;
+    } else if (usage.completion_tokens > 0) {
+      usage.prefill_seconds = Seconds(seq.first_token - seq.admitted_at);
     } else {
-      usage.prefill_seconds = Seconds(now - seq.admitted);
+      usage.prefill_seconds = Seconds(now - seq.admitted_at);
+    }
+    if (usage.completion_tokens > 0 &&
+        seq.spec.role != SequenceRole::kPrefillOnly) {
+      usage.decode_seconds = Seconds(now - seq.first_token);
     }
     // Free before reporting, so that whoever sees the end of the stream
     // also sees the blocks back in the pool.
@@ -284,6 +606,10 @@ void AttentionEngine::Finish(Sequence& seq, const absl::Status& status,
     --running_count_;
   } else {
     usage.queue_seconds = Seconds(now - seq.submitted);
+  }
+  if (seq.spec.role == SequenceRole::kPrefillOnly && !status.ok() &&
+      seq.spec.transfer != nullptr) {
+    seq.spec.transfer->Abort(status);
   }
   seq.observer->OnFinish(status, reason, usage);
   seq.observer.reset();

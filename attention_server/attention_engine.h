@@ -1,21 +1,30 @@
-// The compute side of an attention server (role `both`): the non-expert
-// weights, the paged KV cache and one executor thread that runs continuous
-// batching. Each step feeds every decoding sequence's last token plus prompt
-// chunks of prefilling sequences (up to a token budget) through one forward
-// pass, whose MoE layers go to a MoeExecutor (the router, in a server), then
-// samples and streams one token per sequence that completed its prompt.
+// The compute side of an attention server: the non-expert weights, the
+// paged KV cache with prefix caching, and one executor thread that runs
+// continuous batching. Each step feeds every decoding sequence's last token
+// plus prompt chunks of prefilling sequences (up to a token budget) through
+// one forward pass, whose MoE layers go to a MoeExecutor (the router, in a
+// server), then samples one token per sequence that completed its prompt.
 // Knows nothing of gRPC.
 //
+// Sequences come in three roles (SequenceRole): run here from prompt to end
+// (an attention server of role `both`); prefilled here with the K/V shipped
+// to a decode server as it is computed (role `prefill`); or decoded here
+// after their K/V and first token arrived from a prefill server (role
+// `decode`: the sequence reserves its blocks first, then waits for the
+// transfer, which must complete within a lease).
+//
 // KV admission is conservative: a sequence is admitted (moves from waiting
-// to running) only when the blocks for its worst case, prompt + max_tokens
-// tokens, can be reserved, so a running sequence never runs out of KV and
-// nothing is ever preempted. Admission is first-come first-served.
+// to running) only when the blocks of its worst case can be reserved, so a
+// running sequence never runs out of KV and nothing is ever preempted.
+// Admission is first-come first-served. Prompts reuse cached K/V of earlier
+// prompts with the same leading blocks (reported as cached tokens).
 #ifndef MOE_ATTENTION_SERVER_ATTENTION_ENGINE_H_
 #define MOE_ATTENTION_SERVER_ATTENTION_ENGINE_H_
 
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,7 +34,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "attention_server/kv_transfer.h"
 #include "core/kv_cache.h"
 #include "core/logprobs.h"
 #include "core/model_weights.h"
@@ -46,6 +57,16 @@ struct AttentionEngineOptions {
   int prefill_chunk_tokens = 512;  // prompt tokens per step, over sequences
   int max_running = 256;           // sequences holding KV at once
   int max_waiting = 4096;          // queued sequences; more are refused
+  bool prefix_cache = true;        // reuse cached K/V of earlier prompts
+  // A decode-role sequence whose K/V has not fully arrived this long after
+  // its blocks were reserved fails (DEADLINE_EXCEEDED) and frees them.
+  double kv_lease_seconds = 30;
+};
+
+enum class SequenceRole {
+  kLocal,          // prefill and decode here
+  kPrefillOnly,    // prefill here; K/V and first token go to a decode server
+  kRemotePrefill,  // K/V and first token come from a prefill server
 };
 
 // What one sequence asks for. The request must already be valid for the
@@ -53,15 +74,19 @@ struct AttentionEngineOptions {
 struct SequenceSpec {
   GenerationRequest request;
   int logprobs = 0;  // top log-probabilities per token (0: none)
+  SequenceRole role = SequenceRole::kLocal;
+  // kPrefillOnly: where the K/V goes.
+  std::shared_ptr<KvTransferSink> transfer;
 };
 
 struct SequenceUsage {
   int prompt_tokens = 0;
   int completion_tokens = 0;
   int cached_tokens = 0;
-  double queue_seconds = 0;    // submitted -> admitted (KV reserved)
-  double prefill_seconds = 0;  // admitted -> first token
-  double decode_seconds = 0;   // first token -> last token
+  double queue_seconds = 0;     // submitted -> admitted (KV reserved)
+  double prefill_seconds = 0;   // admitted -> first token
+  double transfer_seconds = 0;  // kRemotePrefill: reserved -> K/V complete
+  double decode_seconds = 0;    // first token -> last token
 };
 
 struct GeneratedToken {
@@ -69,13 +94,22 @@ struct GeneratedToken {
   std::optional<TokenLogprobs> logprobs;  // when the spec asked for them
 };
 
-// Receives one sequence's tokens. Called on the engine's executor thread
-// only, in order; OnToken never after OnFinish.
+// Receives one sequence's events. Called on the engine's executor thread
+// only (OnReserved may also come from Submit's caller), in order; nothing
+// after OnFinish.
 class SequenceObserver {
  public:
   virtual ~SequenceObserver() = default;
-  virtual void OnToken(const GeneratedToken& token) = 0;
-  // Exactly once, last. OK with the finish reason (kStop or kLength; kAbort
+  // kRemotePrefill: the blocks are reserved; the K/V may now be sent.
+  virtual void OnReserved(const KvReservation& reservation) {}
+  // kPrefillOnly: the first token was sampled and every block handed to
+  // the transfer sink; `finished` when that token ends the request.
+  virtual void OnPrefilled(const GeneratedToken& first, bool finished,
+                           FinishReason reason) {}
+  // kLocal and kRemotePrefill: each token, the first included.
+  virtual void OnToken(const GeneratedToken& token) {}
+  // Exactly once, last. OK with the finish reason (kStop or kLength; after
+  // a kPrefillOnly sequence's hand-off, kLength unless it finished; kAbort
   // after Cancel, with status CANCELLED), or the error that ended the
   // sequence (e.g. UNAVAILABLE when the router failed).
   virtual void OnFinish(const absl::Status& status, FinishReason reason,
@@ -83,18 +117,20 @@ class SequenceObserver {
 };
 
 struct AttentionLoadInfo {
-  int running = 0;
+  int running = 0;  // holding KV: prefilling, decoding, awaiting a transfer
   int waiting = 0;
   int kv_blocks_total = 0;
-  int kv_blocks_free = 0;
+  int kv_blocks_free = 0;      // cached-but-unused blocks included
+  int kv_blocks_cached = 0;    // of those, holding a cached prefix
   int kv_blocks_reserved = 0;  // reserved by running sequences, not allocated
   int kv_block_size = 0;
   int64_t steps = 0;
   int64_t generated_tokens = 0;
+  int64_t prefix_queried_tokens = 0;  // prompt tokens looked up in the cache
+  int64_t prefix_hit_tokens = 0;      // of those, found
 };
 
-// Thread-safe: Submit, Cancel, Load and StopAccepting may be called from any
-// thread.
+// Thread-safe: every public method may be called from any thread.
 class AttentionEngine {
  public:
   using SequenceId = uint64_t;
@@ -109,6 +145,7 @@ class AttentionEngine {
   ~AttentionEngine();
 
   const ModelConfig& config() const { return weights_.config; }
+  const KvCacheShape& kv_shape() const { return cache_->shape(); }
 
   // Queues a sequence. Errors (the observer is then never called):
   // INVALID_ARGUMENT naming the field, RESOURCE_EXHAUSTED when its worst
@@ -121,24 +158,37 @@ class AttentionEngine {
   // or finished ids are ignored.
   void Cancel(SequenceId id);
 
+  // kRemotePrefill sequences, between OnReserved and the decode: the K/V of
+  // layer `layer` for the prompt's blocks [first_block, first_block +
+  // num_blocks), `data` being those blocks' bytes in order. INVALID_ARGUMENT
+  // naming the field for a layer, block range or size that does not fit the
+  // reservation; NOT_FOUND when the sequence is not awaiting K/V (unknown,
+  // cancelled, failed or already complete).
+  absl::Status ReceiveKv(SequenceId id, int layer, int first_block,
+                         int num_blocks, absl::string_view data);
+  // The prefill finished: decoding starts once every block of every layer
+  // has arrived. FAILED_PRECONDITION naming what is missing otherwise (the
+  // sequence then fails: incomplete K/V is never decoded); NOT_FOUND as for
+  // ReceiveKv; INVALID_ARGUMENT for a summary that does not fit.
+  absl::Status CompleteKvTransfer(SequenceId id,
+                                  const KvTransferSummary& summary);
+  // The transfer broke: the sequence fails with `status` and its blocks are
+  // freed. Unknown ids are ignored.
+  void FailKvTransfer(SequenceId id, const absl::Status& status);
+
   // Refuses new sequences from now on (drain); queued and running ones go on.
   void StopAccepting();
   // True when no sequence is queued or running.
   bool Idle() const;
 
+  // The number of leading prompt tokens the prefix cache holds now.
+  int CachedPromptTokens(absl::Span<const int32_t> prompt) const;
+
   AttentionLoadInfo Load() const;
 
  private:
   using Clock = std::chrono::steady_clock;
-
-  struct Sequence {
-    SequenceId id = 0;
-    SequenceSpec spec;
-    std::unique_ptr<SequenceState> state;
-    std::shared_ptr<SequenceObserver> observer;
-    int reserved_blocks = 0;  // worst case, reserved at admission
-    Clock::time_point submitted, admitted, first_token;
-  };
+  struct Sequence;
 
   AttentionEngine() = default;
   void ExecutorLoop();
@@ -146,11 +196,20 @@ class AttentionEngine {
   // Moves queued sequences whose worst case fits into `admitted`.
   void AdmitLocked(std::vector<std::unique_ptr<Sequence>>& admitted)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives an admitted sequence its KV state (a prefix from the cache, or
+  // the blocks a transfer fills); false when it failed instead.
+  bool StartSequence(Sequence& seq);
   // Runs one forward pass over the running sequences.
   void Step();
+  void SendPrefillKv(Sequence& seq, int layer);
+  // Samples `seq`'s next token from `logits` and reports it.
+  void Sample(Sequence& seq, absl::Span<float> logits);
   // Reports the end of a sequence and frees its KV blocks and reservation.
   void Finish(Sequence& seq, const absl::Status& status, FinishReason reason);
   int BlocksFor(const SequenceSpec& spec) const;
+  // Prefix hashes a prompt may match: its full blocks short of its last
+  // token (which must be computed to get logits).
+  std::vector<uint64_t> MatchableHashes(absl::Span<const int32_t> prompt) const;
 
   AttentionEngineOptions options_;
   ModelWeights weights_;
@@ -160,12 +219,22 @@ class AttentionEngine {
 
   mutable absl::Mutex mu_;
   std::deque<std::unique_ptr<Sequence>> waiting_ ABSL_GUARDED_BY(mu_);
+  // kRemotePrefill sequences admitted and awaiting their K/V, by id; moved
+  // to `transferred_` once complete.
+  std::map<SequenceId, std::unique_ptr<Sequence>> awaiting_
+      ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Sequence>> transferred_ ABSL_GUARDED_BY(mu_);
+  // Failed transfers: (sequence, status), for the executor to finish.
+  std::vector<std::pair<std::unique_ptr<Sequence>, absl::Status>>
+      failed_transfers_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<SequenceId> cancelled_ ABSL_GUARDED_BY(mu_);
   SequenceId next_id_ ABSL_GUARDED_BY(mu_) = 1;
   int running_count_ ABSL_GUARDED_BY(mu_) = 0;
   int reserved_blocks_ ABSL_GUARDED_BY(mu_) = 0;  // over running sequences
   int64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t generated_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t prefix_queried_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t prefix_hit_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 

@@ -29,8 +29,9 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
       options.router_timeout_seconds);
   ASSIGN_OR_RETURN(server->engine_,
                    AttentionEngine::Load(options.engine, server->moe_.get()));
-  server->service_ =
-      std::make_unique<AttentionServiceImpl>(server->engine_.get());
+  server->role_ = options.role;
+  server->service_ = std::make_unique<AttentionServiceImpl>(
+      server->engine_.get(), options.role);
 
   ASSIGN_OR_RETURN(StartedServer started,
                    StartGrpcServer("attention server", options.listen_address,

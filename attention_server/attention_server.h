@@ -1,6 +1,6 @@
-// An attention server (role `both`): loads the non-expert weights, runs the
-// MoE layers through the router, and serves moe.v1.AttentionService,
-// grpc.health.v1 and server reflection.
+// An attention server (role `both`, `prefill` or `decode`): loads the
+// non-expert weights, runs the MoE layers through the router, and serves
+// moe.v1.AttentionService, grpc.health.v1 and server reflection.
 #ifndef MOE_ATTENTION_SERVER_ATTENTION_SERVER_H_
 #define MOE_ATTENTION_SERVER_ATTENTION_SERVER_H_
 
@@ -19,6 +19,7 @@ struct AttentionServerOptions {
   // host:port; port 0 picks a free port (see AttentionServer::port()).
   std::string listen_address = "127.0.0.1:0";
   std::string router_address;
+  AttentionRole role = AttentionRole::kBoth;
   // How long to wait for the router to report SERVING at start.
   double connect_timeout_seconds = 60;
   // Deadline of each RunMoe call.
@@ -36,6 +37,7 @@ class AttentionServer {
 
   int port() const { return port_; }
   AttentionEngine& engine() { return *engine_; }
+  AttentionRole role() const { return role_; }
 
   // Drains: health NOT_SERVING, new requests refused, running ones get up to
   // `grace_seconds` to finish before they are cancelled. Idempotent.
@@ -49,6 +51,7 @@ class AttentionServer {
   std::unique_ptr<AttentionServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  AttentionRole role_ = AttentionRole::kBoth;
 };
 
 }  // namespace moe

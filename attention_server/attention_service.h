@@ -1,30 +1,56 @@
-// gRPC adapter of the attention server: Generate streams a sequence of the
-// AttentionEngine to the caller (the gateway), GetLoad reports the engine's
-// load. Never blocks inside a callback.
+// gRPC adapter of an attention server: Generate streams a sequence of the
+// AttentionEngine to the caller (the gateway), Prefill runs a prompt here and
+// ships its K/V to a decode server, TransferKv receives such K/V, GetLoad
+// reports the engine's load. Never blocks inside a callback.
 #ifndef MOE_ATTENTION_SERVER_ATTENTION_SERVICE_H_
 #define MOE_ATTENTION_SERVER_ATTENTION_SERVICE_H_
 
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "attention_server/attention_engine.h"
 #include "moe/v1/attention.grpc.pb.h"
 
 namespace moe {
 
+enum class AttentionRole { kBoth, kPrefill, kDecode };
+absl::string_view AttentionRoleName(AttentionRole role);  // "both", ...
+absl::StatusOr<AttentionRole> ParseAttentionRole(absl::string_view name);
+
 class AttentionServiceImpl final
     : public v1::AttentionService::CallbackService {
  public:
-  // `engine` is borrowed and must outlive the service.
-  explicit AttentionServiceImpl(AttentionEngine* engine) : engine_(engine) {}
+  // `engine` is borrowed and must outlive the service. A role serves: both,
+  // everything; prefill, Prefill; decode, Generate with await_transfer and
+  // TransferKv. Other calls get FAILED_PRECONDITION naming the role.
+  AttentionServiceImpl(AttentionEngine* engine, AttentionRole role)
+      : engine_(engine), role_(role) {}
 
-  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+  grpc::ServerWriteReactor<v1::AttentionGenerateResponse>* Generate(
       grpc::CallbackServerContext* context,
       const v1::AttentionGenerateRequest* request) override;
-
+  grpc::ServerUnaryReactor* Prefill(grpc::CallbackServerContext* context,
+                                    const v1::PrefillRequest* request,
+                                    v1::PrefillResult* response) override;
+  grpc::ServerReadReactor<v1::KvTransferChunk>* TransferKv(
+      grpc::CallbackServerContext* context,
+      v1::KvTransferAck* response) override;
   grpc::ServerUnaryReactor* GetLoad(grpc::CallbackServerContext* context,
                                     const v1::GetLoadRequest* request,
                                     v1::AttentionLoad* response) override;
 
  private:
+  // A stub for the decode server at `address`, created on first use.
+  v1::AttentionService::Stub* DecodeStub(const std::string& address);
+
   AttentionEngine* engine_;
+  const AttentionRole role_;
+  absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<v1::AttentionService::Stub>>
+      decode_stubs_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace moe

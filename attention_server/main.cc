@@ -19,7 +19,12 @@ ABSL_FLAG(std::string, model, "",
           "Checkpoint directory (only the non-expert weights are loaded).");
 ABSL_FLAG(std::string, router, "", "Router address host:port.");
 ABSL_FLAG(std::string, role, "both",
-          "Serving role; only \"both\" (prefill and decode here) for now.");
+          "both: run requests end to end; prefill: compute prompts' K/V and "
+          "ship it to decode servers; decode: receive K/V and decode.");
+ABSL_FLAG(double, kv_lease_seconds, 30.0,
+          "Role decode: how long a reservation waits for its K/V, s.");
+ABSL_FLAG(bool, prefix_cache, true,
+          "Reuse the cached K/V of earlier prompts' leading blocks.");
 ABSL_FLAG(int, spin_us, moe::ThreadPool::kServerSpinMicroseconds,
           "How long idle compute threads spin before sleeping, us: longer "
           "saves wake-ups when the server has its cores to itself, shorter "
@@ -50,9 +55,11 @@ int main(int argc, char** argv) {
   };
   if (absl::GetFlag(FLAGS_model).empty()) return fail("--model is required");
   if (absl::GetFlag(FLAGS_router).empty()) return fail("--router is required");
-  if (absl::GetFlag(FLAGS_role) != "both") {
-    return fail("--role \"" + absl::GetFlag(FLAGS_role) +
-                "\" is not supported; only \"both\" is");
+  absl::StatusOr<moe::AttentionRole> role =
+      moe::ParseAttentionRole(absl::GetFlag(FLAGS_role));
+  if (!role.ok()) return fail("--" + std::string(role.status().message()));
+  if (!(absl::GetFlag(FLAGS_kv_lease_seconds) > 0)) {
+    return fail("--kv_lease_seconds must be > 0");
   }
   if (absl::GetFlag(FLAGS_threads) < 0) return fail("--threads must be >= 0");
   const int64_t kv_mb = absl::GetFlag(FLAGS_kv_cache_mb);
@@ -84,6 +91,9 @@ int main(int argc, char** argv) {
   moe::AttentionServerOptions options;
   options.listen_address = absl::GetFlag(FLAGS_listen);
   options.router_address = absl::GetFlag(FLAGS_router);
+  options.role = *role;
+  options.engine.kv_lease_seconds = absl::GetFlag(FLAGS_kv_lease_seconds);
+  options.engine.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
   options.router_timeout_seconds = absl::GetFlag(FLAGS_router_timeout);
   options.connect_timeout_seconds = absl::GetFlag(FLAGS_connect_timeout);
   options.engine.model_dir = absl::GetFlag(FLAGS_model);
@@ -106,7 +116,8 @@ int main(int argc, char** argv) {
   const moe::AttentionLoadInfo load = (*server)->engine().Load();
   if (absl::Status s = moe::AnnounceServing(
           "attention_server",
-          absl::StrCat("role both, ", load.kv_blocks_total, " KV blocks of ",
+          absl::StrCat("role ", moe::AttentionRoleName(*role), ", ",
+                       load.kv_blocks_total, " KV blocks of ",
                        load.kv_block_size, " tokens, router ",
                        options.router_address),
           options.listen_address, (*server)->port(),

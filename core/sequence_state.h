@@ -39,6 +39,12 @@ class SequenceState {
   int prefilled() const { return prefilled_; }
   bool prefill_done() const { return prefilled_ == prompt_tokens(); }
 
+  // Counts the first `tokens` prompt tokens as prefilled: their K/V came
+  // from the prefix cache. Precondition: nothing prefilled yet, `tokens`
+  // below the prompt length (the last prompt token must be computed here to
+  // get the first token's logits).
+  void MarkPrefilled(int tokens) { prefilled_ = tokens; }
+
   // The next prefill chunk: up to `budget` prompt tokens after those already
   // prefilled, which counts them as prefilled. Empty when the prompt is done.
   absl::Span<const int32_t> TakePrefillChunk(int budget);

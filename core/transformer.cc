@@ -19,7 +19,8 @@ Transformer::Transformer(const ModelWeights* weights, KvCache* cache,
       pool_(pool) {}
 
 absl::StatusOr<std::vector<float>> Transformer::Forward(
-    absl::Span<const SequenceChunk> chunks) {
+    absl::Span<const SequenceChunk> chunks,
+    const std::function<void(int layer)>& after_layer_kv) {
   const ModelConfig& c = config_;
   const int64_t h = c.hidden_size;
 
@@ -81,6 +82,7 @@ absl::StatusOr<std::vector<float>> Transformer::Forward(
 
   for (int l = 0; l < c.num_layers; ++l) {
     RETURN_IF_ERROR(AttentionBlock(l, total));
+    if (after_layer_kv) after_layer_kv(l);
     RETURN_IF_ERROR(FfnBlock(l, total));
   }
 

@@ -5,6 +5,7 @@
 #define MOE_CORE_TRANSFORMER_H_
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -38,8 +39,12 @@ class Transformer {
   // sequence must exist in the cache; RESOURCE_EXHAUSTED (nothing appended)
   // if the cache cannot hold the new tokens; INVALID_ARGUMENT for a token id
   // outside the vocabulary or a position past max_position_embeddings.
+  // `after_layer_kv(l)`, when set, runs as soon as layer l's K/V of every
+  // chunk is in the cache (before the layer's FFN), so that a caller can
+  // ship it while the rest of the pass computes.
   absl::StatusOr<std::vector<float>> Forward(
-      absl::Span<const SequenceChunk> chunks);
+      absl::Span<const SequenceChunk> chunks,
+      const std::function<void(int layer)>& after_layer_kv = nullptr);
 
  private:
   absl::Status AttentionBlock(int layer, int64_t tokens);

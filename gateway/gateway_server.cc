@@ -10,28 +10,85 @@
 
 namespace moe {
 
+namespace {
+
+// Waits for each server to be SERVING and asks its role and K/V block size;
+// FAILED_PRECONDITION when a server's role is not `want` (or both, where
+// `both_ok`).
+absl::StatusOr<std::vector<AttentionServerInfo>> Inspect(
+    const std::vector<std::string>& addresses, absl::string_view want,
+    bool both_ok, double timeout_seconds) {
+  std::vector<AttentionServerInfo> servers;
+  for (const std::string& address : addresses) {
+    absl::Status serving = WaitForServing(address, timeout_seconds);
+    if (!serving.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("gateway: attention server ", serving.message()));
+    }
+    auto stub = v1::AttentionService::NewStub(MakeChannel(address));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(10));
+    v1::AttentionLoad load;
+    const grpc::Status status =
+        stub->GetLoad(&context, v1::GetLoadRequest(), &load);
+    if (!status.ok()) {
+      return absl::UnavailableError(absl::StrCat(
+          "gateway: attention server ", address, ": ", status.error_message()));
+    }
+    if (load.role() != want && !(both_ok && load.role() == "both")) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "gateway: attention server ", address, " has role ", load.role(),
+          "; it was given as a ", want, " server"));
+    }
+    servers.push_back({address, load.kv_block_size()});
+  }
+  return servers;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Start(
     const GatewayServerOptions& options) {
-  if (options.attention_addresses.empty()) {
-    return absl::InvalidArgumentError("gateway: no attention servers given");
+  const bool colocated = !options.attention_addresses.empty();
+  const bool disaggregated =
+      !options.prefill_addresses.empty() || !options.decode_addresses.empty();
+  if (colocated == disaggregated) {
+    return absl::InvalidArgumentError(
+        "gateway: give either attention servers (role both) or prefill and "
+        "decode servers");
+  }
+  if (disaggregated &&
+      (options.prefill_addresses.empty() || options.decode_addresses.empty())) {
+    return absl::InvalidArgumentError(
+        "gateway: disaggregated serving needs both prefill and decode servers");
   }
   if (options.max_in_flight < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "gateway: max_in_flight must be >= 1, got ", options.max_in_flight));
   }
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
-  for (const std::string& address : options.attention_addresses) {
-    absl::Status serving =
-        WaitForServing(address, options.connect_timeout_seconds);
-    if (!serving.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("gateway: attention server ", serving.message()));
-    }
-  }
   std::unique_ptr<GatewayServer> server(new GatewayServer());
-  server->pool_ = std::make_unique<AttentionPool>(options.attention_addresses);
+  GatewayServiceImpl::Pools pools;
+  const double timeout = options.connect_timeout_seconds;
+  const int margin = options.prefix_overload_margin;
+  if (colocated) {
+    ASSIGN_OR_RETURN(std::vector<AttentionServerInfo> both,
+                     Inspect(options.attention_addresses, "both", false, timeout));
+    server->colocated_ = std::make_unique<AttentionPool>(both, margin);
+    pools.colocated = server->colocated_.get();
+  } else {
+    ASSIGN_OR_RETURN(std::vector<AttentionServerInfo> prefill,
+                     Inspect(options.prefill_addresses, "prefill", true, timeout));
+    ASSIGN_OR_RETURN(std::vector<AttentionServerInfo> decode,
+                     Inspect(options.decode_addresses, "decode", true, timeout));
+    server->prefill_ = std::make_unique<AttentionPool>(prefill, margin);
+    server->decode_ = std::make_unique<AttentionPool>(decode, margin);
+    pools.prefill = server->prefill_.get();
+    pools.decode = server->decode_.get();
+  }
   server->service_ = std::make_unique<GatewayServiceImpl>(
-      std::move(config), server->pool_.get(), options.max_in_flight);
+      std::move(config), pools, options.max_in_flight);
 
   ASSIGN_OR_RETURN(StartedServer started,
                    StartGrpcServer("gateway", options.listen_address,

@@ -18,7 +18,14 @@ struct GatewayServerOptions {
   std::string listen_address = "127.0.0.1:0";
   // The model directory; only its config.json is read (for validation).
   std::string model_dir;
+  // Either attention servers of role both, or prefill and decode servers.
   std::vector<std::string> attention_addresses;
+  std::vector<std::string> prefill_addresses;
+  std::vector<std::string> decode_addresses;
+  // Cache-aware choice: a server holding a prompt's prefix is passed over
+  // when it has more than this many requests in flight beyond the least
+  // loaded one.
+  int prefix_overload_margin = 4;
   // How long to wait for every attention server to report SERVING at start.
   double connect_timeout_seconds = 60;
   int max_in_flight = 1024;  // Generate calls at once; more are refused
@@ -41,7 +48,7 @@ class GatewayServer {
 
  private:
   GatewayServer() = default;
-  std::unique_ptr<AttentionPool> pool_;
+  std::unique_ptr<AttentionPool> colocated_, prefill_, decode_;
   std::unique_ptr<GatewayServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

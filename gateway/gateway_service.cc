@@ -7,7 +7,6 @@
 #include "absl/strings/str_format.h"
 #include "core/rpc/generate_codec.h"
 #include "core/rpc/grpc_status.h"
-#include "core/rpc/token_stream_writer.h"
 
 namespace moe {
 namespace {
@@ -19,17 +18,16 @@ uint64_t RandomU64() {
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* Refuse(
     const std::string& request_id, const grpc::Status& status) {
-  std::shared_ptr<TokenStreamWriter> writer =
-      TokenStreamWriter::Create(request_id);
+  std::shared_ptr<PublicWriter> writer = PublicWriter::Create(request_id);
   writer->Close(status, v1::FINISH_REASON_UNSPECIFIED, v1::Usage());
   return writer.get();
 }
 
 }  // namespace
 
-GatewayServiceImpl::GatewayServiceImpl(ModelConfig config, AttentionPool* pool,
+GatewayServiceImpl::GatewayServiceImpl(ModelConfig config, Pools pools,
                                        int max_in_flight)
-    : config_(std::move(config)), pool_(pool), max_in_flight_(max_in_flight) {}
+    : config_(std::move(config)), pools_(pools), max_in_flight_(max_in_flight) {}
 
 std::string GatewayServiceImpl::NewRequestId() {
   // Unique within this gateway; the random part keeps ids from different
@@ -75,14 +73,32 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GatewayServiceImpl::Generate(
   if (!decoded->has_seed) {
     upstream.mutable_request()->mutable_sampling()->set_seed(RandomU64());
   }
-  const AttentionPool::Choice server = pool_->Acquire();
-  std::shared_ptr<TokenStreamWriter> writer = TokenStreamWriter::Create(id);
-  std::shared_ptr<GenerateRelay> relay = GenerateRelay::Start(
-      server.stub, *context, std::move(upstream), writer,
-      [this, id, index = server.index] {
-        pool_->Release(index);
-        Unregister(id);
-      });
+  const absl::Span<const int32_t> prompt = decoded->generation.prompt;
+  std::shared_ptr<PublicWriter> writer = PublicWriter::Create(id);
+  std::shared_ptr<GenerateRelay> relay;
+  if (pools_.colocated != nullptr) {
+    const AttentionPool::Choice server = pools_.colocated->Acquire(prompt);
+    relay = GenerateRelay::Start(server.stub, *context, std::move(upstream),
+                                 std::nullopt, writer,
+                                 [this, id, index = server.index] {
+                                   pools_.colocated->Release(index);
+                                   Unregister(id);
+                                 });
+  } else {
+    const AttentionPool::Choice decode = pools_.decode->Acquire();
+    const AttentionPool::Choice prefill = pools_.prefill->Acquire(prompt);
+    PrefillTarget target;
+    target.stub = prefill.stub;
+    target.address = *prefill.address;
+    target.decode_address = *decode.address;
+    relay = GenerateRelay::Start(
+        decode.stub, *context, std::move(upstream), std::move(target), writer,
+        [this, id, d = decode.index, p = prefill.index] {
+          pools_.decode->Release(d);
+          pools_.prefill->Release(p);
+          Unregister(id);
+        });
+  }
   bool abort = false;
   {
     absl::MutexLock lock(&mu_);

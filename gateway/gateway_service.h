@@ -1,8 +1,12 @@
 // The public moe.v1.Inference service: validates every request against the
 // model config (INVALID_ARGUMENT naming the field), applies admission
 // control (RESOURCE_EXHAUSTED over the in-flight limit, UNAVAILABLE while
-// draining), relays Generate to the least-loaded attention server, and
-// serves Abort and GetModelInfo. Never blocks inside a callback.
+// draining), relays Generate to the attention servers, and serves Abort and
+// GetModelInfo. Never blocks inside a callback.
+//
+// Colocated: one attention server of role both runs the request, chosen
+// cache-aware (AttentionPool). Disaggregated: the least-loaded decode server
+// reserves the K/V and a cache-aware choice of prefill server fills it.
 #ifndef MOE_GATEWAY_GATEWAY_SERVICE_H_
 #define MOE_GATEWAY_GATEWAY_SERVICE_H_
 
@@ -22,9 +26,15 @@ namespace moe {
 
 class GatewayServiceImpl final : public v1::Inference::CallbackService {
  public:
-  // `pool` is borrowed. At most `max_in_flight` Generate calls run at once.
-  GatewayServiceImpl(ModelConfig config, AttentionPool* pool,
-                     int max_in_flight);
+  // The servers a request goes to: `colocated` (role both), or `prefill`
+  // and `decode`; the pools are borrowed and the unused ones null. At most
+  // `max_in_flight` Generate calls run at once.
+  struct Pools {
+    AttentionPool* colocated = nullptr;
+    AttentionPool* prefill = nullptr;
+    AttentionPool* decode = nullptr;
+  };
+  GatewayServiceImpl(ModelConfig config, Pools pools, int max_in_flight);
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context,
@@ -46,7 +56,7 @@ class GatewayServiceImpl final : public v1::Inference::CallbackService {
   void Unregister(const std::string& request_id);
 
   const ModelConfig config_;
-  AttentionPool* pool_;
+  const Pools pools_;
   const int max_in_flight_;
 
   mutable absl::Mutex mu_;

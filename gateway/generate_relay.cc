@@ -2,18 +2,23 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+
 namespace moe {
 
 std::shared_ptr<GenerateRelay> GenerateRelay::Start(
     v1::AttentionService::Stub* stub,
     const grpc::CallbackServerContext& server_context,
-    v1::AttentionGenerateRequest request,
-    std::shared_ptr<TokenStreamWriter> writer, std::function<void()> on_done) {
+    v1::AttentionGenerateRequest request, std::optional<PrefillTarget> prefill,
+    std::shared_ptr<PublicWriter> writer, std::function<void()> on_done) {
   std::shared_ptr<GenerateRelay> relay(new GenerateRelay());
   relay->self_ = relay;
+  relay->server_context_ = &server_context;
   relay->context_ = grpc::ClientContext::FromCallbackServerContext(
       server_context, grpc::PropagationOptions());
   relay->request_ = std::move(request);
+  relay->request_.set_await_transfer(prefill.has_value());
+  relay->prefill_ = std::move(prefill);
   relay->writer_ = std::move(writer);
   relay->on_done_ = std::move(on_done);
   stub->async()->Generate(relay->context_.get(), &relay->request_,
@@ -28,46 +33,124 @@ void GenerateRelay::Abort() {
     absl::MutexLock lock(&mu_);
     aborted_ = true;
   }
-  context_->TryCancel();
+  Cancel();
 }
 
-void GenerateRelay::Cancel() { context_->TryCancel(); }
+void GenerateRelay::Cancel() {
+  bool cancel_prefill = false;
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    cancel_prefill = prefill_started_ && !prefill_done_;
+  }
+  // Outside the lock: a cancellation may run this relay's reactions.
+  context_->TryCancel();
+  if (cancel_prefill) prefill_context_->TryCancel();
+}
+
+void GenerateRelay::StartPrefill(const v1::KvReservation& reservation) {
+  absl::MutexLock lock(&mu_);
+  if (prefill_started_ || cancelled_) return;
+  prefill_started_ = true;
+  // The client's deadline and cancellation reach the prefill too.
+  prefill_context_ = grpc::ClientContext::FromCallbackServerContext(
+      *server_context_, grpc::PropagationOptions());
+  *prefill_request_.mutable_request() = request_.request();
+  v1::KvDestination* destination = prefill_request_.mutable_destination();
+  destination->set_address(prefill_->decode_address);
+  *destination->mutable_reservation() = reservation;
+  std::shared_ptr<GenerateRelay> self = self_;
+  prefill_->stub->async()->Prefill(
+      prefill_context_.get(), &prefill_request_, &prefill_result_,
+      [self](grpc::Status status) { self->OnPrefillDone(status); });
+}
+
+void GenerateRelay::OnPrefillDone(const grpc::Status& status) {
+  std::shared_ptr<GenerateRelay> keep;
+  {
+    absl::MutexLock lock(&mu_);
+    prefill_done_ = true;
+    prefill_status_ = status;
+    MaybeCloseLocked();
+    if (closed_) keep = std::move(self_);
+  }
+  // Without its K/V the decode server can only fail: end it now.
+  if (!status.ok()) context_->TryCancel();
+}
 
 void GenerateRelay::OnReadDone(bool ok) {
   if (!ok) return;  // the stream ended; OnDone follows
-  completion_tokens_ += response_.token_ids_size();
-  if (response_.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
-    finish_reason_ = response_.finish_reason();
-    usage_ = response_.usage();
+  if (response_.has_reservation() && prefill_.has_value()) {
+    StartPrefill(response_.reservation());
   }
-  writer_->Append(response_);
+  const v1::GenerateResponse& body = response_.response();
+  completion_tokens_ += body.token_ids_size();
+  if (body.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+    finish_reason_ = body.finish_reason();
+    usage_ = body.usage();
+  }
+  if (body.token_ids_size() > 0 || body.logprobs_size() > 0) {
+    writer_->Append(body);
+  }
   response_.Clear();
   StartRead(&response_);
 }
 
 void GenerateRelay::OnDone(const grpc::Status& status) {
-  bool aborted;
+  std::shared_ptr<GenerateRelay> keep;
+  bool cancel_prefill = false;
   {
     absl::MutexLock lock(&mu_);
-    aborted = aborted_;
+    decode_status_ = status;
+    cancel_prefill = !status.ok() && prefill_started_ && !prefill_done_;
+    MaybeCloseLocked();
+    if (closed_) keep = std::move(self_);
   }
-  if (aborted) {
+  if (cancel_prefill) prefill_context_->TryCancel();
+}
+
+void GenerateRelay::MaybeCloseLocked() {
+  if (closed_ || !decode_status_.has_value() ||
+      (prefill_started_ && !prefill_done_)) {
+    return;
+  }
+  closed_ = true;
+  const std::string prefill_address = prefill_.has_value() ? prefill_->address : "";
+  if (aborted_) {
     // The attention server's usage never arrived: report what the client got.
     v1::Usage usage;
     usage.set_prompt_tokens(request_.request().prompt_ids_size());
     usage.set_completion_tokens(completion_tokens_);
     writer_->Close(grpc::Status::OK, v1::FINISH_REASON_ABORT, usage);
-  } else if (status.ok() && finish_reason_ == v1::FINISH_REASON_UNSPECIFIED) {
+  } else if (prefill_status_.has_value() && !prefill_status_->ok()) {
+    // The prefill's error explains the decode call's cancellation.
+    const grpc::StatusCode code = prefill_status_->error_code();
+    const bool keep_code = code == grpc::StatusCode::INVALID_ARGUMENT ||
+                           code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+                           code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                           code == grpc::StatusCode::CANCELLED ||
+                           code == grpc::StatusCode::FAILED_PRECONDITION;
+    writer_->Close(
+        grpc::Status(keep_code ? code : grpc::StatusCode::UNAVAILABLE,
+                     absl::StrCat("prefill server ", prefill_address,
+                                  " failed: ", prefill_status_->error_message())),
+        v1::FINISH_REASON_UNSPECIFIED, v1::Usage());
+  } else if (!decode_status_->ok()) {
+    writer_->Close(*decode_status_, v1::FINISH_REASON_UNSPECIFIED, v1::Usage());
+  } else if (finish_reason_ == v1::FINISH_REASON_UNSPECIFIED) {
     writer_->Close(grpc::Status(grpc::StatusCode::INTERNAL,
                                 "attention server ended the stream without a "
                                 "finish reason"),
                    v1::FINISH_REASON_UNSPECIFIED, v1::Usage());
   } else {
-    writer_->Close(status, finish_reason_, usage_);
+    v1::Usage usage = usage_;
+    if (prefill_done_) {
+      // The part of the transfer the request waited for: after the prefill.
+      usage.set_transfer_seconds(prefill_result_.transfer_tail_seconds());
+    }
+    writer_->Close(grpc::Status::OK, finish_reason_, usage);
   }
   if (on_done_) on_done_();
-  // Drop the self-reference last: this may delete the relay.
-  std::shared_ptr<GenerateRelay> self = std::move(self_);
 }
 
 }  // namespace moe

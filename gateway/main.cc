@@ -19,7 +19,15 @@ ABSL_FLAG(std::string, port_file, "",
 ABSL_FLAG(std::string, model, "",
           "Checkpoint directory; only config.json is read (validation).");
 ABSL_FLAG(std::string, attention_servers, "",
-          "Comma-separated attention server addresses.");
+          "Comma-separated addresses of attention servers of role both.");
+ABSL_FLAG(std::string, prefill_servers, "",
+          "Comma-separated prefill server addresses (with --decode_servers, "
+          "instead of --attention_servers).");
+ABSL_FLAG(std::string, decode_servers, "",
+          "Comma-separated decode server addresses.");
+ABSL_FLAG(int, prefix_overload_margin, 4,
+          "A server holding a prompt's prefix is passed over when it has more "
+          "than this many requests in flight beyond the least-loaded one.");
 ABSL_FLAG(int, max_in_flight, 1024,
           "Generate calls at once; more get RESOURCE_EXHAUSTED.");
 ABSL_FLAG(double, connect_timeout, 60.0,
@@ -44,8 +52,24 @@ int main(int argc, char** argv) {
   options.attention_addresses =
       absl::StrSplit(absl::GetFlag(FLAGS_attention_servers), ',',
                      absl::SkipWhitespace());
-  if (options.attention_addresses.empty()) {
-    return fail("--attention_servers is required");
+  options.prefill_addresses = absl::StrSplit(
+      absl::GetFlag(FLAGS_prefill_servers), ',', absl::SkipWhitespace());
+  options.decode_addresses = absl::StrSplit(
+      absl::GetFlag(FLAGS_decode_servers), ',', absl::SkipWhitespace());
+  const bool disaggregated =
+      !options.prefill_addresses.empty() || !options.decode_addresses.empty();
+  if (options.attention_addresses.empty() == !disaggregated) {
+    return fail(
+        "give --attention_servers (role both) or --prefill_servers and "
+        "--decode_servers");
+  }
+  if (disaggregated &&
+      (options.prefill_addresses.empty() || options.decode_addresses.empty())) {
+    return fail("--prefill_servers and --decode_servers go together");
+  }
+  options.prefix_overload_margin = absl::GetFlag(FLAGS_prefix_overload_margin);
+  if (options.prefix_overload_margin < 0) {
+    return fail("--prefix_overload_margin must be >= 0");
   }
   options.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
   if (options.max_in_flight < 1) return fail("--max_in_flight must be >= 1");
@@ -66,8 +90,12 @@ int main(int argc, char** argv) {
   }
   if (absl::Status s = moe::AnnounceServing(
           "gateway",
-          absl::StrCat(options.attention_addresses.size(),
-                       " attention servers"),
+          disaggregated
+              ? absl::StrCat(options.prefill_addresses.size(),
+                             " prefill and ", options.decode_addresses.size(),
+                             " decode servers")
+              : absl::StrCat(options.attention_addresses.size(),
+                             " attention servers"),
           options.listen_address, (*server)->port(),
           absl::GetFlag(FLAGS_port_file));
       !s.ok()) {

@@ -111,16 +111,30 @@ TEST(TopologyErrorsTest, OutOfRangeValuesAreErrors) {
               HasSubstr("attention_servers[0].prefill_chunk_tokens"));
 }
 
-TEST(TopologyErrorsTest, OnlyRoleBothIsSupported) {
+TEST(TopologyErrorsTest, RolesAreCheckedAndMixedConsistently) {
+  EXPECT_THAT(Error(With(R"("expert_servers": 1,
+                            "attention_servers": [{"role": "mixed"}])")),
+              HasSubstr("attention_servers[0].role: must be one of \"both\", "
+                        "\"prefill\", \"decode\""));
+  // Prefill servers need decode servers, and the reverse.
   EXPECT_THAT(Error(With(R"("expert_servers": 1,
                             "attention_servers": [{"role": "prefill"}])")),
-              HasSubstr("attention_servers[0].role: role \"prefill\" of "
-                        "attention server attention-0: only \"both\" is "
-                        "supported"));
-  EXPECT_THAT(
-      Error(With(R"("expert_servers": 1,
-                            "attention_servers": [{"name": "d", "role": "decode"}])")),
-      HasSubstr("role \"decode\" of attention server d: only \"both\""));
+              HasSubstr("attention_servers: either every server has role "
+                        "\"both\", or there are \"prefill\" and \"decode\" "
+                        "servers and no \"both\" (got 0 both, 1 prefill, 0 "
+                        "decode)"));
+  EXPECT_THAT(Error(With(R"("expert_servers": 1,
+      "attention_servers": [{"role": "prefill"}, {"role": "decode"}, {}])")),
+              HasSubstr("(got 1 both, 1 prefill, 1 decode)"));
+  EXPECT_THAT(Error(With(R"("expert_servers": 1,
+      "attention_servers": [{"role": "decode", "micro_batches": 4}])")),
+              HasSubstr("attention_servers[0].micro_batches"));
+  EXPECT_THAT(Error(With(R"("expert_servers": 1,
+      "attention_servers": [{"role": "decode", "kv_lease_seconds": 0}])")),
+              HasSubstr("attention_servers[0].kv_lease_seconds"));
+  EXPECT_THAT(Error(With(R"("expert_servers": 1,
+      "attention_servers": [{"prefix_cache": "yes"}])")),
+              HasSubstr("attention_servers[0].prefix_cache: must be true or false"));
 }
 
 TEST(TopologyErrorsTest, ReplicasAreChecked) {

@@ -193,14 +193,14 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
               ElementsAre("--model=/models/m", "--capacity_factor=0.5",
                           "--overflow=drop", "--per_server_token_cap=7",
                           "--fanout_timeout=2.5", "--threads=2"));
-  EXPECT_THAT(WithDependencies(launches[2], {"127.0.0.1:1", "127.0.0.1:2"}),
+  EXPECT_THAT(WithDependencies(launches[2], {{"127.0.0.1:1", ""}, {"127.0.0.1:2", ""}}),
               Contains("--expert_servers=127.0.0.1:1,127.0.0.1:2"));
   EXPECT_EQ(launches[3].name, "attention-0");
   EXPECT_THAT(launches[3].args,
               ElementsAre("--model=/models/m", "--role=both", "--threads=1",
                           "--kv_cache_mb=128", "--prefill_chunk_tokens=64",
                           "--max_running=8"));
-  EXPECT_THAT(WithDependencies(launches[3], {"127.0.0.1:9"}),
+  EXPECT_THAT(WithDependencies(launches[3], {{"127.0.0.1:9", ""}}),
               Contains("--router=127.0.0.1:9"));
   EXPECT_EQ(launches[4].name, "att-b");
   EXPECT_THAT(launches[4].args,
@@ -208,7 +208,7 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
   EXPECT_EQ(launches[5].name, "gateway");
   EXPECT_EQ(launches[5].stage, Stage::kGateway);
   EXPECT_THAT(launches[5].args, ElementsAre("--model=/models/m"));
-  EXPECT_THAT(WithDependencies(launches[5], {"a:1", "b:2"}),
+  EXPECT_THAT(WithDependencies(launches[5], {{"a:1", "both"}, {"b:2", "both"}}),
               ElementsAre("--model=/models/m", "--attention_servers=a:1,b:2"));
 
   absl::StatusOr<ClusterPlan> bare = ParseAndResolve(

@@ -3,63 +3,187 @@
 // coalesced into the next response, so a slow client never blocks the
 // producer, and every token is written exactly once, in order.
 //
+// Response is v1::GenerateResponse (the public stream) or
+// v1::AttentionGenerateResponse (the internal one, which wraps it and can
+// carry a K/V reservation first).
+//
 // Ownership: Create() returns a shared_ptr; gRPC holds its own reference
 // from Create() until OnDone, so the producer may keep appending (no-ops
 // once the call is over) for as long as it holds its pointer.
 #ifndef MOE_CORE_RPC_TOKEN_STREAM_WRITER_H_
 #define MOE_CORE_RPC_TOKEN_STREAM_WRITER_H_
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/support/server_callback.h"
+#include "moe/v1/attention.pb.h"
 #include "moe/v1/generate.pb.h"
 
 namespace moe {
+namespace internal {
+inline v1::GenerateResponse* TokenBody(v1::GenerateResponse* r) { return r; }
+inline v1::GenerateResponse* TokenBody(v1::AttentionGenerateResponse* r) {
+  return r->mutable_response();
+}
+}  // namespace internal
 
-class TokenStreamWriter
-    : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+template <typename Response>
+class TokenStreamWriter : public grpc::ServerWriteReactor<Response> {
  public:
   // Every response carries `request_id`.
-  static std::shared_ptr<TokenStreamWriter> Create(std::string request_id);
+  static std::shared_ptr<TokenStreamWriter> Create(std::string request_id) {
+    std::shared_ptr<TokenStreamWriter> writer(
+        new TokenStreamWriter(std::move(request_id)));
+    writer->self_ = writer;
+    return writer;
+  }
 
   // `on_cancel` runs once, on a gRPC thread, when the client cancels or the
   // deadline passes; immediately (on the calling thread) if that already
   // happened. Must not block.
-  void SetCancelHandler(std::function<void()> on_cancel);
+  void SetCancelHandler(std::function<void()> on_cancel) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!cancelled_) {
+        on_cancel_ = std::move(on_cancel);
+        return;
+      }
+    }
+    on_cancel();
+  }
+
+  // Queues `message` as is, ahead of any tokens appended later (e.g. a
+  // reservation). Messages keep their order.
+  void Send(const Response& message) {
+    absl::MutexLock lock(&mu_);
+    if (close_status_.has_value() || broken_) return;
+    control_.push_back(message);
+    PumpLocked();
+  }
 
   // Queues `part`'s token_ids and logprobs for the client.
-  void Append(const v1::GenerateResponse& part);
+  void Append(const v1::GenerateResponse& part) {
+    absl::MutexLock lock(&mu_);
+    if (close_status_.has_value() || broken_) return;
+    v1::GenerateResponse* body = internal::TokenBody(&pending_);
+    body->mutable_token_ids()->MergeFrom(part.token_ids());
+    body->mutable_logprobs()->MergeFrom(part.logprobs());
+    PumpLocked();
+  }
 
   // Ends the call. With an OK status the last response (carrying any tokens
   // still queued) gets `finish_reason` and `usage`; with an error, queued
   // tokens are written first and the call then fails with `status`. Only
   // the first Close counts.
   void Close(const grpc::Status& status, v1::FinishReason finish_reason,
-             const v1::Usage& usage);
+             const v1::Usage& usage) {
+    absl::MutexLock lock(&mu_);
+    if (close_status_.has_value()) return;
+    close_status_ = status;
+    if (status.ok()) {
+      v1::GenerateResponse* body = internal::TokenBody(&pending_);
+      body->set_finish_reason(finish_reason);
+      *body->mutable_usage() = usage;
+    }
+    PumpLocked();
+  }
 
   // True once the client cancelled (or the deadline passed).
-  bool cancelled() const;
+  bool cancelled() const {
+    absl::MutexLock lock(&mu_);
+    return cancelled_;
+  }
 
   // grpc::ServerWriteReactor.
-  void OnWriteDone(bool ok) override;
-  void OnCancel() override;
-  void OnDone() override;
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) broken_ = true;
+    PumpLocked();
+  }
+
+  void OnCancel() override {
+    std::function<void()> handler;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      handler = std::move(on_cancel_);
+      on_cancel_ = nullptr;
+    }
+    if (handler) handler();
+  }
+
+  void OnDone() override {
+    // Drop gRPC's reference last: this may delete the writer.
+    std::shared_ptr<TokenStreamWriter> self = std::move(self_);
+  }
 
  private:
-  explicit TokenStreamWriter(std::string request_id);
+  explicit TokenStreamWriter(std::string request_id)
+      : request_id_(std::move(request_id)) {}
+
+  bool HasPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const v1::GenerateResponse* body = internal::TokenBody(&pending_);
+    return body->token_ids_size() > 0 || body->logprobs_size() > 0;
+  }
+
   // Starts the next write or the finish when nothing is in flight.
-  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool HasPendingLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_) return;
+    const bool closing = close_status_.has_value();
+    if (broken_) {
+      // The client is gone: nothing more can be written, only finished.
+      if (closing) {
+        finished_ = true;
+        this->Finish(close_status_->ok() ? grpc::Status::CANCELLED
+                                         : *close_status_);
+      }
+      return;
+    }
+    if (!control_.empty()) {
+      in_flight_ = std::move(control_.front());
+      control_.pop_front();
+      internal::TokenBody(&in_flight_)->set_request_id(request_id_);
+      writing_ = true;
+      this->StartWrite(&in_flight_);
+      return;
+    }
+    if (closing && close_status_->ok()) {
+      in_flight_.Swap(&pending_);
+      pending_.Clear();
+      internal::TokenBody(&in_flight_)->set_request_id(request_id_);
+      writing_ = true;
+      finished_ = true;
+      this->StartWriteAndFinish(&in_flight_, grpc::WriteOptions(),
+                                grpc::Status::OK);
+      return;
+    }
+    if (HasPendingLocked()) {
+      in_flight_.Swap(&pending_);
+      pending_.Clear();
+      internal::TokenBody(&in_flight_)->set_request_id(request_id_);
+      writing_ = true;
+      this->StartWrite(&in_flight_);
+      return;
+    }
+    if (closing) {
+      finished_ = true;
+      this->Finish(*close_status_);
+    }
+  }
 
   const std::string request_id_;
   mutable absl::Mutex mu_;
-  v1::GenerateResponse pending_ ABSL_GUARDED_BY(mu_);
-  v1::GenerateResponse in_flight_;  // owned by gRPC while writing_
+  std::deque<Response> control_ ABSL_GUARDED_BY(mu_);
+  Response pending_ ABSL_GUARDED_BY(mu_);
+  Response in_flight_;  // owned by gRPC while writing_
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;     // a write failed
   bool finished_ ABSL_GUARDED_BY(mu_) = false;   // Finish was started

@@ -132,10 +132,10 @@ int ClusterRun::Run() {
 
 ClusterRun::Outcome ClusterRun::StartStage(Stage stage) {
   // The addresses of the previous stage, in launch order.
-  std::vector<std::string> dependencies;
+  std::vector<Dependency> dependencies;
   for (size_t i = 0; i < launches_.size(); ++i) {
     if (static_cast<int>(launches_[i].stage) == static_cast<int>(stage) - 1) {
-      dependencies.push_back(addresses_[i]);
+      dependencies.push_back({addresses_[i], launches_[i].role});
     }
   }
   std::vector<Pending> pending;

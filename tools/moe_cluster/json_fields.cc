@@ -134,6 +134,18 @@ absl::StatusOr<std::optional<double>> OptionalNumber(
   return std::optional<double>(value);
 }
 
+absl::StatusOr<std::optional<bool>> OptionalBool(const nlohmann::json& object,
+                                                 absl::string_view path,
+                                                 absl::string_view key) {
+  auto it = object.find(std::string(key));
+  if (it == object.end()) return std::optional<bool>();
+  if (!it->is_boolean()) {
+    return FieldError(path, key,
+                      absl::StrCat("must be true or false, got ", it->dump()));
+  }
+  return std::optional<bool>(it->get<bool>());
+}
+
 absl::StatusOr<std::optional<std::string>> OptionalString(
     const nlohmann::json& object, absl::string_view path, absl::string_view key,
     std::initializer_list<absl::string_view> choices) {

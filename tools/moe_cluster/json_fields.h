@@ -48,6 +48,11 @@ absl::StatusOr<std::optional<double>> OptionalNumber(
     const nlohmann::json& object, absl::string_view path, absl::string_view key,
     double min, bool min_exclusive);
 
+// true or false.
+absl::StatusOr<std::optional<bool>> OptionalBool(const nlohmann::json& object,
+                                                 absl::string_view path,
+                                                 absl::string_view key);
+
 // A string; when `choices` is not empty it must be one of them.
 absl::StatusOr<std::optional<std::string>> OptionalString(
     const nlohmann::json& object, absl::string_view path, absl::string_view key,

@@ -1,6 +1,8 @@
 #include "tools/moe_cluster/server_args.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -70,12 +72,19 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     l.name = server.name;
     l.binary = kAttentionServerBinary;
     l.stage = Stage::kAttentionServers;
-    l.args = {model, "--role=both"};
+    l.role = AttentionRoleName(server.role);
+    l.args = {model, absl::StrCat("--role=", l.role)};
     AddIfSet(l.args, "threads", server.threads);
     AddIfSet(l.args, "kv_cache_mb", server.kv_cache_mb);
     AddIfSet(l.args, "prefill_chunk_tokens", server.prefill_chunk_tokens);
     AddIfSet(l.args, "max_running", server.max_running);
-    l.detail = "role both";
+    if (server.prefix_cache.has_value()) {
+      l.args.push_back(absl::StrCat("--prefix_cache=",
+                                    *server.prefix_cache ? "true" : "false"));
+    }
+    AddIfSet(l.args, "kv_lease_seconds", server.kv_lease_seconds);
+    AddIfSet(l.args, "micro_batches", server.micro_batches);
+    l.detail = absl::StrCat("role ", l.role);
     launches.push_back(std::move(l));
   }
   {
@@ -89,7 +98,7 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
   return launches;
 }
 
-std::string DependencyFlag(Stage stage) {
+std::string DependencyFlag(Stage stage, absl::string_view role) {
   switch (stage) {
     case Stage::kExpertServers:
       return "";
@@ -98,18 +107,31 @@ std::string DependencyFlag(Stage stage) {
     case Stage::kAttentionServers:
       return "router";
     case Stage::kGateway:
+      if (role == "prefill") return "prefill_servers";
+      if (role == "decode") return "decode_servers";
       return "attention_servers";
   }
   return "";
 }
 
 std::vector<std::string> WithDependencies(
-    const ServerLaunch& launch, const std::vector<std::string>& addresses) {
+    const ServerLaunch& launch, const std::vector<Dependency>& dependencies) {
   std::vector<std::string> args = launch.args;
-  const std::string flag = DependencyFlag(launch.stage);
-  if (!flag.empty()) {
-    args.push_back(
-        absl::StrCat("--", flag, "=", absl::StrJoin(addresses, ",")));
+  // One flag per role, in the order the roles first appear.
+  std::vector<std::pair<std::string, std::vector<std::string>>> groups;
+  for (const Dependency& d : dependencies) {
+    const std::string flag = DependencyFlag(launch.stage, d.role);
+    if (flag.empty()) continue;
+    auto it = std::find_if(groups.begin(), groups.end(),
+                           [&](const auto& g) { return g.first == flag; });
+    if (it == groups.end()) {
+      groups.push_back({flag, {}});
+      it = std::prev(groups.end());
+    }
+    it->second.push_back(d.address);
+  }
+  for (const auto& [flag, addresses] : groups) {
+    args.push_back(absl::StrCat("--", flag, "=", absl::StrJoin(addresses, ",")));
   }
   return args;
 }

@@ -28,6 +28,9 @@ struct ServerLaunch {
   std::string name;    // unique; names its log and port files
   std::string binary;  // file name in --bin_dir
   Stage stage = Stage::kExpertServers;
+  // Attention servers: their role ("both", "prefill", "decode"), which says
+  // under which gateway flag their address goes.
+  std::string role;
   std::vector<std::string> args;
   std::string detail;  // for the ready listing: "experts 0:0-3", "" if none
 };
@@ -38,15 +41,22 @@ struct ServerLaunch {
 std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
                                        const std::string& model_dir);
 
+// A started server of the previous stage.
+struct Dependency {
+  std::string address;
+  std::string role;  // attention servers only
+};
+
 // The flag that carries the addresses of the previous stage's servers:
 // router --expert_servers, attention_server --router, gateway
-// --attention_servers; "" for expert servers.
-std::string DependencyFlag(Stage stage);
+// --attention_servers (role both; --prefill_servers and --decode_servers
+// for those roles); "" for expert servers.
+std::string DependencyFlag(Stage stage, absl::string_view role = "");
 
-// `launch.args` plus DependencyFlag(stage)=ADDR,ADDR,... (in the given
-// order, which for the router is the expert server id order).
+// `launch.args` plus DependencyFlag=ADDR,ADDR,... (in the given order,
+// which for the router is the expert server id order), one flag per role.
 std::vector<std::string> WithDependencies(
-    const ServerLaunch& launch, const std::vector<std::string>& addresses);
+    const ServerLaunch& launch, const std::vector<Dependency>& dependencies);
 
 // Shortest decimal text that parses back to `value` ("0.5", "10").
 std::string FormatNumber(double value);

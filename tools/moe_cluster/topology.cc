@@ -169,21 +169,36 @@ absl::StatusOr<RouterTopology> ParseRouter(const Json& root) {
   return router;
 }
 
+}  // namespace
+
+const char* AttentionRoleName(AttentionRole role) {
+  switch (role) {
+    case AttentionRole::kBoth:
+      return "both";
+    case AttentionRole::kPrefill:
+      return "prefill";
+    case AttentionRole::kDecode:
+      return "decode";
+  }
+  return "?";
+}
+
+namespace {
+
 absl::StatusOr<AttentionServerTopology> ParseAttentionServer(
     const Json& value, const std::string& path, size_t index) {
-  RETURN_IF_ERROR(CheckObject(value, path,
-                              {"name", "role", "threads", "kv_cache_mb",
-                               "prefill_chunk_tokens", "max_running"}));
+  RETURN_IF_ERROR(CheckObject(
+      value, path,
+      {"name", "role", "threads", "kv_cache_mb", "prefill_chunk_tokens",
+       "max_running", "prefix_cache", "kv_lease_seconds", "micro_batches"}));
   AttentionServerTopology server;
   ASSIGN_OR_RETURN(server.name,
                    ReadName(value, path, absl::StrCat("attention-", index)));
   ASSIGN_OR_RETURN(std::optional<std::string> role,
-                   OptionalString(value, path, "role"));
-  if (role.has_value() && *role != "both") {
-    return PathError(FieldPath(path, "role"),
-                     absl::StrCat("role \"", *role, "\" of attention server ",
-                                  server.name, ": only \"both\" is supported"));
-  }
+                   OptionalString(value, path, "role",
+                                  {"both", "prefill", "decode"}));
+  if (role == "prefill") server.role = AttentionRole::kPrefill;
+  if (role == "decode") server.role = AttentionRole::kDecode;
   ASSIGN_OR_RETURN(server.threads,
                    OptionalInt(value, path, "threads", 0, kMaxThreads));
   ASSIGN_OR_RETURN(server.kv_cache_mb,
@@ -193,6 +208,12 @@ absl::StatusOr<AttentionServerTopology> ParseAttentionServer(
       OptionalInt(value, path, "prefill_chunk_tokens", 1, kMaxTokens));
   ASSIGN_OR_RETURN(server.max_running,
                    OptionalInt(value, path, "max_running", 1, kMaxTokens));
+  ASSIGN_OR_RETURN(server.prefix_cache,
+                   OptionalBool(value, path, "prefix_cache"));
+  ASSIGN_OR_RETURN(server.kv_lease_seconds,
+                   OptionalNumber(value, path, "kv_lease_seconds", 0, true));
+  ASSIGN_OR_RETURN(server.micro_batches,
+                   OptionalInt(value, path, "micro_batches", 1, 3));
   return server;
 }
 
@@ -215,6 +236,20 @@ absl::StatusOr<std::vector<AttentionServerTopology>> ParseAttentionServers(
           AttentionServerTopology server,
           ParseAttentionServer((*it)[i], IndexPath("attention_servers", i), i));
       servers.push_back(std::move(server));
+    }
+    int both = 0, prefill = 0, decode = 0;
+    for (const AttentionServerTopology& s : servers) {
+      both += s.role == AttentionRole::kBoth;
+      prefill += s.role == AttentionRole::kPrefill;
+      decode += s.role == AttentionRole::kDecode;
+    }
+    if (prefill + decode > 0 && (both > 0 || prefill == 0 || decode == 0)) {
+      return PathError(
+          "attention_servers",
+          absl::StrCat("either every server has role \"both\", or there are "
+                       "\"prefill\" and \"decode\" servers and no \"both\" "
+                       "(got ", both, " both, ", prefill, " prefill, ", decode,
+                       " decode)"));
     }
     return servers;
   }

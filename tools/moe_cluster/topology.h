@@ -37,11 +37,17 @@
 //     // named attention-0, ...) or one object per server:
 //     "attention_servers": [
 //       {"name": "attention-0",   // default: attention-<index>
-//        "role": "both",          // only "both" for now
+//        "role": "both",          // "both" (default), "prefill" or "decode";
+//                                 // either every server is "both", or there
+//                                 // is at least one "prefill" and one
+//                                 // "decode" and no "both"
 //        "threads": 0,            // integer >= 0 (0 = one per core)
 //        "kv_cache_mb": 256,      // integer >= 1
 //        "prefill_chunk_tokens": 512,  // integer >= 1
-//        "max_running": 64}       // integer >= 1
+//        "max_running": 64,       // integer >= 1
+//        "prefix_cache": true,    // reuse cached K/V of earlier prompts
+//        "kv_lease_seconds": 30,  // decode: how long K/V may take, > 0
+//        "micro_batches": 1}      // decode ping-pong micro-batches, 1..3
 //     ],
 //
 //     "gateway": {}               // no settings yet
@@ -82,7 +88,8 @@ struct RouterTopology {
   std::optional<int> threads;
 };
 
-enum class AttentionRole { kBoth };
+enum class AttentionRole { kBoth, kPrefill, kDecode };
+const char* AttentionRoleName(AttentionRole role);  // "both", ...
 
 struct AttentionServerTopology {
   std::string name;
@@ -91,6 +98,9 @@ struct AttentionServerTopology {
   std::optional<int> kv_cache_mb;
   std::optional<int> prefill_chunk_tokens;
   std::optional<int> max_running;
+  std::optional<bool> prefix_cache;
+  std::optional<double> kv_lease_seconds;
+  std::optional<int> micro_batches;
 };
 
 struct GatewayTopology {};
