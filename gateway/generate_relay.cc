@@ -103,6 +103,7 @@ void GenerateRelay::OnDone(const grpc::Status& status) {
     absl::MutexLock lock(&mu_);
     decode_status_ = status;
     cancel_prefill = !status.ok() && prefill_started_ && !prefill_done_;
+    prefill_cancelled_ = cancel_prefill;
     MaybeCloseLocked();
     if (closed_) keep = std::move(self_);
   }
@@ -122,7 +123,8 @@ void GenerateRelay::MaybeCloseLocked() {
     usage.set_prompt_tokens(request_.request().prompt_ids_size());
     usage.set_completion_tokens(completion_tokens_);
     writer_->Close(grpc::Status::OK, v1::FINISH_REASON_ABORT, usage);
-  } else if (prefill_status_.has_value() && !prefill_status_->ok()) {
+  } else if (prefill_status_.has_value() && !prefill_status_->ok() &&
+             !prefill_cancelled_) {
     // The prefill's error explains the decode call's cancellation.
     const grpc::StatusCode code = prefill_status_->error_code();
     const bool keep_code = code == grpc::StatusCode::INVALID_ARGUMENT ||

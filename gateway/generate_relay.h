@@ -93,6 +93,8 @@ class GenerateRelay
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool prefill_started_ ABSL_GUARDED_BY(mu_) = false;
   bool prefill_done_ ABSL_GUARDED_BY(mu_) = false;
+  // The prefill was cancelled because the decode call failed first.
+  bool prefill_cancelled_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> prefill_status_ ABSL_GUARDED_BY(mu_);
   std::optional<grpc::Status> decode_status_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "core/rpc/channel_util.h"
 #include "gtest/gtest.h"
 
@@ -15,9 +16,11 @@ namespace moe::testing {
 std::unique_ptr<LaunchedCluster> LaunchedCluster::Start(
     const std::string& topology, const std::string& model_dir) {
   std::unique_ptr<LaunchedCluster> cluster(new LaunchedCluster());
+  const std::string path = topology.empty() || topology[0] == '/'
+                               ? topology
+                               : std::string(MOE_SOURCE_DIR) + "/" + topology;
   cluster->launcher_ = ChildProcess::Start(
-      {MOE_CLUSTER_BIN, "up", "--topology",
-       std::string(MOE_SOURCE_DIR) + "/" + topology, "--model", model_dir});
+      {MOE_CLUSTER_BIN, "up", "--topology", path, "--model", model_dir});
   if (cluster->launcher_ == nullptr) return nullptr;
   std::optional<std::vector<std::string>> lines =
       cluster->launcher_->ReadUntilLine("ready", 120);
@@ -30,9 +33,14 @@ std::unique_ptr<LaunchedCluster> LaunchedCluster::Start(
   for (const std::string& line : *lines) {
     const size_t colon = line.find(": ");
     if (colon == std::string::npos) continue;
-    std::string address = line.substr(colon + 2);
-    address = address.substr(0, address.find(' '));
-    cluster->addresses_[line.substr(0, colon)] = address;
+    const std::string name = line.substr(0, colon);
+    std::string rest = line.substr(colon + 2);
+    cluster->addresses_[name] = rest.substr(0, rest.find(' '));
+    const size_t role = rest.find("(role ");
+    if (role != std::string::npos) {
+      cluster->roles_[name] =
+          rest.substr(role + 6, rest.find(')', role) - role - 6);
+    }
   }
   if (cluster->address("gateway").empty() || cluster->address("router").empty()) {
     ADD_FAILURE() << topology << ": no gateway or router address in:\n"
@@ -69,12 +77,21 @@ std::string LaunchedCluster::address(const std::string& name) const {
   return it == addresses_.end() ? "" : it->second;
 }
 
-std::vector<std::string> LaunchedCluster::attention_names() const {
+std::vector<std::string> LaunchedCluster::attention_names(
+    const std::string& role) const {
   std::vector<std::string> names;
-  for (const auto& [name, address] : addresses_) {
-    if (absl::StartsWith(name, "attention")) names.push_back(name);
+  for (const auto& [name, server_role] : roles_) {
+    if (role.empty() || role == server_role) names.push_back(name);
   }
   return names;
+}
+
+pid_t LaunchedCluster::pid(const std::string& name) const {
+  const std::string port_file = "/" + name + ".port";
+  for (pid_t child : ChildPids(launcher_->pid())) {
+    if (absl::StrContains(CommandLine(child), port_file)) return child;
+  }
+  return -1;
 }
 
 v1::AttentionLoad LaunchedCluster::AttentionLoad(const std::string& name) {

@@ -20,8 +20,8 @@ namespace moe::testing {
 class LaunchedCluster {
  public:
   // `topology` is a path relative to the source tree (e.g.
-  // "deploy/local/four-slices.json"). ADD_FAILUREs and returns nullptr when
-  // the cluster does not come up.
+  // "deploy/local/four-slices.json") or an absolute path. ADD_FAILUREs and
+  // returns nullptr when the cluster does not come up.
   static std::unique_ptr<LaunchedCluster> Start(const std::string& topology,
                                                 const std::string& model_dir);
   ~LaunchedCluster();
@@ -29,7 +29,12 @@ class LaunchedCluster {
   // Address of the server named `name` ("gateway", "router",
   // "attention-0", ...); empty if there is none.
   std::string address(const std::string& name) const;
-  std::vector<std::string> attention_names() const;
+  // Attention servers: every one, or those of one role ("both", "prefill",
+  // "decode").
+  std::vector<std::string> attention_names(const std::string& role = "") const;
+  // The pid of the server named `name` (a child of the launcher); -1 if not
+  // found.
+  pid_t pid(const std::string& name) const;
 
   v1::Inference::Stub& gateway() { return *gateway_; }
   v1::RouterService::Stub& router() { return *router_; }
@@ -43,6 +48,7 @@ class LaunchedCluster {
   LaunchedCluster() = default;
   std::unique_ptr<ChildProcess> launcher_;
   std::map<std::string, std::string> addresses_;
+  std::map<std::string, std::string> roles_;  // attention servers
   std::unique_ptr<v1::Inference::Stub> gateway_;
   std::unique_ptr<v1::RouterService::Stub> router_;
 };

@@ -64,3 +64,13 @@ target_compile_definitions(cluster_e2e_test PRIVATE
   MOE_CLI_BIN="$<TARGET_FILE:moe-cli>"
   MOE_GENERATE_BIN="$<TARGET_FILE:moe-generate>"
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+
+# End-to-end prefill/decode disaggregation, failures and cancellations.
+moe_test(disaggregation_e2e_test disaggregation_e2e_test.cc launched_cluster.cc)
+target_link_libraries(disaggregation_e2e_test PRIVATE moe_process_test_util
+  moe_cluster_checks moe_rpc absl::strings)
+add_dependencies(disaggregation_e2e_test moe-cluster expert_server router
+  attention_server gateway)
+target_compile_definitions(disaggregation_e2e_test PRIVATE
+  MOE_CLUSTER_BIN="$<TARGET_FILE:moe-cluster>"
+  MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
