@@ -52,6 +52,10 @@ absl::StatusOr<std::unique_ptr<AttentionEngine>> AttentionEngine::Load(
     return absl::InvalidArgumentError(
         absl::StrCat("max_waiting must be >= 0, got ", options.max_waiting));
   }
+  if (options.micro_batches < 1 || options.micro_batches > 3) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "micro_batches must be 1, 2 or 3, got ", options.micro_batches));
+  }
   if (!(options.kv_lease_seconds > 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "kv_lease_seconds must be > 0, got ", options.kv_lease_seconds));
@@ -69,8 +73,10 @@ absl::StatusOr<std::unique_ptr<AttentionEngine>> AttentionEngine::Load(
                       options.kv_cache_bytes));
   engine->pool_ = std::make_unique<ThreadPool>(options.num_threads,
                                                options.spin_microseconds);
-  engine->transformer_ = std::make_unique<Transformer>(
-      &engine->weights_, engine->cache_.get(), moe, engine->pool_.get());
+  for (int i = 0; i < options.micro_batches; ++i) {
+    engine->transformers_.push_back(std::make_unique<Transformer>(
+        &engine->weights_, engine->cache_.get(), moe, engine->pool_.get()));
+  }
   engine->executor_ = std::thread([e = engine.get()] { e->ExecutorLoop(); });
   return engine;
 }
@@ -272,6 +278,7 @@ AttentionLoadInfo AttentionEngine::Load() const {
   info.generated_tokens = generated_tokens_;
   info.prefix_queried_tokens = prefix_queried_tokens_;
   info.prefix_hit_tokens = prefix_hit_tokens_;
+  info.micro_batched_steps = micro_batched_steps_;
   return info;
 }
 
@@ -494,14 +501,14 @@ void AttentionEngine::Step() {
 
   // A prefill-only sequence's blocks go out layer by layer as they are
   // written, overlapping the rest of the pass.
-  std::function<void(int)> ship;
+  std::function<void(size_t, int)> ship;
   if (!shipping.empty()) {
-    ship = [&](int layer) {
-      for (Sequence* seq : shipping) SendPrefillKv(*seq, layer);
+    ship = [&](size_t chunk, int layer) {
+      Sequence& seq = *running_[owners[chunk]];
+      if (seq.spec.role == SequenceRole::kPrefillOnly) SendPrefillKv(seq, layer);
     };
   }
-  absl::StatusOr<std::vector<float>> logits =
-      transformer_->Forward(chunks, ship);
+  absl::StatusOr<std::vector<float>> logits = Forward(chunks, ship);
   const int block_size = cache_->shape().block_size;
   for (Sequence* seq : shipping) {
     seq->sent_full_blocks = seq->state->prefilled() / block_size;
@@ -532,6 +539,78 @@ void AttentionEngine::Step() {
   absl::MutexLock lock(&mu_);
   ++steps_;
   generated_tokens_ += sampled;
+}
+
+absl::StatusOr<std::vector<float>> AttentionEngine::Forward(
+    absl::Span<const SequenceChunk> chunks,
+    const std::function<void(size_t chunk, int layer)>& ship) {
+  const int layers = weights_.config.num_layers;
+  const size_t m = std::min<size_t>(transformers_.size(), chunks.size());
+  if (m <= 1) {
+    std::function<void(int)> hook;
+    if (ship) {
+      hook = [&](int layer) {
+        for (size_t c = 0; c < chunks.size(); ++c) ship(c, layer);
+      };
+    }
+    return transformers_[0]->Forward(chunks, hook);
+  }
+  // Contiguous micro-batches of about equal token counts.
+  int64_t total = 0;
+  for (const SequenceChunk& chunk : chunks) total += chunk.tokens.size();
+  std::vector<size_t> begin(m + 1, chunks.size());
+  begin[0] = 0;
+  int64_t seen = 0;
+  size_t next = 1;
+  for (size_t c = 0; c < chunks.size() && next < m; ++c) {
+    seen += chunks[c].tokens.size();
+    // Leave at least one chunk for each remaining micro-batch.
+    if (seen * static_cast<int64_t>(m) >= total * static_cast<int64_t>(next) ||
+        chunks.size() - (c + 1) == m - next) {
+      begin[next++] = c + 1;
+    }
+  }
+  for (size_t i = 0; i < m; ++i) {
+    RETURN_IF_ERROR(transformers_[i]->Begin(
+        chunks.subspan(begin[i], begin[i + 1] - begin[i])));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    ++micro_batched_steps_;
+  }
+  // Ping-pong: micro-batch i waits for its previous layer's MoE step only
+  // after the others have sent theirs, then computes its attention while
+  // theirs run.
+  absl::Status status;
+  for (int l = 0; l < layers && status.ok(); ++l) {
+    for (size_t i = 0; i < m && status.ok(); ++i) {
+      Transformer& t = *transformers_[i];
+      if (l > 0) status = t.FinishFfn(l - 1);
+      if (status.ok()) status = t.AttentionLayer(l);
+      if (status.ok() && ship) {
+        for (size_t c = begin[i]; c < begin[i + 1]; ++c) ship(c, l);
+      }
+      if (status.ok()) status = t.StartFfn(l);
+    }
+  }
+  if (!status.ok()) {
+    // Every started MoE step is waited for, also after an error.
+    for (size_t i = 0; i < m; ++i) transformers_[i]->Abandon();
+    return status;
+  }
+  for (size_t i = 0; i < m && status.ok(); ++i) {
+    status = transformers_[i]->FinishFfn(layers - 1);
+  }
+  if (!status.ok()) {
+    for (size_t i = 0; i < m; ++i) transformers_[i]->Abandon();
+    return status;
+  }
+  std::vector<float> logits;
+  for (size_t i = 0; i < m; ++i) {
+    ASSIGN_OR_RETURN(std::vector<float> part, transformers_[i]->End());
+    logits.insert(logits.end(), part.begin(), part.end());
+  }
+  return logits;
 }
 
 void AttentionEngine::Sample(Sequence& seq, absl::Span<float> logits) {

@@ -61,6 +61,11 @@ struct AttentionEngineOptions {
   // A decode-role sequence whose K/V has not fully arrived this long after
   // its blocks were reserved fails (DEADLINE_EXCEEDED) and frees them.
   double kv_lease_seconds = 30;
+  // Micro-batch ping-pong (1 = off, up to 3): a step's sequences are split
+  // into this many micro-batches that go through the layers interleaved, so
+  // that one micro-batch's attention is computed while another's MoE step
+  // runs on the router and the expert servers.
+  int micro_batches = 1;
 };
 
 enum class SequenceRole {
@@ -128,6 +133,7 @@ struct AttentionLoadInfo {
   int64_t generated_tokens = 0;
   int64_t prefix_queried_tokens = 0;  // prompt tokens looked up in the cache
   int64_t prefix_hit_tokens = 0;      // of those, found
+  int64_t micro_batched_steps = 0;    // steps run as 2+ micro-batches
 };
 
 // Thread-safe: every public method may be called from any thread.
@@ -201,6 +207,12 @@ class AttentionEngine {
   bool StartSequence(Sequence& seq);
   // Runs one forward pass over the running sequences.
   void Step();
+  // The forward pass of `chunks`, split into micro-batches when configured
+  // (ping-pong); logits in chunk order, as Transformer::Forward returns them.
+  // `ship(chunk, layer)` runs once a chunk's K/V of `layer` is in the cache.
+  absl::StatusOr<std::vector<float>> Forward(
+      absl::Span<const SequenceChunk> chunks,
+      const std::function<void(size_t chunk, int layer)>& ship);
   void SendPrefillKv(Sequence& seq, int layer);
   // Samples `seq`'s next token from `logits` and reports it.
   void Sample(Sequence& seq, absl::Span<float> logits);
@@ -215,7 +227,8 @@ class AttentionEngine {
   ModelWeights weights_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<KvCache> cache_;
-  std::unique_ptr<Transformer> transformer_;
+  // One per micro-batch; [0] runs whole steps.
+  std::vector<std::unique_ptr<Transformer>> transformers_;
 
   mutable absl::Mutex mu_;
   std::deque<std::unique_ptr<Sequence>> waiting_ ABSL_GUARDED_BY(mu_);
@@ -235,6 +248,7 @@ class AttentionEngine {
   int64_t generated_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t prefix_queried_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t prefix_hit_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t micro_batched_steps_ ABSL_GUARDED_BY(mu_) = 0;
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 

@@ -323,6 +323,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::GetLoad(
   response->set_prefix_queried_tokens(load.prefix_queried_tokens);
   response->set_prefix_hit_tokens(load.prefix_hit_tokens);
   response->set_role(std::string(AttentionRoleName(role_)));
+  response->set_micro_batched_steps(load.micro_batched_steps);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -23,6 +23,9 @@ ABSL_FLAG(std::string, role, "both",
           "ship it to decode servers; decode: receive K/V and decode.");
 ABSL_FLAG(double, kv_lease_seconds, 30.0,
           "Role decode: how long a reservation waits for its K/V, s.");
+ABSL_FLAG(int, micro_batches, 1,
+          "Micro-batch ping-pong: split each step into this many micro-batches "
+          "(1-3) whose attention overlaps the others' MoE steps.");
 ABSL_FLAG(bool, prefix_cache, true,
           "Reuse the cached K/V of earlier prompts' leading blocks.");
 ABSL_FLAG(int, spin_us, moe::ThreadPool::kServerSpinMicroseconds,
@@ -94,6 +97,11 @@ int main(int argc, char** argv) {
   options.role = *role;
   options.engine.kv_lease_seconds = absl::GetFlag(FLAGS_kv_lease_seconds);
   options.engine.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
+  const int micro_batches = absl::GetFlag(FLAGS_micro_batches);
+  if (micro_batches < 1 || micro_batches > 3) {
+    return fail("--micro_batches must be 1, 2 or 3");
+  }
+  options.engine.micro_batches = micro_batches;
   options.router_timeout_seconds = absl::GetFlag(FLAGS_router_timeout);
   options.connect_timeout_seconds = absl::GetFlag(FLAGS_connect_timeout);
   options.engine.model_dir = absl::GetFlag(FLAGS_model);

@@ -1,12 +1,12 @@
 #include "attention_server/remote_moe_executor.h"
 
 #include <atomic>
-#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "core/rpc/channel_util.h"
 #include "core/rpc/tensor_codec.h"
+#include "core/status_macros.h"
 
 namespace moe {
 
@@ -18,68 +18,117 @@ RemoteMoeExecutor::RemoteMoeExecutor(const std::string& router_address,
       timeout_seconds_(timeout_seconds),
       stub_(v1::RouterService::NewStub(MakeChannel(router_address))) {}
 
-RemoteMoeExecutor::~RemoteMoeExecutor() { CloseStream(); }
-
-void RemoteMoeExecutor::CloseStream() {
+RemoteMoeExecutor::~RemoteMoeExecutor() {
   if (stream_ == nullptr) return;
   stream_->WritesDone();
-  context_->TryCancel();  // nothing is in flight; don't wait for the router
+  context_->TryCancel();  // nothing is awaited any more
   stream_->Finish();
+}
+
+void RemoteMoeExecutor::BreakStream(const std::string& why) {
+  for (auto& [id, call] : calls_) {
+    if (call.done) continue;
+    watchdog_.Cancel(call.deadline);
+    call.done = true;
+    call.status = absl::UnavailableError(absl::StrCat(
+        "router ", address_, " failed the MoE step of layer ", call.layer,
+        ": ", why));
+  }
+  if (stream_ != nullptr) {
+    context_->TryCancel();
+    stream_->Finish();
+  }
   stream_.reset();
   context_.reset();
 }
 
-absl::Status RemoteMoeExecutor::RunMoe(int layer, const float* x,
-                                       int64_t tokens, float* out) {
+absl::StatusOr<uint64_t> RemoteMoeExecutor::StartMoe(int layer, const float* x,
+                                                     int64_t tokens,
+                                                     float* out) {
+  // A timeout cancelled the stream (perhaps racing an answer): start afresh.
+  if (stream_ != nullptr && expired_->load()) {
+    BreakStream("a call timed out and cancelled the stream");
+  }
   if (stream_ == nullptr) {
     context_ = std::make_shared<grpc::ClientContext>();
+    expired_ = std::make_shared<std::atomic<bool>>(false);
     stream_ = stub_->MoeStream(context_.get());
   }
-  const uint64_t call_id = next_call_id_++;
-  request_.set_layer(layer);
-  request_.set_call_id(call_id);
-  EncodeF32(x, tokens, hidden_size_, request_.mutable_hidden());
-  response_.Clear();
-
+  const uint64_t id = next_call_id_++;
+  Call& call = calls_[id];
+  call.layer = layer;
+  call.tokens = tokens;
+  call.out = out;
   // A stuck router must not block the batch forever: past the timeout the
-  // watchdog cancels the stream, which fails the Read below.
-  auto expired = std::make_shared<std::atomic<bool>>(false);
-  const DeadlineWatchdog::Handle deadline = watchdog_.Arm(
-      absl::Now() + absl::Seconds(timeout_seconds_),
-      [context = context_, expired] {
-        expired->store(true);
-        context->TryCancel();
-      });
-  const bool ok = stream_->Write(request_) && stream_->Read(&response_);
-  const bool timer_fired = !watchdog_.Cancel(deadline);
-  if (!ok || response_.call_id() != call_id) {
-    const std::string why =
-        expired->load()
-            ? absl::StrCat("no answer within ", timeout_seconds_, " s")
-            : (ok ? "answer to another call" : "the stream broke");
-    CloseStream();
-    return absl::UnavailableError(absl::StrCat(
-        "router ", address_, " failed the MoE step of layer ", layer, ": ",
-        why));
+  // watchdog cancels the stream, which fails the reads.
+  call.deadline = watchdog_.Arm(absl::Now() + absl::Seconds(timeout_seconds_),
+                                [context = context_, expired = expired_] {
+                                  expired->store(true);
+                                  context->TryCancel();
+                                });
+  request_.set_layer(layer);
+  request_.set_call_id(id);
+  EncodeF32(x, tokens, hidden_size_, request_.mutable_hidden());
+  if (!stream_->Write(request_)) {
+    BreakStream("the stream broke");
+    absl::Status status = calls_[id].status;
+    calls_.erase(id);
+    return status;
   }
-  // The answer came, but the timeout raced it and is cancelling the stream:
-  // open a fresh one for the next call.
-  if (timer_fired) CloseStream();
-  if (response_.error_code() != 0) {
-    return absl::Status(static_cast<absl::StatusCode>(response_.error_code()),
-                        absl::StrCat("router ", address_, ": layer ", layer,
-                                     ": ", response_.error_message()));
+  return id;
+}
+
+void RemoteMoeExecutor::Deliver(const v1::RunMoeResponse& response) {
+  auto it = calls_.find(response.call_id());
+  if (it == calls_.end() || it->second.done) return;  // not ours any more
+  Call& call = it->second;
+  call.done = true;
+  watchdog_.Cancel(call.deadline);
+  if (response.error_code() != 0) {
+    call.status = absl::Status(
+        static_cast<absl::StatusCode>(response.error_code()),
+        absl::StrCat("router ", address_, ": layer ", call.layer, ": ",
+                     response.error_message()));
+    return;
   }
   absl::StatusOr<F32Rows> rows =
-      DecodeF32Rows(response_.output(), hidden_size_, "router output");
-  if (!rows.ok()) return absl::InternalError(rows.status().message());
-  if (rows->rows != tokens) {
-    return absl::InternalError(absl::StrCat("router returned ", rows->rows,
-                                            " rows for ", tokens, " tokens"));
+      DecodeF32Rows(response.output(), hidden_size_, "router output");
+  if (!rows.ok()) {
+    call.status = absl::InternalError(rows.status().message());
+  } else if (rows->rows != call.tokens) {
+    call.status = absl::InternalError(absl::StrCat(
+        "router returned ", rows->rows, " rows for ", call.tokens, " tokens"));
+  } else {
+    std::memcpy(call.out, rows->data,
+                static_cast<size_t>(call.tokens * hidden_size_) *
+                    sizeof(float));
   }
-  std::memcpy(out, rows->data,
-              static_cast<size_t>(tokens * hidden_size_) * sizeof(float));
-  return absl::OkStatus();
+}
+
+absl::Status RemoteMoeExecutor::WaitMoe(uint64_t handle) {
+  auto it = calls_.find(handle);
+  if (it == calls_.end()) {
+    return absl::InternalError(absl::StrCat("no MoE call ", handle, " in flight"));
+  }
+  while (!it->second.done) {
+    response_.Clear();
+    if (!stream_->Read(&response_)) {
+      BreakStream(expired_->load()
+                      ? absl::StrCat("no answer within ", timeout_seconds_, " s")
+                      : "the stream broke");
+      break;
+    }
+    Deliver(response_);
+  }
+  absl::Status status = it->second.status;
+  calls_.erase(it);
+  return status;
+}
+
+absl::Status RemoteMoeExecutor::RunMoe(int layer, const float* x,
+                                       int64_t tokens, float* out) {
+  ASSIGN_OR_RETURN(const uint64_t handle, StartMoe(layer, x, tokens, out));
+  return WaitMoe(handle);
 }
 
 }  // namespace moe

@@ -1,10 +1,12 @@
 // The MoE step of the attention server: one call per MoE layer for the
-// whole batch, over one long-lived RouterService.MoeStream (opened on first
-// use and reopened after a failure), which saves the per-call setup of
-// unary RPCs on the hot path.
+// whole batch (or micro-batch), over one long-lived RouterService.MoeStream
+// (opened on first use and reopened after a failure), which saves the
+// per-call setup of unary RPCs on the hot path. Several calls may be in
+// flight (micro-batch ping-pong); answers are matched by call id.
 #ifndef MOE_ATTENTION_SERVER_REMOTE_MOE_EXECUTOR_H_
 #define MOE_ATTENTION_SERVER_REMOTE_MOE_EXECUTOR_H_
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -24,18 +26,32 @@ class RemoteMoeExecutor : public MoeExecutor {
                     double timeout_seconds);
   ~RemoteMoeExecutor() override;
 
-  // UNAVAILABLE naming the router when the call fails, the stream breaks or
-  // the timeout passes; the router's own error (e.g. UNAVAILABLE naming an
-  // expert server) when it answers with one; INTERNAL for a malformed
-  // answer.
+  // Errors: UNAVAILABLE naming the router when the call fails, the stream
+  // breaks or the timeout passes; the router's own error (e.g. UNAVAILABLE
+  // naming an expert server) when it answers with one; INTERNAL for a
+  // malformed answer.
   absl::Status RunMoe(int layer, const float* x, int64_t tokens,
                       float* out) override;
+  absl::StatusOr<uint64_t> StartMoe(int layer, const float* x, int64_t tokens,
+                                    float* out) override;
+  absl::Status WaitMoe(uint64_t handle) override;
   bool WaitsOnRemote() const override { return true; }
 
  private:
   using Stream =
       grpc::ClientReaderWriter<v1::RunMoeRequest, v1::RunMoeResponse>;
-  void CloseStream();
+  struct Call {
+    int layer = 0;
+    int64_t tokens = 0;
+    float* out = nullptr;
+    DeadlineWatchdog::Handle deadline = 0;
+    bool done = false;
+    absl::Status status;
+  };
+  // Fails every call in flight with `why` and drops the stream.
+  void BreakStream(const std::string& why);
+  // Stores one answer in its call.
+  void Deliver(const v1::RunMoeResponse& response);
 
   std::string address_;
   int64_t hidden_size_;
@@ -44,7 +60,9 @@ class RemoteMoeExecutor : public MoeExecutor {
   DeadlineWatchdog watchdog_;  // each call's timeout
   std::shared_ptr<grpc::ClientContext> context_;  // of stream_
   std::unique_ptr<Stream> stream_;
+  std::shared_ptr<std::atomic<bool>> expired_;  // a timeout cancelled stream_
   uint64_t next_call_id_ = 1;
+  std::map<uint64_t, Call> calls_;  // started, not yet waited for
   v1::RunMoeRequest request_;  // reused across calls
   v1::RunMoeResponse response_;
 };

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace moe {
 
@@ -22,6 +23,19 @@ class MoeExecutor {
   // True when RunMoe mostly waits on other processes (an RPC) rather than
   // computing here: the caller then parks its compute threads for the wait.
   virtual bool WaitsOnRemote() const { return false; }
+
+  // The same step in two halves, so that the caller can compute something
+  // else (another micro-batch's attention) while it runs elsewhere. `x` need
+  // only stay valid until StartMoe returns, `out` until WaitMoe(handle)
+  // returns; every started step must be waited for, in any order. The
+  // default computes everything in StartMoe.
+  virtual absl::StatusOr<uint64_t> StartMoe(int layer, const float* x,
+                                            int64_t tokens, float* out) {
+    absl::Status status = RunMoe(layer, x, tokens, out);
+    if (!status.ok()) return status;
+    return uint64_t{0};
+  }
+  virtual absl::Status WaitMoe(uint64_t handle) { return absl::OkStatus(); }
 };
 
 }  // namespace moe

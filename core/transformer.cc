@@ -21,8 +21,20 @@ Transformer::Transformer(const ModelWeights* weights, KvCache* cache,
 absl::StatusOr<std::vector<float>> Transformer::Forward(
     absl::Span<const SequenceChunk> chunks,
     const std::function<void(int layer)>& after_layer_kv) {
+  RETURN_IF_ERROR(Begin(chunks));
+  for (int l = 0; l < config_.num_layers; ++l) {
+    RETURN_IF_ERROR(AttentionLayer(l));
+    if (after_layer_kv) after_layer_kv(l);
+    RETURN_IF_ERROR(StartFfn(l));
+    RETURN_IF_ERROR(FinishFfn(l));
+  }
+  return End();
+}
+
+absl::Status Transformer::Begin(absl::Span<const SequenceChunk> chunks) {
   const ModelConfig& c = config_;
   const int64_t h = c.hidden_size;
+  moe_pending_ = false;
 
   // Validate everything before touching the cache.
   int64_t total = 0;
@@ -61,6 +73,7 @@ absl::StatusOr<std::vector<float>> Transformer::Forward(
   }
 
   segments_.clear();
+  total_ = total;
   positions_.resize(total);
   hidden_.resize(total * h);
   int64_t row = 0;
@@ -68,7 +81,8 @@ absl::StatusOr<std::vector<float>> Transformer::Forward(
     const int first_pos = cache_->NumTokens(chunk.seq);
     RETURN_IF_ERROR(cache_->Append(chunk.seq, chunk.tokens.size()));
     segments_.push_back({row, static_cast<int64_t>(chunk.tokens.size()),
-                         first_pos, cache_->BlockTable(chunk.seq)});
+                         first_pos, cache_->BlockTable(chunk.seq),
+                         chunk.want_logits});
     for (size_t t = 0; t < chunk.tokens.size(); ++t) {
       positions_[row + t] = first_pos + static_cast<int>(t);
       const void* src = weights_->embed_tokens.Row(chunk.tokens[t]);
@@ -79,19 +93,17 @@ absl::StatusOr<std::vector<float>> Transformer::Forward(
     }
     row += chunk.tokens.size();
   }
+  return absl::OkStatus();
+}
 
-  for (int l = 0; l < c.num_layers; ++l) {
-    RETURN_IF_ERROR(AttentionBlock(l, total));
-    if (after_layer_kv) after_layer_kv(l);
-    RETURN_IF_ERROR(FfnBlock(l, total));
-  }
-
+absl::StatusOr<std::vector<float>> Transformer::End() {
+  const ModelConfig& c = config_;
+  const int64_t h = c.hidden_size;
   // Final norm and lm_head for the last token of chunks that want logits.
   int64_t wanted = 0;
-  normed_.resize(total * h);
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    if (!chunks[i].want_logits) continue;
-    const Segment& s = segments_[i];
+  normed_.resize(std::max<int64_t>(total_, 1) * h);
+  for (const Segment& s : segments_) {
+    if (!s.want_logits) continue;
     cpu::RmsNorm(hidden_.data() + (s.first_row + s.tokens - 1) * h, 1, h, h,
                  weights_->final_norm, c.rms_norm_eps,
                  normed_.data() + wanted * h);
@@ -100,6 +112,10 @@ absl::StatusOr<std::vector<float>> Transformer::Forward(
   std::vector<float> logits(wanted * c.vocab_size);
   cpu::MatMul(normed_.data(), wanted, weights_->lm_head, logits.data(), pool_);
   return logits;
+}
+
+absl::Status Transformer::AttentionLayer(int l) {
+  return AttentionBlock(l, total_);
 }
 
 absl::Status Transformer::AttentionBlock(int l, int64_t tokens) {
@@ -176,11 +192,13 @@ absl::Status Transformer::AttentionBlock(int l, int64_t tokens) {
   return absl::OkStatus();
 }
 
-absl::Status Transformer::FfnBlock(int l, int64_t tokens) {
+absl::Status Transformer::StartFfn(int l) {
   const ModelConfig& c = config_;
   const LayerWeights& lw = weights_->layers[l];
   const int64_t h = c.hidden_size;
+  const int64_t tokens = total_;
 
+  normed_.resize(tokens * h);
   cpu::RmsNorm(hidden_.data(), tokens, h, h, lw.post_attention_norm,
                c.rms_norm_eps, normed_.data());
   mlp_.resize(tokens * h);
@@ -190,19 +208,43 @@ absl::Status Transformer::FfnBlock(int l, int64_t tokens) {
     for (int64_t i = 0; i < tokens * h; ++i) hidden_[i] += mlp_[i];
     return absl::OkStatus();
   }
-  if (moe_->WaitsOnRemote()) pool_->Park();
-  RETURN_IF_ERROR(moe_->RunMoe(l, normed_.data(), tokens, mlp_.data()));
-  for (int64_t i = 0; i < tokens * h; ++i) hidden_[i] += mlp_[i];
+  ASSIGN_OR_RETURN(moe_handle_,
+                   moe_->StartMoe(l, normed_.data(), tokens, mlp_.data()));
+  moe_pending_ = true;
+  // The shared expert needs no expert server: computed while the routed
+  // experts run elsewhere.
   if (lw.shared_expert) {
     shared_.resize(tokens * h);
     const FfnGroup group{&*lw.shared_expert, normed_.data(), tokens,
                          shared_.data()};
     ffn_runner_.Run(absl::MakeConstSpan(&group, 1), pool_);
-    std::vector<float> gate(tokens);
-    cpu::MatMul(normed_.data(), tokens, lw.shared_expert_gate, gate.data(),
-                nullptr);
+    shared_gate_.resize(tokens);
+    cpu::MatMul(normed_.data(), tokens, lw.shared_expert_gate,
+                shared_gate_.data(), nullptr);
+  }
+  return absl::OkStatus();
+}
+
+void Transformer::Abandon() {
+  if (!moe_pending_) return;
+  moe_pending_ = false;
+  moe_->WaitMoe(moe_handle_).IgnoreError();
+}
+
+absl::Status Transformer::FinishFfn(int l) {
+  if (!moe_pending_) return absl::OkStatus();
+  moe_pending_ = false;
+  const LayerWeights& lw = weights_->layers[l];
+  const int64_t h = config_.hidden_size;
+  const int64_t tokens = total_;
+  if (moe_->WaitsOnRemote()) pool_->Park();
+  RETURN_IF_ERROR(moe_->WaitMoe(moe_handle_));
+  // The same additions in the same order as a single-process pass: the
+  // routed experts, then the gated shared expert.
+  for (int64_t i = 0; i < tokens * h; ++i) hidden_[i] += mlp_[i];
+  if (lw.shared_expert) {
     for (int64_t t = 0; t < tokens; ++t) {
-      const float g = cpu::Sigmoid(gate[t]);
+      const float g = cpu::Sigmoid(shared_gate_[t]);
       for (int64_t i = 0; i < h; ++i) hidden_[t * h + i] += g * shared_[t * h + i];
     }
   }

@@ -46,9 +46,25 @@ class Transformer {
       absl::Span<const SequenceChunk> chunks,
       const std::function<void(int layer)>& after_layer_kv = nullptr);
 
+  // Forward in steps, so that several Transformers over disjoint sequences
+  // (micro-batches) can interleave: Begin; then for each layer in order
+  // AttentionLayer, StartFfn, FinishFfn; then End. StartFfn sends a MoE
+  // layer's routed experts off (MoeExecutor::StartMoe) and computes the
+  // shared expert meanwhile; FinishFfn waits for them. Another
+  // Transformer's steps may run between any two of these. Errors as
+  // Forward; after an error the pass must not go on.
+  absl::Status Begin(absl::Span<const SequenceChunk> chunks);
+  absl::Status AttentionLayer(int layer);
+  absl::Status StartFfn(int layer);
+  absl::Status FinishFfn(int layer);
+  absl::StatusOr<std::vector<float>> End();
+  // Gives up the pass after an error: waits for a MoE step still in flight
+  // (its result is dropped), so that the MoeExecutor holds nothing of it.
+  void Abandon();
+
  private:
   absl::Status AttentionBlock(int layer, int64_t tokens);
-  absl::Status FfnBlock(int layer, int64_t tokens);
+
 
   const ModelWeights* weights_;
   const ModelConfig& config_;
@@ -63,10 +79,16 @@ class Transformer {
     int64_t tokens;
     int first_pos;
     std::vector<int32_t> block_table;
+    bool want_logits;
   };
   std::vector<Segment> segments_;
   std::vector<int32_t> positions_;
-  std::vector<float> hidden_, normed_, q_, k_, v_, attn_, proj_, mlp_, shared_;
+  int64_t total_ = 0;  // tokens of the pass
+  std::vector<float> hidden_, normed_, q_, k_, v_, attn_, proj_, mlp_, shared_,
+      shared_gate_;
+  // The MoE step in flight between StartFfn and FinishFfn, if any.
+  bool moe_pending_ = false;
+  uint64_t moe_handle_ = 0;
 };
 
 }  // namespace moe

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "core/engine.h"
@@ -32,7 +33,8 @@ using ::moe::testing::InProcessClusterOptions;
 using ::moe::testing::StreamResult;
 using ::testing::HasSubstr;
 
-std::unique_ptr<InProcessCluster> StartCluster(const std::string& fixture) {
+std::unique_ptr<InProcessCluster> StartCluster(const std::string& fixture,
+                                               int micro_batches = 1) {
   InProcessClusterOptions options;
   options.model_dir = FixtureDir(fixture);
   options.placements = {
@@ -40,6 +42,7 @@ std::unique_ptr<InProcessCluster> StartCluster(const std::string& fixture) {
       testing::ExpertsWhere(options.model_dir, [](int, int e) { return e % 2 == 1; })};
   options.attention.num_threads = 1;
   options.attention.kv_cache_bytes = 8 << 20;
+  options.attention.micro_batches = micro_batches;
   absl::StatusOr<std::unique_ptr<InProcessCluster>> cluster =
       InProcessCluster::Start(options);
   EXPECT_TRUE(cluster.ok()) << cluster.status();
@@ -67,21 +70,25 @@ bool WaitForIdleKv(InProcessCluster& cluster) {
   return false;
 }
 
-class ClusterFixtureTest : public ::testing::TestWithParam<std::string> {};
+class ClusterFixtureTest
+    : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
 
 TEST_P(ClusterFixtureTest, ConcurrentGreedyStreamsEqualTheEngineAndTheFixtures) {
-  std::unique_ptr<InProcessCluster> cluster = StartCluster(GetParam());
+  const auto& [fixture, micro_batches] = GetParam();
+  std::unique_ptr<InProcessCluster> cluster = StartCluster(fixture, micro_batches);
   ASSERT_NE(cluster, nullptr);
-  testing::ExpectConcurrentStreamsEqualTheEngine(cluster->gateway(), GetParam());
+  testing::ExpectConcurrentStreamsEqualTheEngine(cluster->gateway(), fixture);
   EXPECT_TRUE(WaitForIdleKv(*cluster));
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ClusterFixtureTest,
-                         ::testing::Values("tiny-mixtral", "tiny-qwen2-moe"),
+                         ::testing::Combine(::testing::Values("tiny-mixtral",
+                                                              "tiny-qwen2-moe"),
+                                            ::testing::Values(1, 2, 3)),
                          [](const auto& info) {
-                           std::string name = info.param;
+                           std::string name = std::get<0>(info.param);
                            for (char& ch : name) if (ch == '-') ch = '_';
-                           return name;
+                           return name + "_m" + std::to_string(std::get<1>(info.param));
                          });
 
 TEST(ClusterRequestTest, InvalidRequestsNameTheFieldAndTheClusterServesNext) {

@@ -72,9 +72,39 @@ std::string WriteTopology(const testing::TempDir& dir, const std::string& attent
 
 struct PrefixCase {
   std::string fixture;
-  std::string topology;  // in deploy/local
+  int prefill = 0;  // prefill servers; 0: one attention server of role both
+  int decode = 0;   // decode servers
+  int micro_batches = 1;  // of the decode (or both) servers
+  std::string Name() const {
+    std::string name = fixture + "_" +
+                       (prefill == 0 ? "colocated"
+                                     : std::to_string(prefill) + "p" +
+                                           std::to_string(decode) + "d") +
+                       "_m" + std::to_string(micro_batches);
+    for (char& ch : name) {
+      if (ch == '-') ch = '_';
+    }
+    return name;
+  }
 };
-void PrintTo(const PrefixCase& c, std::ostream* os) { *os << c.fixture << " on " << c.topology; }
+void PrintTo(const PrefixCase& c, std::ostream* os) { *os << c.Name(); }
+
+// The attention servers of a case, as a topology's JSON list.
+std::string AttentionServersJson(const PrefixCase& c) {
+  std::vector<std::string> servers;
+  const std::string m = absl::StrCat(R"(, "micro_batches": )", c.micro_batches);
+  if (c.prefill == 0) {
+    servers.push_back(absl::StrCat(R"({"name": "attention-0", "role": "both")", m, "}"));
+  }
+  for (int i = 0; i < c.prefill; ++i) {
+    servers.push_back(absl::StrCat(R"({"name": "prefill-)", i, R"(", "role": "prefill"})"));
+  }
+  for (int i = 0; i < c.decode; ++i) {
+    servers.push_back(
+        absl::StrCat(R"({"name": "decode-)", i, R"(", "role": "decode")", m, "}"));
+  }
+  return absl::StrCat("[", absl::StrJoin(servers, ", "), "]");
+}
 
 class DisaggregationTest : public ::testing::TestWithParam<PrefixCase> {};
 
@@ -86,8 +116,9 @@ TEST_P(DisaggregationTest, SharedPrefixStreamsEqualTheEngineAndHitTheCache) {
   engine_options.kv_cache_bytes = 8 << 20;
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(engine_options);
   ASSERT_TRUE(engine.ok()) << engine.status();
-  std::unique_ptr<LaunchedCluster> cluster =
-      LaunchedCluster::Start("deploy/local/" + GetParam().topology + ".json", dir);
+  testing::TempDir topology_dir;
+  std::unique_ptr<LaunchedCluster> cluster = LaunchedCluster::Start(
+      WriteTopology(topology_dir, AttentionServersJson(GetParam())), dir);
   ASSERT_NE(cluster, nullptr);
 
   // A 40-token system prompt shared by every request, then tails of
@@ -147,24 +178,30 @@ TEST_P(DisaggregationTest, SharedPrefixStreamsEqualTheEngineAndHitTheCache) {
     hit_tokens += cluster->AttentionLoad(name).prefix_hit_tokens();
   }
   EXPECT_GE(hit_tokens, 32 * cached_requests);
+  // With micro-batches, steps of several sequences ran as ping-pong.
+  if (GetParam().micro_batches > 1) {
+    int64_t split_steps = 0;
+    for (const std::string& name : cluster->attention_names()) {
+      split_steps += cluster->AttentionLoad(name).micro_batched_steps();
+    }
+    EXPECT_GT(split_steps, 0);
+  }
   EXPECT_TRUE(cluster->WaitForIdleKv());
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Topologies, DisaggregationTest,
-    ::testing::Values(PrefixCase{"tiny-mixtral", "1p1d"}, PrefixCase{"tiny-mixtral", "1p2d"},
-                      PrefixCase{"tiny-mixtral", "2p1d"},
-                      PrefixCase{"tiny-mixtral", "one-expert-server"},
-                      PrefixCase{"tiny-qwen2-moe", "1p1d"}, PrefixCase{"tiny-qwen2-moe", "1p2d"},
-                      PrefixCase{"tiny-qwen2-moe", "2p1d"},
-                      PrefixCase{"tiny-qwen2-moe", "one-expert-server"}),
-    [](const auto& info) {
-      std::string name = info.param.fixture + "_" + info.param.topology;
-      for (char& ch : name) {
-        if (ch == '-') ch = '_';
-      }
-      return name;
-    });
+std::vector<PrefixCase> PrefixCases() {
+  std::vector<PrefixCase> cases;
+  for (const char* fixture : {"tiny-mixtral", "tiny-qwen2-moe"}) {
+    for (auto [prefill, decode] : {std::pair{1, 1}, std::pair{1, 2}, std::pair{2, 1},
+                                   std::pair{0, 0}}) {
+      for (int m : {1, 2}) cases.push_back({fixture, prefill, decode, m});
+    }
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Topologies, DisaggregationTest, ::testing::ValuesIn(PrefixCases()),
+                         [](const auto& info) { return info.param.Name(); });
 
 std::vector<int32_t> LongPrompt(int n) {
   std::vector<int32_t> prompt(n);
