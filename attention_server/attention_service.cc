@@ -119,6 +119,7 @@ class PrefillCall : public grpc::ServerUnaryReactor, public SequenceObserver {
     result_->set_transfer_bytes(stats.bytes);
     result_->set_transfer_seconds(stats.seconds);
     result_->set_transfer_tail_seconds(stats.tail_seconds);
+    result_->set_transfer_busy_seconds(stats.busy_seconds);
     if (!status.ok()) {
       if (status_.ok()) status_ = status;
       // The decode server cannot take the K/V: stop computing it.

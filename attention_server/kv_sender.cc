@@ -1,6 +1,8 @@
 #include "attention_server/kv_sender.h"
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -9,6 +11,9 @@
 
 namespace moe {
 namespace {
+
+// Largest K/V payload of one message.
+constexpr int64_t kChunkBytes = 1 << 20;
 
 double Seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
@@ -36,15 +41,23 @@ std::shared_ptr<KvSender> KvSender::Start(v1::AttentionService::Stub* stub,
 void KvSender::SendBlocks(int layer, int first_block,
                           absl::Span<const float* const> blocks,
                           int64_t block_bytes) {
-  v1::KvTransferChunk chunk;
-  chunk.set_reservation_id(reservation_.id);
-  chunk.set_layer(layer);
-  chunk.set_first_block(first_block);
-  chunk.set_num_blocks(static_cast<int32_t>(blocks.size()));
-  std::string* data = chunk.mutable_data();
-  data->resize(blocks.size() * static_cast<size_t>(block_bytes));
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    std::memcpy(data->data() + i * block_bytes, blocks[i], block_bytes);
+  // Chunks of at most kChunkBytes, so that the decode server can take the
+  // first blocks while later ones are still on their way.
+  const size_t per_chunk = static_cast<size_t>(
+      std::max<int64_t>(1, kChunkBytes / std::max<int64_t>(block_bytes, 1)));
+  std::vector<v1::KvTransferChunk> chunks;
+  for (size_t begin = 0; begin < blocks.size(); begin += per_chunk) {
+    const size_t end = std::min(blocks.size(), begin + per_chunk);
+    v1::KvTransferChunk& chunk = chunks.emplace_back();
+    chunk.set_reservation_id(reservation_.id);
+    chunk.set_layer(layer);
+    chunk.set_first_block(first_block + static_cast<int32_t>(begin));
+    chunk.set_num_blocks(static_cast<int32_t>(end - begin));
+    std::string* data = chunk.mutable_data();
+    data->reserve((end - begin) * static_cast<size_t>(block_bytes));
+    for (size_t i = begin; i < end; ++i) {
+      data->append(reinterpret_cast<const char*>(blocks[i]), block_bytes);
+    }
   }
   absl::MutexLock lock(&mu_);
   if (broken_ || aborted_.has_value() || finishing_) return;
@@ -52,8 +65,10 @@ void KvSender::SendBlocks(int layer, int first_block,
     sent_any_ = true;
     first_send_ = Clock::now();
   }
-  stats_.bytes += static_cast<int64_t>(data->size());
-  queue_.push_back(std::move(chunk));
+  for (v1::KvTransferChunk& chunk : chunks) {
+    stats_.bytes += static_cast<int64_t>(chunk.data().size());
+    queue_.push_back(std::move(chunk));
+  }
   PumpLocked();
 }
 
@@ -104,12 +119,14 @@ void KvSender::PumpLocked() {
     in_flight_ = std::move(queue_.front());
     queue_.pop_front();
     writing_ = true;
+    write_started_ = Clock::now();
     StartWrite(&in_flight_);
     return;
   }
   if (finishing_) {
     // Everything, the done chunk included, is written: close our side.
     writes_done_ = true;
+    writes_done_at_ = Clock::now();
     StartWritesDone();
     RemoveHold();
   }
@@ -118,6 +135,7 @@ void KvSender::PumpLocked() {
 void KvSender::OnWriteDone(bool ok) {
   absl::MutexLock lock(&mu_);
   writing_ = false;
+  stats_.busy_seconds += Seconds(Clock::now() - write_started_);
   if (!ok) {
     // The stream broke; OnDone reports why once the hold is released.
     broken_ = true;
@@ -142,6 +160,9 @@ void KvSender::OnDone(const grpc::Status& status) {
     stats = stats_;
     if (sent_any_) stats.seconds = Seconds(now - first_send_);
     if (finishing_) stats.tail_seconds = Seconds(now - finish_time_);
+    if (writes_done_ && finishing_ && status.ok()) {
+      stats.busy_seconds += Seconds(now - writes_done_at_);  // the ack
+    }
     if (aborted_.has_value()) {
       result = *aborted_;
     } else if (!status.ok()) {

@@ -26,6 +26,11 @@ struct KvSendStats {
   int64_t bytes = 0;             // block bytes sent
   double seconds = 0;            // first chunk sent -> acknowledged
   double tail_seconds = 0;       // Finish -> acknowledged
+  // Time with bytes on their way: writes in progress, and the final wait
+  // for the acknowledgement. bytes / busy_seconds is the rate the transfer
+  // moves K/V at when it has K/V to move (between layers it waits for the
+  // prefill to compute more).
+  double busy_seconds = 0;
 };
 
 class KvSender : public KvTransferSink,
@@ -75,6 +80,8 @@ class KvSender : public KvTransferSink,
   KvSendStats stats_ ABSL_GUARDED_BY(mu_);
   Clock::time_point first_send_ ABSL_GUARDED_BY(mu_);
   Clock::time_point finish_time_ ABSL_GUARDED_BY(mu_);
+  Clock::time_point write_started_ ABSL_GUARDED_BY(mu_);
+  Clock::time_point writes_done_at_ ABSL_GUARDED_BY(mu_);
   bool sent_any_ ABSL_GUARDED_BY(mu_) = false;
   std::shared_ptr<KvSender> self_;  // until OnDone
 };

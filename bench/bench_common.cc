@@ -50,6 +50,7 @@ GeneratorSpec BenchSpec() {
   c.num_experts = 16;
   c.num_experts_per_tok = 2;
   c.expert_intermediate_size = 2560;
+  c.max_position_embeddings = 8192;  // room for a 4K-token prompt and more
   spec.dtype = DType::kBF16;
   spec.num_shards = 1;
   spec.seed = 1;

@@ -45,7 +45,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/bench_cluster.h"
 #include "bench/bench_common.h"
+#include "bench/disagg_bench.h"
 #include "bench/expert_rtt.h"
 #include "core/engine.h"
 #include "core/rpc/channel_util.h"
@@ -69,66 +71,26 @@ ABSL_FLAG(int, prompt_tokens, 16, "Prompt length of the decode measurements.");
 ABSL_FLAG(int, repeats, 5, "Paired engine/cluster runs per batch size.");
 ABSL_FLAG(bool, skip_rtt, false, "Skip the expert round-trip measurement.");
 ABSL_FLAG(bool, skip_decode, false, "Skip the decode measurements.");
+ABSL_FLAG(std::string, disagg_topology, "deploy/local/bench-1p1d.json",
+          "Topology of the disaggregation measurements (servers prefill-0 "
+          "and decode-0).");
+ABSL_FLAG(std::string, pingpong_topology, "deploy/local/bench-m2.json",
+          "The --topology cluster with two micro-batches.");
+ABSL_FLAG(int, transfer_prompt_tokens, 4096,
+          "Prompt length of the K/V transfer measurement.");
+ABSL_FLAG(int, prefix_prompt_tokens, 2048,
+          "Prompt length of the prefix-hit measurement.");
+ABSL_FLAG(int, pingpong_batch, 32, "Batch of the ping-pong measurement.");
+ABSL_FLAG(bool, skip_disagg, false,
+          "Skip the K/V transfer and prefix-hit measurements.");
+ABSL_FLAG(bool, skip_pingpong, false, "Skip the ping-pong measurement.");
 
 namespace {
 
-using moe::bench::Clock;
+using moe::bench::ClusterDecodeRun;
 using moe::bench::Die;
 using moe::bench::Note;
 using moe::bench::Row;
-
-// One greedy stream's client-side timeline.
-struct StreamTimes {
-  Clock::time_point first, last;
-  int tokens = 0;
-  grpc::Status status;
-};
-
-StreamTimes RunStream(moe::v1::Inference::Stub& stub,
-                      const moe::GenerationRequest& r) {
-  moe::v1::GenerateRequest request;
-  for (int32_t id : r.prompt) request.add_prompt_ids(id);
-  request.set_max_tokens(r.max_tokens);
-  request.set_ignore_eos(true);
-  grpc::ClientContext context;
-  StreamTimes times;
-  auto reader = stub.Generate(&context, request);
-  moe::v1::GenerateResponse response;
-  while (reader->Read(&response)) {
-    const Clock::time_point now = Clock::now();
-    if (response.token_ids_size() == 0) continue;
-    if (times.tokens == 0) times.first = now;
-    times.last = now;
-    times.tokens += response.token_ids_size();
-  }
-  times.status = reader->Finish();
-  return times;
-}
-
-// Decode tokens/s of `requests` run as concurrent streams: every stream's
-// tokens after its first, over the time from the last stream's first token
-// to the last stream's last token.
-double ClusterDecodeRun(moe::v1::Inference::Stub& stub,
-                        const std::vector<moe::GenerationRequest>& requests) {
-  std::vector<StreamTimes> times(requests.size());
-  std::vector<std::thread> clients;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    clients.emplace_back([&, i] { times[i] = RunStream(stub, requests[i]); });
-  }
-  for (std::thread& t : clients) t.join();
-  Clock::time_point first = times[0].first, last = times[0].last;
-  int64_t decoded = 0;
-  for (const StreamTimes& t : times) {
-    if (!t.status.ok()) {
-      Die(absl::StrCat("stream failed: ", t.status.error_message()));
-    }
-    first = std::max(first, t.first);
-    last = std::max(last, t.last);
-    decoded += t.tokens - 1;
-  }
-  const double seconds = std::chrono::duration<double>(last - first).count();
-  return seconds > 0 ? decoded / seconds : 0;
-}
 
 struct Rates {
   double engine = 0;   // best run
@@ -174,35 +136,6 @@ Rates MeasureDecode(moe::Engine& engine, moe::v1::Inference::Stub& stub,
   return best;
 }
 
-// Starts the launcher and returns it with the gateway address it printed.
-std::unique_ptr<moe::Subprocess> StartCluster(const std::string& model,
-                                              std::string* gateway) {
-  const std::string work = absl::GetFlag(FLAGS_work_dir);
-  const std::string logs = work + "/logs";
-  std::error_code ec;
-  std::filesystem::create_directories(logs, ec);
-  absl::StatusOr<std::unique_ptr<moe::Subprocess>> launcher =
-      moe::Subprocess::Start(
-          {absl::GetFlag(FLAGS_launcher), "up", "--topology",
-           absl::GetFlag(FLAGS_topology), "--model", model, "--log_dir", logs},
-          work + "/launcher.stderr");
-  if (!launcher.ok()) Die(launcher.status().ToString());
-  Note(absl::StrCat("starting the cluster (", absl::GetFlag(FLAGS_topology),
-                    "), logs in ", logs));
-  std::vector<std::string> lines;
-  absl::Status ready = (*launcher)->WaitForLine("ready", 300, &lines);
-  if (!ready.ok()) {
-    Die(absl::StrCat("the cluster did not start: ", ready.message(), "; see ",
-                     work, "/launcher.stderr"));
-  }
-  for (const std::string& line : lines) {
-    Note(line);
-    if (absl::StartsWith(line, "gateway: ")) *gateway = line.substr(9);
-  }
-  if (gateway->empty()) Die("the launcher printed no gateway address");
-  return *std::move(launcher);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -236,8 +169,13 @@ int main(int argc, char** argv) {
     moe::bench::EnsureBenchModel(model, /*regenerate=*/false);
     const std::vector<int> batches = {1, 16};
     std::string gateway = absl::GetFlag(FLAGS_gateway);
-    std::unique_ptr<moe::Subprocess> launcher;
-    if (gateway.empty()) launcher = StartCluster(model, &gateway);
+    std::unique_ptr<moe::bench::BenchCluster> cluster;
+    if (gateway.empty()) {
+      cluster = moe::bench::BenchCluster::Start(
+          absl::GetFlag(FLAGS_launcher), absl::GetFlag(FLAGS_topology), model,
+          work, "bench");
+      gateway = cluster->address("gateway");
+    }
     auto stub = moe::v1::Inference::NewStub(moe::MakeChannel(gateway));
     Note("loading the single-process engine");
     moe::EngineOptions options;
@@ -248,11 +186,8 @@ int main(int argc, char** argv) {
     std::vector<Rates> rates;
     for (int batch : batches) rates.push_back(MeasureDecode(**engine, *stub, batch));
     engine->reset();
-    if (launcher != nullptr) {
-      launcher->Signal(SIGTERM);
-      absl::StatusOr<int> code = launcher->Wait(60);
-      if (!code.ok() || *code != 0) Note("the launcher did not stop cleanly");
-    }
+    stub.reset();
+    cluster.reset();
     const std::vector<std::pair<std::string, double>> targets = {{">= 0.8", 0.8},
                                                                  {">= 0.9", 0.9}};
     for (size_t i = 0; i < batches.size(); ++i) {
@@ -265,6 +200,77 @@ int main(int argc, char** argv) {
                       targets[i].first, rates[i].ratio >= targets[i].second,
                       "median of paired runs"});
     }
+  }
+
+  if (!absl::GetFlag(FLAGS_skip_disagg)) {
+    const std::string model = absl::GetFlag(FLAGS_model);
+    moe::bench::EnsureBenchModel(model, /*regenerate=*/false);
+    std::unique_ptr<moe::bench::BenchCluster> cluster =
+        moe::bench::BenchCluster::Start(absl::GetFlag(FLAGS_launcher),
+                                        absl::GetFlag(FLAGS_disagg_topology),
+                                        model, work, "disagg");
+    const int vocab = moe::bench::BenchSpec().config.vocab_size;
+    const int repeats = absl::GetFlag(FLAGS_repeats) >= 3 ? 3 : 1;
+    const moe::bench::KvTransferResult kv = moe::bench::MeasureKvTransfer(
+        cluster->address("prefill-0"), cluster->address("decode-0"), vocab,
+        absl::GetFlag(FLAGS_transfer_prompt_tokens), repeats);
+    rows.push_back({"kv_transfer_gbps", kv.gbps, "", true,
+                    absl::StrFormat("%.1f MB of K/V in %.3f s",
+                                    kv.bytes / 1e6, kv.transfer_seconds)});
+    rows.push_back({"kv_transfer_ttft_share", kv.ttft_share, "<= 0.1",
+                    kv.ttft_share <= 0.1,
+                    absl::StrFormat("%.3f s of a %.3f s TTFT; %.3f s overlapped",
+                                    kv.tail_seconds, kv.ttft_seconds,
+                                    kv.overlapped_seconds)});
+    const moe::bench::PrefixHitResult prefix = moe::bench::MeasurePrefixHit(
+        cluster->gateway(), vocab, absl::GetFlag(FLAGS_prefix_prompt_tokens),
+        0.9, repeats);
+    rows.push_back({"prefix_hit_ttft_ratio", prefix.ratio, "<= 0.25",
+                    prefix.ratio <= 0.25,
+                    absl::StrFormat("%.3f s with %d cached tokens / %.3f s",
+                                    prefix.cached_ttft_seconds,
+                                    prefix.cached_tokens,
+                                    prefix.uncached_ttft_seconds)});
+  }
+
+  if (!absl::GetFlag(FLAGS_skip_pingpong)) {
+    const std::string model = absl::GetFlag(FLAGS_model);
+    moe::bench::EnsureBenchModel(model, /*regenerate=*/false);
+    // Both clusters up at once, their runs paired on the same prompts.
+    std::unique_ptr<moe::bench::BenchCluster> m1 =
+        moe::bench::BenchCluster::Start(absl::GetFlag(FLAGS_launcher),
+                                        absl::GetFlag(FLAGS_topology), model,
+                                        work, "pingpong-m1");
+    std::unique_ptr<moe::bench::BenchCluster> m2 =
+        moe::bench::BenchCluster::Start(absl::GetFlag(FLAGS_launcher),
+                                        absl::GetFlag(FLAGS_pingpong_topology),
+                                        model, work, "pingpong-m2");
+    const int batch = absl::GetFlag(FLAGS_pingpong_batch);
+    const int vocab = moe::bench::BenchSpec().config.vocab_size;
+    std::vector<double> ratios;
+    double best1 = 0, best2 = 0;
+    for (int r = -1; r < absl::GetFlag(FLAGS_repeats); ++r) {
+      const std::vector<moe::GenerationRequest> requests =
+          moe::bench::DecodeRequests(batch, absl::GetFlag(FLAGS_prompt_tokens),
+                                     r < 0 ? 8 : absl::GetFlag(FLAGS_decode_steps),
+                                     vocab, r < 0 ? 99 : 3000 + r);
+      const double rate1 = ClusterDecodeRun(m1->gateway(), requests);
+      const double rate2 = ClusterDecodeRun(m2->gateway(), requests);
+      if (r < 0) continue;
+      Note(absl::StrFormat(
+          "ping-pong, batch %d: run %d: m=1 %.1f tokens/s, m=2 %.1f tokens/s "
+          "(%.3f)",
+          batch, r + 1, rate1, rate2, rate1 > 0 ? rate2 / rate1 : 0));
+      ratios.push_back(rate1 > 0 ? rate2 / rate1 : 0);
+      best1 = std::max(best1, rate1);
+      best2 = std::max(best2, rate2);
+    }
+    rows.push_back({absl::StrCat("cluster_decode_b", batch, "_m1_tokens_per_s"),
+                    best1, "", true, "best run"});
+    rows.push_back({absl::StrCat("cluster_decode_b", batch, "_m2_tokens_per_s"),
+                    best2, "", true, "best run"});
+    rows.push_back({"pingpong_m2_vs_m1", moe::bench::Median(ratios), "> 1.0",
+                    moe::bench::Median(ratios) > 1.0, "median of paired runs"});
   }
 
   if (!absl::GetFlag(FLAGS_skip_rtt)) {

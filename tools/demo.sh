@@ -7,7 +7,7 @@
 set -euo pipefail
 
 build=$1 model=$2 prompt=$3 tokens=$4
-topology=deploy/local/demo.json
+topology=${DEMO_TOPOLOGY:-deploy/local/1p1d.json}
 out=$(mktemp -t moe-demo.XXXXXX)
 launcher=""
 
