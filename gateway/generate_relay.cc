@@ -149,6 +149,7 @@ void GenerateRelay::MaybeCloseLocked() {
     if (prefill_done_) {
       // The part of the transfer the request waited for: after the prefill.
       usage.set_transfer_seconds(prefill_result_.transfer_tail_seconds());
+      usage.set_transfer_bytes(prefill_result_.transfer_bytes());
     }
     writer_->Close(grpc::Status::OK, finish_reason_, usage);
   }

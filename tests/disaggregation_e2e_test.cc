@@ -168,6 +168,19 @@ TEST_P(DisaggregationTest, SharedPrefixStreamsEqualTheEngineAndHitTheCache) {
     EXPECT_EQ(r.usage.cached_tokens() % 16, 0) << i;  // whole blocks
     EXPECT_LT(r.usage.cached_tokens(), static_cast<int>(streams[i].prompt.size())) << i;
     if (r.usage.cached_tokens() > 0) ++cached_requests;
+    // Disaggregated: the whole prompt's K/V moved, and the usage says so.
+    if (GetParam().prefill > 0) {
+      if (GetParam().fixture == "tiny-mixtral") {
+        // 2 layers x K and V x 2 KV heads x head_dim 16 x float32.
+        constexpr int64_t kKvBytesPerToken = 2 * 2 * 2 * 16 * 4;
+        EXPECT_GE(r.usage.transfer_bytes(),
+                  static_cast<int64_t>(streams[i].prompt.size()) * kKvBytesPerToken)
+            << i;
+      }
+      EXPECT_GT(r.usage.transfer_bytes(), 0) << i;
+    } else {
+      EXPECT_EQ(r.usage.transfer_bytes(), 0) << i;
+    }
   }
   // The prefix cache was hit, and the servers counted it.
   EXPECT_GT(cached_requests, 0);

@@ -72,6 +72,7 @@ nlohmann::json UsageJson(const moe::v1::Usage& u) {
           {"queue_seconds", u.queue_seconds()},
           {"prefill_seconds", u.prefill_seconds()},
           {"transfer_seconds", u.transfer_seconds()},
+          {"transfer_bytes", u.transfer_bytes()},
           {"decode_seconds", u.decode_seconds()}};
 }
 
@@ -109,12 +110,12 @@ std::string SummaryLine(const std::string& request_id,
                         size_t tokens) {
   return absl::StrFormat(
       "finish: %s | request %s | tokens: prompt %d, completion %d, cached %d "
-      "| server: queue %.3f s, prefill %.3f s, transfer %.3f s, decode %.3f s "
-      "| client: time to first token %.3f s, %.1f tokens/s",
+      "| server: queue %.3f s, prefill %.3f s, transfer %.3f s (%.1f KB), "
+      "decode %.3f s | client: time to first token %.3f s, %.1f tokens/s",
       FinishReasonName(reason), request_id.empty() ? "-" : request_id,
       u.prompt_tokens(), u.completion_tokens(), u.cached_tokens(),
       u.queue_seconds(), u.prefill_seconds(), u.transfer_seconds(),
-      u.decode_seconds(), ttft_seconds,
+      u.transfer_bytes() / 1e3, u.decode_seconds(), ttft_seconds,
       e2e_seconds > 0 ? tokens / e2e_seconds : 0.0);
 }
 
