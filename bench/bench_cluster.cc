@@ -3,7 +3,11 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <unistd.h>
+
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -53,6 +57,41 @@ BenchCluster::~BenchCluster() {
   launcher_->Signal(SIGTERM);
   absl::StatusOr<int> code = launcher_->Wait(120);
   if (!code.ok() || *code != 0) Note("a launcher did not stop cleanly");
+}
+
+double BenchCluster::CpuSeconds(const std::string& binary) const {
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  double seconds = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string pid = entry.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // Fields after the parenthesised command: state ppid ... utime stime.
+    const size_t close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    std::string state;
+    long ppid = 0;
+    rest >> state >> ppid;
+    if (ppid != launcher_->pid()) continue;
+    std::vector<std::string> fields;
+    for (std::string f; rest >> f;) fields.push_back(f);
+    // utime and stime are fields 14 and 15 of stat; 4 and 5 are read above.
+    if (fields.size() < 13) continue;
+    std::ifstream cmdline(entry.path() / "cmdline");
+    std::string program;
+    std::getline(cmdline, program, '\0');
+    if (program.size() < binary.size() ||
+        program.compare(program.size() - binary.size(), binary.size(),
+                        binary) != 0) {
+      continue;
+    }
+    seconds += (std::stod(fields[9]) + std::stod(fields[10])) / ticks;
+  }
+  return seconds;
 }
 
 std::string BenchCluster::address(const std::string& name) const {

@@ -31,6 +31,10 @@ class BenchCluster {
   // The address of the server named `name` ("gateway", "decode-0", ...).
   std::string address(const std::string& name) const;
   v1::Inference::Stub& gateway() { return *gateway_; }
+  // CPU seconds (user + system) used so far by the cluster's servers whose
+  // program is `binary` ("expert_server", "attention_server", ...), from
+  // /proc; 0 where /proc cannot tell.
+  double CpuSeconds(const std::string& binary) const;
 
  private:
   BenchCluster() = default;

@@ -1,6 +1,7 @@
 // moe-cluster-bench: the cluster against the single-process engine on the
-// bench model, in one run, plus the router -> expert round trip against a
-// plain gRPC echo.
+// bench model, in one run; the disaggregation figures (K/V transfer, prefix
+// hits, micro-batch ping-pong); and the router -> expert round trip against
+// a plain gRPC echo.
 //
 //   build/bin/moe-cluster-bench --model DIR [--launcher build/bin/moe-cluster
 //       --topology deploy/local/bench.json | --gateway ADDR]
@@ -19,6 +20,20 @@
 //                       (same prompts, back to back) and the median of the
 //                       pairs' ratios is reported; the two rates above are
 //                       each one's best run.
+//   kv_transfer_gbps       K/V of a 4096-token prompt prefilled on the
+//                          prefill server of bench-1p1d.json into a decode
+//                          server's reservation: bytes / the time the
+//                          transfer had bytes on their way (writes in
+//                          progress and the final acknowledgement; between
+//                          layers it waits for the prefill to compute more);
+//   kv_transfer_ttft_share the transfer time after the prefill ended (not
+//                          overlapped with it) / time to first token;
+//   prefix_hit_ttft_ratio  TTFT through the gateway of a 2048-token prompt
+//                          whose first 90% another prompt prefilled before,
+//                          over the TTFT of a fresh prompt of that length;
+//   pingpong_m2_vs_m1      decode tokens/s at batch 32 of bench-m2.json (two
+//                          micro-batches) over bench.json (one), paired runs
+//                          of the two clusters, median ratio;
 //   expert_rtt_median_us   one router -> expert call made the router's way
 //                          (16 tokens of hidden 4096, BF16 weights, an FFN
 //                          of width 64), median;
@@ -249,14 +264,32 @@ int main(int argc, char** argv) {
     const int vocab = moe::bench::BenchSpec().config.vocab_size;
     std::vector<double> ratios;
     double best1 = 0, best2 = 0;
+    // Where the time goes: CPU seconds of the expert and attention servers
+    // per decoded token, over the measured runs of each cluster.
+    double expert1 = 0, expert2 = 0, attention1 = 0, attention2 = 0;
+    int64_t tokens_run = 0;
     for (int r = -1; r < absl::GetFlag(FLAGS_repeats); ++r) {
       const std::vector<moe::GenerationRequest> requests =
           moe::bench::DecodeRequests(batch, absl::GetFlag(FLAGS_prompt_tokens),
                                      r < 0 ? 8 : absl::GetFlag(FLAGS_decode_steps),
                                      vocab, r < 0 ? 99 : 3000 + r);
+      const double e1 = m1->CpuSeconds("expert_server");
+      const double a1 = m1->CpuSeconds("attention_server");
       const double rate1 = ClusterDecodeRun(m1->gateway(), requests);
+      const double e1_end = m1->CpuSeconds("expert_server");
+      const double a1_end = m1->CpuSeconds("attention_server");
+      const double e2 = m2->CpuSeconds("expert_server");
+      const double a2 = m2->CpuSeconds("attention_server");
       const double rate2 = ClusterDecodeRun(m2->gateway(), requests);
+      const double e2_end = m2->CpuSeconds("expert_server");
+      const double a2_end = m2->CpuSeconds("attention_server");
       if (r < 0) continue;
+      expert1 += e1_end - e1;
+      attention1 += a1_end - a1;
+      expert2 += e2_end - e2;
+      attention2 += a2_end - a2;
+      tokens_run += static_cast<int64_t>(batch) *
+                    (absl::GetFlag(FLAGS_decode_steps) + 1);
       Note(absl::StrFormat(
           "ping-pong, batch %d: run %d: m=1 %.1f tokens/s, m=2 %.1f tokens/s "
           "(%.3f)",
@@ -271,6 +304,17 @@ int main(int argc, char** argv) {
                     best2, "", true, "best run"});
     rows.push_back({"pingpong_m2_vs_m1", moe::bench::Median(ratios), "> 1.0",
                     moe::bench::Median(ratios) > 1.0, "median of paired runs"});
+    if (tokens_run > 0) {
+      const double per_token = 1e6 / static_cast<double>(tokens_run);
+      rows.push_back({"pingpong_m1_expert_cpu_us_per_token", expert1 * per_token,
+                      "", true, "expert servers' CPU time, m=1"});
+      rows.push_back({"pingpong_m2_expert_cpu_us_per_token", expert2 * per_token,
+                      "", true, "m=2: each micro-batch reads the weights"});
+      rows.push_back({"pingpong_m1_attention_cpu_us_per_token",
+                      attention1 * per_token, "", true, ""});
+      rows.push_back({"pingpong_m2_attention_cpu_us_per_token",
+                      attention2 * per_token, "", true, ""});
+    }
   }
 
   if (!absl::GetFlag(FLAGS_skip_rtt)) {
