@@ -14,6 +14,13 @@ double Seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
+absl::Status NotAwaiting(uint64_t id) {
+  return absl::NotFoundError(absl::StrCat(
+      "reservation ", id,
+      " is not awaiting K/V (unknown, cancelled, failed, timed out or "
+      "complete)"));
+}
+
 }  // namespace
 
 struct AttentionEngine::Sequence {
@@ -158,11 +165,7 @@ absl::Status AttentionEngine::ReceiveKv(SequenceId id, int layer,
                                         absl::string_view data) {
   absl::MutexLock lock(&mu_);
   auto it = awaiting_.find(id);
-  if (it == awaiting_.end()) {
-    return absl::NotFoundError(absl::StrCat(
-        "reservation ", id, " is not awaiting K/V (unknown, cancelled, "
-        "failed, timed out or complete)"));
-  }
+  if (it == awaiting_.end()) return NotAwaiting(id);
   Sequence& seq = *it->second;
   const int layers = weights_.config.num_layers;
   if (layer < 0 || layer >= layers) {
@@ -200,11 +203,7 @@ absl::Status AttentionEngine::CompleteKvTransfer(
     SequenceId id, const KvTransferSummary& summary) {
   absl::MutexLock lock(&mu_);
   auto it = awaiting_.find(id);
-  if (it == awaiting_.end()) {
-    return absl::NotFoundError(absl::StrCat(
-        "reservation ", id, " is not awaiting K/V (unknown, cancelled, "
-        "failed, timed out or complete)"));
-  }
+  if (it == awaiting_.end()) return NotAwaiting(id);
   Sequence& seq = *it->second;
   const int prompt = seq.state->prompt_tokens();
   absl::Status status;

@@ -20,7 +20,18 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// Greedy tokens of the single-process engine for one prompt alone.
+}  // namespace
+
+std::unique_ptr<Engine> LoadReferenceEngine(const std::string& model_dir) {
+  EngineOptions options;
+  options.model_dir = model_dir;
+  options.num_threads = 1;
+  options.kv_cache_bytes = 8 << 20;
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(options);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return engine.ok() ? *std::move(engine) : nullptr;
+}
+
 std::vector<int32_t> EngineTokens(Engine& engine,
                                   const std::vector<int32_t>& prompt,
                                   int max_tokens) {
@@ -34,19 +45,13 @@ std::vector<int32_t> EngineTokens(Engine& engine,
   return out.ok() ? out->results[0].output : std::vector<int32_t>();
 }
 
-}  // namespace
-
 void ExpectConcurrentStreamsEqualTheEngine(v1::Inference::Stub& gateway,
                                            const std::string& fixture) {
   const std::string dir = FixtureDir(fixture);
   absl::StatusOr<std::vector<FixtureCase>> cases = LoadFixtureCases(dir);
   ASSERT_TRUE(cases.ok()) << cases.status();
-  EngineOptions engine_options;
-  engine_options.model_dir = dir;
-  engine_options.num_threads = 1;
-  engine_options.kv_cache_bytes = 8 << 20;
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(engine_options);
-  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::unique_ptr<Engine> engine = LoadReferenceEngine(dir);
+  ASSERT_NE(engine, nullptr);
 
   // The fixture cases plus five more prompts of other lengths and outputs.
   struct Stream {
@@ -79,7 +84,7 @@ void ExpectConcurrentStreamsEqualTheEngine(v1::Inference::Stub& gateway,
     const StreamResult& r = results[i];
     ASSERT_TRUE(r.status.ok()) << i << ": " << r.status.error_message();
     const std::vector<int32_t> want =
-        EngineTokens(**engine, streams[i].prompt, streams[i].max_tokens);
+        EngineTokens(*engine, streams[i].prompt, streams[i].max_tokens);
     EXPECT_EQ(r.tokens, want) << "stream " << i;
     if (!streams[i].fixture_tokens.empty()) {
       EXPECT_EQ(r.tokens, streams[i].fixture_tokens) << "stream " << i;

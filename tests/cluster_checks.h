@@ -3,11 +3,23 @@
 #ifndef MOE_TESTS_CLUSTER_CHECKS_H_
 #define MOE_TESTS_CLUSTER_CHECKS_H_
 
+#include <memory>
 #include <string>
+#include <vector>
+
+#include "core/engine.h"
 
 #include "moe/v1/generate.grpc.pb.h"
 
 namespace moe::testing {
+
+// The single-process engine on the fixture or model at `model_dir` (one
+// thread, 8 MiB of KV cache), for reference tokens.
+std::unique_ptr<Engine> LoadReferenceEngine(const std::string& model_dir);
+// Greedy tokens of `engine` for `prompt` alone (EOS ignored).
+std::vector<int32_t> EngineTokens(Engine& engine,
+                                  const std::vector<int32_t>& prompt,
+                                  int max_tokens);
 
 // Eight concurrent greedy streams of different prompt and output lengths
 // (the fixture's cases plus five more prompts) through `gateway`: every

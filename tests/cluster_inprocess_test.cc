@@ -98,19 +98,15 @@ TEST(ClusterRequestTest, InvalidRequestsNameTheFieldAndTheClusterServesNext) {
 }
 
 TEST(ClusterRequestTest, LogprobsDescribeTheEngineDistribution) {
-  const std::string dir = FixtureDir("tiny-mixtral");
-  EngineOptions engine_options;
-  engine_options.model_dir = dir;
-  engine_options.num_threads = 1;
-  engine_options.kv_cache_bytes = 8 << 20;
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(engine_options);
-  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::unique_ptr<Engine> engine =
+      testing::LoadReferenceEngine(FixtureDir("tiny-mixtral"));
+  ASSERT_NE(engine, nullptr);
   GenerationRequest local;
   local.prompt = {3, 14, 15, 92};
   local.max_tokens = 4;
   local.ignore_eos = true;
   local.capture_logits = true;
-  absl::StatusOr<BatchGeneration> want = GenerateBatch(**engine, absl::MakeConstSpan(&local, 1));
+  absl::StatusOr<BatchGeneration> want = GenerateBatch(*engine, absl::MakeConstSpan(&local, 1));
   ASSERT_TRUE(want.ok()) << want.status();
 
   std::unique_ptr<InProcessCluster> cluster = StartCluster("tiny-mixtral");

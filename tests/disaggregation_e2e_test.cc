@@ -27,6 +27,7 @@
 #include "core/generator.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/cluster_checks.h"
 #include "tests/generate_client.h"
 #include "tests/launched_cluster.h"
 #include "tests/test_util.h"
@@ -40,17 +41,6 @@ using ::moe::testing::StreamResult;
 using ::testing::HasSubstr;
 
 using Clock = std::chrono::steady_clock;
-
-std::vector<int32_t> EngineTokens(Engine& engine, const std::vector<int32_t>& prompt,
-                                  int max_tokens) {
-  GenerationRequest request;
-  request.prompt = prompt;
-  request.max_tokens = max_tokens;
-  request.ignore_eos = true;
-  absl::StatusOr<BatchGeneration> out = GenerateBatch(engine, absl::MakeConstSpan(&request, 1));
-  EXPECT_TRUE(out.ok()) << out.status();
-  return out.ok() ? out->results[0].output : std::vector<int32_t>();
-}
 
 // Polls `load` until it holds; false after 30 s.
 bool Eventually(const std::function<bool()>& condition) {
@@ -110,12 +100,8 @@ class DisaggregationTest : public ::testing::TestWithParam<PrefixCase> {};
 
 TEST_P(DisaggregationTest, SharedPrefixStreamsEqualTheEngineAndHitTheCache) {
   const std::string dir = FixtureDir(GetParam().fixture);
-  EngineOptions engine_options;
-  engine_options.model_dir = dir;
-  engine_options.num_threads = 1;
-  engine_options.kv_cache_bytes = 8 << 20;
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(engine_options);
-  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::unique_ptr<Engine> engine = testing::LoadReferenceEngine(dir);
+  ASSERT_NE(engine, nullptr);
   testing::TempDir topology_dir;
   std::unique_ptr<LaunchedCluster> cluster = LaunchedCluster::Start(
       WriteTopology(topology_dir, AttentionServersJson(GetParam())), dir);
@@ -145,7 +131,7 @@ TEST_P(DisaggregationTest, SharedPrefixStreamsEqualTheEngineAndHitTheCache) {
   const StreamResult warm =
       testing::RunGenerate(cluster->gateway(), testing::GreedyRequest(shared, 4));
   ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
-  EXPECT_EQ(warm.tokens, EngineTokens(**engine, shared, 4));
+  EXPECT_EQ(warm.tokens, testing::EngineTokens(*engine, shared, 4));
 
   std::vector<StreamResult> results(streams.size());
   std::vector<std::thread> clients;
@@ -160,7 +146,7 @@ TEST_P(DisaggregationTest, SharedPrefixStreamsEqualTheEngineAndHitTheCache) {
   for (size_t i = 0; i < streams.size(); ++i) {
     const StreamResult& r = results[i];
     ASSERT_TRUE(r.status.ok()) << i << ": " << r.status.error_message();
-    EXPECT_EQ(r.tokens, EngineTokens(**engine, streams[i].prompt, streams[i].max_tokens))
+    EXPECT_EQ(r.tokens, testing::EngineTokens(*engine, streams[i].prompt, streams[i].max_tokens))
         << "stream " << i;
     EXPECT_EQ(r.finish_messages, 1) << i;
     EXPECT_EQ(r.usage.completion_tokens(), streams[i].max_tokens) << i;
@@ -368,17 +354,13 @@ TEST(DisaggregationSoakTest, RandomCancellationsLeakNoBlock) {
   }
   EXPECT_GT(cancelled, 0);
   // A request afterwards succeeds, and is still exact.
-  EngineOptions engine_options;
-  engine_options.model_dir = dir;
-  engine_options.num_threads = 1;
-  engine_options.kv_cache_bytes = 8 << 20;
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(engine_options);
-  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::unique_ptr<Engine> engine = testing::LoadReferenceEngine(dir);
+  ASSERT_NE(engine, nullptr);
   const std::vector<int32_t> prompt = LongPrompt(33);
   const StreamResult ok =
       testing::RunGenerate(cluster->gateway(), testing::GreedyRequest(prompt, 10));
   ASSERT_TRUE(ok.status.ok()) << ok.status.error_message();
-  EXPECT_EQ(ok.tokens, EngineTokens(**engine, prompt, 10));
+  EXPECT_EQ(ok.tokens, testing::EngineTokens(*engine, prompt, 10));
   std::printf("soak: %d cancelled, %d completed\n", cancelled, completed);
 }
 
