@@ -12,13 +12,10 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "attention_server/attention_engine.h"
+#include "core/attention_role.h"
 #include "moe/v1/attention.grpc.pb.h"
 
 namespace moe {
-
-enum class AttentionRole { kBoth, kPrefill, kDecode };
-absl::string_view AttentionRoleName(AttentionRole role);  // "both", ...
-absl::StatusOr<AttentionRole> ParseAttentionRole(absl::string_view name);
 
 class AttentionServiceImpl final
     : public v1::AttentionService::CallbackService {

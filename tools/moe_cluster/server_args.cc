@@ -72,7 +72,7 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     l.name = server.name;
     l.binary = kAttentionServerBinary;
     l.stage = Stage::kAttentionServers;
-    l.role = AttentionRoleName(server.role);
+    l.role = std::string(AttentionRoleName(server.role));
     l.args = {model, absl::StrCat("--role=", l.role)};
     AddIfSet(l.args, "threads", server.threads);
     AddIfSet(l.args, "kv_cache_mb", server.kv_cache_mb);

@@ -169,22 +169,6 @@ absl::StatusOr<RouterTopology> ParseRouter(const Json& root) {
   return router;
 }
 
-}  // namespace
-
-const char* AttentionRoleName(AttentionRole role) {
-  switch (role) {
-    case AttentionRole::kBoth:
-      return "both";
-    case AttentionRole::kPrefill:
-      return "prefill";
-    case AttentionRole::kDecode:
-      return "decode";
-  }
-  return "?";
-}
-
-namespace {
-
 absl::StatusOr<AttentionServerTopology> ParseAttentionServer(
     const Json& value, const std::string& path, size_t index) {
   RETURN_IF_ERROR(CheckObject(
@@ -197,8 +181,9 @@ absl::StatusOr<AttentionServerTopology> ParseAttentionServer(
   ASSIGN_OR_RETURN(std::optional<std::string> role,
                    OptionalString(value, path, "role",
                                   {"both", "prefill", "decode"}));
-  if (role == "prefill") server.role = AttentionRole::kPrefill;
-  if (role == "decode") server.role = AttentionRole::kDecode;
+  if (role.has_value()) {
+    ASSIGN_OR_RETURN(server.role, ParseAttentionRole(*role));
+  }
   ASSIGN_OR_RETURN(server.threads,
                    OptionalInt(value, path, "threads", 0, kMaxThreads));
   ASSIGN_OR_RETURN(server.kv_cache_mb,

@@ -67,6 +67,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/attention_role.h"
 #include "core/expert_list.h"
 #include "core/model_config.h"
 
@@ -87,9 +88,6 @@ struct RouterTopology {
   std::optional<double> fanout_timeout;  // seconds
   std::optional<int> threads;
 };
-
-enum class AttentionRole { kBoth, kPrefill, kDecode };
-const char* AttentionRoleName(AttentionRole role);  // "both", ...
 
 struct AttentionServerTopology {
   std::string name;
