@@ -139,19 +139,23 @@ absl::StatusOr<AttentionEngine::SequenceId> AttentionEngine::Submit(
   seq->observer = std::move(observer);
   seq->reserved_blocks = blocks;
   seq->submitted = Clock::now();
-  absl::MutexLock lock(&mu_);
-  if (!accepting_) {
-    return absl::UnavailableError(
-        "attention server is draining and takes no new requests");
+  SequenceId id = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!accepting_) {
+      return absl::UnavailableError(
+          "attention server is draining and takes no new requests");
+    }
+    if (static_cast<int>(waiting_.size()) >= options_.max_waiting) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("attention server queue is full (", waiting_.size(),
+                       " requests waiting); retry later"));
+    }
+    seq->id = next_id_++;
+    id = seq->id;
+    waiting_.push_back(std::move(seq));
   }
-  if (static_cast<int>(waiting_.size()) >= options_.max_waiting) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("attention server queue is full (", waiting_.size(),
-                     " requests waiting); retry later"));
-  }
-  seq->id = next_id_++;
-  const SequenceId id = seq->id;
-  waiting_.push_back(std::move(seq));
+  if (options_.monitor != nullptr) options_.monitor->OnLoad(Load());
   return id;
 }
 
@@ -454,6 +458,7 @@ void AttentionEngine::ExecutorLoop() {
       running_.push_back(std::move(seq));
     }
     if (!running_.empty()) Step();
+    if (options_.monitor != nullptr) options_.monitor->OnLoad(Load());
   }
 }
 
@@ -483,6 +488,7 @@ void AttentionEngine::Step() {
     owners.push_back(i);
   }
   int budget = options_.prefill_chunk_tokens;
+  int prompt_tokens = 0;
   std::vector<Sequence*> shipping;  // prefill-only sequences in this pass
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     SequenceState& state = *running_[i]->state;
@@ -492,11 +498,13 @@ void AttentionEngine::Step() {
                       state.prefill_done()});
     owners.push_back(i);
     budget -= static_cast<int>(chunk.size());
+    prompt_tokens += static_cast<int>(chunk.size());
     if (running_[i]->spec.role == SequenceRole::kPrefillOnly) {
       shipping.push_back(running_[i].get());
     }
   }
   if (chunks.empty()) return;
+  const Clock::time_point step_start = Clock::now();
 
   // A prefill-only sequence's blocks go out layer by layer as they are
   // written, overlapping the rest of the pass.
@@ -535,9 +543,16 @@ void AttentionEngine::Step() {
   }
   running_.erase(std::remove(running_.begin(), running_.end(), nullptr),
                  running_.end());
-  absl::MutexLock lock(&mu_);
-  ++steps_;
-  generated_tokens_ += sampled;
+  {
+    absl::MutexLock lock(&mu_);
+    ++steps_;
+    generated_tokens_ += sampled;
+  }
+  if (options_.monitor != nullptr) {
+    options_.monitor->OnStep(
+        static_cast<int>(chunks.size()), prompt_tokens,
+        std::chrono::duration<double>(Clock::now() - step_start).count());
+  }
 }
 
 absl::StatusOr<std::vector<float>> AttentionEngine::Forward(

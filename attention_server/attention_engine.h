@@ -47,6 +47,22 @@
 
 namespace moe {
 
+struct AttentionLoadInfo;
+
+// Watches the engine for monitoring (the server's metrics). Calls come from
+// the executor thread, and OnLoad also from Submit's caller, so an
+// implementation must be thread-safe; each call must be cheap.
+class EngineMonitor {
+ public:
+  virtual ~EngineMonitor() = default;
+  // The engine's load after something changed (a step, admissions,
+  // cancellations, finished transfers, a submission).
+  virtual void OnLoad(const AttentionLoadInfo& load) = 0;
+  // One step: the sequences in its batch, the prompt tokens it computed and
+  // its wall time.
+  virtual void OnStep(int sequences, int prompt_tokens, double seconds) = 0;
+};
+
 struct AttentionEngineOptions {
   std::string model_dir;
   int num_threads = 0;             // compute threads; 0 = one per core
@@ -66,6 +82,8 @@ struct AttentionEngineOptions {
   // that one micro-batch's attention is computed while another's MoE step
   // runs on the router and the expert servers.
   int micro_batches = 1;
+  // Borrowed; must outlive the engine. Null: nobody watches.
+  EngineMonitor* monitor = nullptr;
 };
 
 enum class SequenceRole {

@@ -27,11 +27,18 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   server->moe_ = std::make_unique<RemoteMoeExecutor>(
       options.router_address, config.hidden_size,
       options.router_timeout_seconds);
+  server->registry_ = options.registry != nullptr
+                          ? options.registry
+                          : std::make_shared<prometheus::Registry>();
+  server->metrics_ = std::make_unique<AttentionMetrics>(
+      *server->registry_, std::string(AttentionRoleName(options.role)));
+  AttentionEngineOptions engine_options = options.engine;
+  engine_options.monitor = server->metrics_.get();
   ASSIGN_OR_RETURN(server->engine_,
-                   AttentionEngine::Load(options.engine, server->moe_.get()));
+                   AttentionEngine::Load(engine_options, server->moe_.get()));
   server->role_ = options.role;
   server->service_ = std::make_unique<AttentionServiceImpl>(
-      server->engine_.get(), options.role);
+      server->engine_.get(), options.role, server->metrics_.get());
 
   ASSIGN_OR_RETURN(StartedServer started,
                    StartGrpcServer("attention server", options.listen_address,

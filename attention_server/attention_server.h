@@ -9,9 +9,11 @@
 
 #include "absl/status/statusor.h"
 #include "attention_server/attention_engine.h"
+#include "attention_server/attention_metrics.h"
 #include "attention_server/attention_service.h"
 #include "attention_server/remote_moe_executor.h"
 #include "grpcpp/server.h"
+#include "prometheus/registry.h"
 
 namespace moe {
 
@@ -24,7 +26,10 @@ struct AttentionServerOptions {
   double connect_timeout_seconds = 60;
   // Deadline of each RunMoe call.
   double router_timeout_seconds = 30;
-  AttentionEngineOptions engine;
+  AttentionEngineOptions engine;  // its monitor is set by Start
+  // Where the server's metrics go (deploy/metrics.md); null = a private
+  // registry nobody scrapes.
+  std::shared_ptr<prometheus::Registry> registry;
 };
 
 class AttentionServer {
@@ -46,6 +51,9 @@ class AttentionServer {
 
  private:
   AttentionServer() = default;
+  // Declared first: the engine reports to the metrics until it is gone.
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<AttentionMetrics> metrics_;
   std::unique_ptr<RemoteMoeExecutor> moe_;
   std::unique_ptr<AttentionEngine> engine_;
   std::unique_ptr<AttentionServiceImpl> service_;

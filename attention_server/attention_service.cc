@@ -253,7 +253,10 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Prefill(
   std::shared_ptr<PrefillCall> call = PrefillCall::Create(response, engine_);
   std::shared_ptr<KvSender> sender = KvSender::Start(
       DecodeStub(destination.address()), destination.address(), reservation,
-      [call](const absl::Status& status, const KvSendStats& stats) {
+      [call, metrics = metrics_](const absl::Status& status,
+                                 const KvSendStats& stats) {
+        metrics->RecordKvTransfer(KvTransferDirection::kSent, stats.bytes,
+                                  stats.busy_seconds, status.ok());
         call->OnTransferDone(status, stats);
       });
   SequenceSpec spec;
@@ -285,7 +288,7 @@ grpc::ServerReadReactor<v1::KvTransferChunk>* AttentionServiceImpl::TransferKv(
     };
     return new Refuse(WrongRole(role_, "TransferKv", "decode or both"));
   }
-  return new KvReceiver(engine_, response, context->peer());
+  return new KvReceiver(engine_, response, context->peer(), metrics_);
 }
 
 grpc::ServerUnaryReactor* AttentionServiceImpl::GetLoad(

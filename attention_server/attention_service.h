@@ -12,6 +12,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "attention_server/attention_engine.h"
+#include "attention_server/attention_metrics.h"
 #include "core/attention_role.h"
 #include "moe/v1/attention.grpc.pb.h"
 
@@ -23,8 +24,11 @@ class AttentionServiceImpl final
   // `engine` is borrowed and must outlive the service. A role serves: both,
   // everything; prefill, Prefill; decode, Generate with await_transfer and
   // TransferKv. Other calls get FAILED_PRECONDITION naming the role.
-  AttentionServiceImpl(AttentionEngine* engine, AttentionRole role)
-      : engine_(engine), role_(role) {}
+  // K/V transfers this server sends or receives are recorded in `metrics`
+  // (borrowed, must outlive the service).
+  AttentionServiceImpl(AttentionEngine* engine, AttentionRole role,
+                       AttentionMetrics* metrics)
+      : engine_(engine), role_(role), metrics_(metrics) {}
 
   grpc::ServerWriteReactor<v1::AttentionGenerateResponse>* Generate(
       grpc::CallbackServerContext* context,
@@ -45,6 +49,7 @@ class AttentionServiceImpl final
 
   AttentionEngine* engine_;
   const AttentionRole role_;
+  AttentionMetrics* metrics_;
   absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<v1::AttentionService::Stub>>
       decode_stubs_ ABSL_GUARDED_BY(mu_);

@@ -8,8 +8,8 @@
 namespace moe {
 
 KvReceiver::KvReceiver(AttentionEngine* engine, v1::KvTransferAck* ack,
-                       std::string peer)
-    : engine_(engine), ack_(ack), peer_(std::move(peer)) {
+                       std::string peer, AttentionMetrics* metrics)
+    : engine_(engine), ack_(ack), peer_(std::move(peer)), metrics_(metrics) {
   StartRead(&chunk_);
 }
 
@@ -21,6 +21,14 @@ void KvReceiver::End(const absl::Status& status) {
     if (!complete_ && have_reservation_ && !status.ok()) {
       engine_->FailKvTransfer(reservation_, status);
     }
+  }
+  if (have_reservation_) {  // a transfer began; a refused empty call is none
+    metrics_->RecordKvTransfer(
+        KvTransferDirection::kReceived, ack_->bytes_received(),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                      first_chunk_)
+            .count(),
+        status.ok());
   }
   Finish(ToGrpcStatus(status));
 }
@@ -35,6 +43,7 @@ void KvReceiver::OnReadDone(bool ok) {
   }
   if (!have_reservation_) {
     have_reservation_ = true;
+    first_chunk_ = std::chrono::steady_clock::now();
     reservation_ = chunk_.reservation_id();
   } else if (chunk_.reservation_id() != reservation_) {
     End(absl::InvalidArgumentError(absl::StrCat(

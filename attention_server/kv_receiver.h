@@ -6,11 +6,13 @@
 #ifndef MOE_ATTENTION_SERVER_KV_RECEIVER_H_
 #define MOE_ATTENTION_SERVER_KV_RECEIVER_H_
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
 #include "absl/synchronization/mutex.h"
 #include "attention_server/attention_engine.h"
+#include "attention_server/attention_metrics.h"
 #include "grpcpp/support/server_callback.h"
 #include "moe/v1/attention.pb.h"
 
@@ -18,8 +20,10 @@ namespace moe {
 
 class KvReceiver : public grpc::ServerReadReactor<v1::KvTransferChunk> {
  public:
-  // `engine` and `ack` are borrowed (the ack is the call's response).
-  KvReceiver(AttentionEngine* engine, v1::KvTransferAck* ack, std::string peer);
+  // `engine`, `ack` and `metrics` are borrowed (the ack is the call's
+  // response); the transfer's bytes, time and outcome go to `metrics`.
+  KvReceiver(AttentionEngine* engine, v1::KvTransferAck* ack, std::string peer,
+             AttentionMetrics* metrics);
 
   void OnReadDone(bool ok) override;
   void OnCancel() override;
@@ -33,6 +37,8 @@ class KvReceiver : public grpc::ServerReadReactor<v1::KvTransferChunk> {
   AttentionEngine* engine_;
   v1::KvTransferAck* ack_;
   const std::string peer_;
+  AttentionMetrics* metrics_;
+  std::chrono::steady_clock::time_point first_chunk_;  // set on the first read
   v1::KvTransferChunk chunk_;  // the read in flight
   bool have_reservation_ = false;
   uint64_t reservation_ = 0;

@@ -9,7 +9,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "attention_server/attention_server.h"
-#include "core/rpc/server_util.h"
+#include "core/server/server_process.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "host:port to serve on (loopback by default; port 0 picks one).");
@@ -114,25 +114,24 @@ int main(int argc, char** argv) {
   options.engine.max_running = absl::GetFlag(FLAGS_max_running);
   options.engine.max_waiting = absl::GetFlag(FLAGS_max_waiting);
 
-  absl::StatusOr<std::unique_ptr<moe::AttentionServer>> server =
-      moe::AttentionServer::Start(options);
-  if (!server.ok()) {
-    std::fprintf(stderr, "attention_server: %s\n",
-                 std::string(server.status().message()).c_str());
-    return 1;
-  }
-  const moe::AttentionLoadInfo load = (*server)->engine().Load();
-  if (absl::Status s = moe::AnnounceServing(
-          "attention_server",
-          absl::StrCat("role ", moe::AttentionRoleName(*role), ", ",
-                       load.kv_blocks_total, " KV blocks of ",
-                       load.kv_block_size, " tokens, router ",
-                       options.router_address),
-          options.listen_address, (*server)->port(),
-          absl::GetFlag(FLAGS_port_file));
-      !s.ok()) {
-    return fail(std::string(s.message()));
-  }
-  return moe::ServeUntilTerminated("attention_server", **server,
-                                   absl::GetFlag(FLAGS_drain_seconds));
+  options.registry = std::make_shared<prometheus::Registry>();
+
+  moe::ServerProcess<moe::AttentionServer> process;
+  process.what = "attention_server";
+  process.listen_address = options.listen_address;
+  process.port_file = absl::GetFlag(FLAGS_port_file);
+  process.drain_seconds = absl::GetFlag(FLAGS_drain_seconds);
+  process.registry = options.registry;
+  process.start = [&options](const std::string& bound_address) {
+    options.listen_address = bound_address;
+    return moe::AttentionServer::Start(options);
+  };
+  process.detail = [&options](moe::AttentionServer& server) {
+    const moe::AttentionLoadInfo load = server.engine().Load();
+    return absl::StrCat("role ", moe::AttentionRoleName(options.role), ", ",
+                        load.kv_blocks_total, " KV blocks of ",
+                        load.kv_block_size, " tokens, router ",
+                        options.router_address);
+  };
+  return moe::RunServerProcess(process);
 }

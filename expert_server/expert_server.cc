@@ -12,7 +12,14 @@ absl::StatusOr<std::unique_ptr<ExpertServer>> ExpertServer::Start(
     const ExpertServerOptions& options) {
   std::unique_ptr<ExpertServer> server(new ExpertServer());
   ASSIGN_OR_RETURN(server->engine_, ExpertEngine::Load(options.engine));
-  server->service_ = std::make_unique<ExpertServiceImpl>(server->engine_.get());
+  server->registry_ = options.registry != nullptr
+                          ? options.registry
+                          : std::make_shared<prometheus::Registry>();
+  server->metrics_ = std::make_unique<ExpertMetrics>(
+      *server->registry_, server->engine_->HostedExperts(),
+      options.metrics_per_expert);
+  server->service_ = std::make_unique<ExpertServiceImpl>(
+      server->engine_.get(), server->metrics_.get());
 
   ASSIGN_OR_RETURN(StartedServer started,
                    StartGrpcServer("expert server", options.listen_address,

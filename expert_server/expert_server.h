@@ -8,8 +8,10 @@
 
 #include "absl/status/statusor.h"
 #include "expert_server/expert_engine.h"
+#include "expert_server/expert_metrics.h"
 #include "expert_server/expert_service.h"
 #include "grpcpp/server.h"
+#include "prometheus/registry.h"
 
 namespace moe {
 
@@ -17,6 +19,10 @@ struct ExpertServerOptions {
   // host:port; port 0 picks a free port (see ExpertServer::port()).
   std::string listen_address = "127.0.0.1:0";
   ExpertEngineOptions engine;
+  // Where the server's metrics go (deploy/metrics.md); null = a private
+  // registry nobody scrapes.
+  std::shared_ptr<prometheus::Registry> registry;
+  bool metrics_per_expert = true;  // the `expert` label on token counters
 };
 
 class ExpertServer {
@@ -38,6 +44,8 @@ class ExpertServer {
  private:
   ExpertServer() = default;
   std::unique_ptr<ExpertEngine> engine_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<ExpertMetrics> metrics_;
   std::unique_ptr<ExpertServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

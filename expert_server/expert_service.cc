@@ -37,6 +37,11 @@ void ExpertServiceImpl::Process(const v1::RunExpertsRequest& request,
     return;
   }
   // Output tensors are allocated in the response and written in place.
+  int64_t bytes_in = 0;
+  int64_t bytes_out = 0;
+  for (const v1::ExpertGroup& group : request.groups()) {
+    bytes_in += static_cast<int64_t>(group.hidden().data().size());
+  }
   for (ExpertWork& w : work) {
     v1::Tensor* out = response->add_outputs();
     out->set_dtype(v1::DTYPE_F32);
@@ -45,13 +50,19 @@ void ExpertServiceImpl::Process(const v1::RunExpertsRequest& request,
     std::string* data = out->mutable_data();
     data->resize(static_cast<size_t>(w.tokens * hidden) * sizeof(float));
     w.out = reinterpret_cast<float*>(data->data());
+    bytes_out += static_cast<int64_t>(data->size());
   }
-  engine_->Submit(std::move(work),
-                  [inputs, response, done = std::move(done)](
-                      absl::Status status, double seconds) {
-                    response->set_compute_seconds(seconds);
-                    done(std::move(status));
-                  });
+  std::vector<ExpertWork> recorded = work;  // for the metrics; no pointers used
+  engine_->Submit(
+      std::move(work),
+      [this, inputs, response, recorded = std::move(recorded), bytes_in,
+       bytes_out, done = std::move(done)](absl::Status status, double seconds) {
+        response->set_compute_seconds(seconds);
+        if (status.ok()) {
+          metrics_->RecordCall(recorded, bytes_in, bytes_out, seconds);
+        }
+        done(std::move(status));
+      });
 }
 
 grpc::ServerUnaryReactor* ExpertServiceImpl::RunExperts(

@@ -7,14 +7,16 @@
 #include <functional>
 
 #include "expert_server/expert_engine.h"
+#include "expert_server/expert_metrics.h"
 #include "moe/v1/expert.grpc.pb.h"
 
 namespace moe {
 
 class ExpertServiceImpl final : public v1::ExpertService::CallbackService {
  public:
-  // `engine` is borrowed and must outlive the service.
-  explicit ExpertServiceImpl(ExpertEngine* engine) : engine_(engine) {}
+  // `engine` and `metrics` are borrowed and must outlive the service.
+  ExpertServiceImpl(ExpertEngine* engine, ExpertMetrics* metrics)
+      : engine_(engine), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* RunExperts(
       grpc::CallbackServerContext* context,
@@ -38,6 +40,7 @@ class ExpertServiceImpl final : public v1::ExpertService::CallbackService {
                std::function<void(absl::Status)> done);
 
   ExpertEngine* engine_;
+  ExpertMetrics* metrics_;
 };
 
 }  // namespace moe

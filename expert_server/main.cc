@@ -1,5 +1,9 @@
 // expert_server: serves the FFNs of the experts placed on it.
 //   expert_server --model DIR --experts 0:1,0:3,1:5 [--listen 127.0.0.1:0]
+//   expert_server --model DIR --placement_servers 4 --server_index -1
+#include <unistd.h>
+
+#include <climits>
 #include <cstdio>
 #include <string>
 
@@ -7,18 +11,31 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
-#include "core/rpc/server_util.h"
 #include "core/expert_list.h"
+#include "core/model_config.h"
+#include "core/server/server_process.h"
+#include "expert_server/auto_placement.h"
 #include "expert_server/expert_server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "host:port to serve on (loopback by default; port 0 picks one).");
 ABSL_FLAG(std::string, port_file, "",
-          "If set, the bound port is written to this file once serving.");
+          "If set, the bound port is written to this file once bound.");
 ABSL_FLAG(std::string, model, "", "Checkpoint directory.");
 ABSL_FLAG(std::string, experts, "",
           "Experts placed here: LAYER:EXPERT or LAYER:FIRST-LAST entries, "
-          "comma-separated, or \"all\".");
+          "comma-separated, or \"all\". Or use --placement_servers.");
+ABSL_FLAG(int, placement_servers, 0,
+          "Automatic placement instead of --experts: the number of expert "
+          "servers every expert is dealt across (the router's and launcher's "
+          "rule); this server hosts the share of --server_index.");
+ABSL_FLAG(int, placement_replicas, 1,
+          "With --placement_servers: servers each expert is placed on.");
+ABSL_FLAG(int, server_index, -1,
+          "With --placement_servers: this server's index; -1 takes it from "
+          "the host name's trailing -N (a StatefulSet pod's ordinal).");
+ABSL_FLAG(bool, metrics_per_expert, true,
+          "Label token counters by expert (off for models with many experts).");
 ABSL_FLAG(int, spin_us, moe::ThreadPool::kServerSpinMicroseconds,
           "How long idle compute threads spin before sleeping, us: longer "
           "saves wake-ups when the server has its cores to itself, shorter "
@@ -27,10 +44,60 @@ ABSL_FLAG(int, threads, 0, "Compute threads; 0 = one per core.");
 ABSL_FLAG(double, drain_seconds, 5.0,
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
 
+namespace {
+
+// The experts to host, from --experts or from automatic placement.
+absl::Status ChoosePlacement(const std::string& model_dir,
+                             moe::ExpertEngineOptions& engine) {
+  const int num_servers = absl::GetFlag(FLAGS_placement_servers);
+  const std::string experts_flag = absl::GetFlag(FLAGS_experts);
+  if (num_servers == 0) {
+    absl::StatusOr<moe::ExpertList> experts = moe::ParseExpertList(experts_flag);
+    if (!experts.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", experts.status().message()));
+    }
+    engine.all_experts = experts->all;
+    engine.experts = experts->experts;
+    return absl::OkStatus();
+  }
+  if (!experts_flag.empty()) {
+    return absl::InvalidArgumentError(
+        "give --experts or --placement_servers, not both");
+  }
+  if (num_servers < 0) {
+    return absl::InvalidArgumentError("--placement_servers must be >= 1");
+  }
+  int index = absl::GetFlag(FLAGS_server_index);
+  if (index == -1) {
+    char host[HOST_NAME_MAX + 1] = {};
+    if (gethostname(host, sizeof(host) - 1) != 0) {
+      return absl::InternalError("--server_index=-1: cannot read the host name");
+    }
+    absl::StatusOr<int> ordinal = moe::OrdinalFromHostname(host);
+    if (!ordinal.ok()) return ordinal.status();
+    index = *ordinal;
+  }
+  absl::StatusOr<moe::ModelConfig> config = moe::LoadModelConfig(model_dir);
+  if (!config.ok()) return config.status();
+  absl::StatusOr<std::set<std::pair<int, int>>> placed = moe::AutoPlacedExperts(
+      *config, num_servers, absl::GetFlag(FLAGS_placement_replicas), index);
+  if (!placed.ok()) return placed.status();
+  engine.experts = *std::move(placed);
+  std::printf("expert_server: server %d of %d (automatic placement, %d "
+              "replicas): %zu experts\n",
+              index, num_servers, absl::GetFlag(FLAGS_placement_replicas),
+              engine.experts.size());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Serve the expert FFNs placed on this server.\n"
-      "  expert_server --model DIR --experts 0:1,0:3,1:5 [--listen ADDR]");
+      "  expert_server --model DIR --experts 0:1,0:3,1:5 [--listen ADDR]\n"
+      "  expert_server --model DIR --placement_servers N [--server_index I]");
   absl::ParseCommandLine(argc, argv);
   auto fail = [](const std::string& message) {
     std::fprintf(stderr, "expert_server: %s\n", message.c_str());
@@ -43,29 +110,26 @@ int main(int argc, char** argv) {
   options.engine.num_threads = absl::GetFlag(FLAGS_threads);
   if (absl::GetFlag(FLAGS_spin_us) < 0) return fail("--spin_us must be >= 0");
   options.engine.spin_microseconds = absl::GetFlag(FLAGS_spin_us);
-  absl::StatusOr<moe::ExpertList> experts =
-      moe::ParseExpertList(absl::GetFlag(FLAGS_experts));
-  if (!experts.ok()) return fail("--" + std::string(experts.status().message()));
-  options.engine.all_experts = experts->all;
-  options.engine.experts = experts->experts;
-
-  moe::PrepareServerProcess();
-
-  absl::StatusOr<std::unique_ptr<moe::ExpertServer>> server =
-      moe::ExpertServer::Start(options);
-  if (!server.ok()) {
-    std::fprintf(stderr, "expert_server: %s\n",
-                 std::string(server.status().message()).c_str());
-    return 1;
-  }
-  if (absl::Status s = moe::AnnounceServing(
-          "expert_server",
-          absl::StrCat((*server)->engine().HostedExperts().size(), " experts"),
-          options.listen_address, (*server)->port(),
-          absl::GetFlag(FLAGS_port_file));
+  if (absl::Status s = ChoosePlacement(options.engine.model_dir, options.engine);
       !s.ok()) {
     return fail(std::string(s.message()));
   }
-  return moe::ServeUntilTerminated("expert_server", **server,
-                                   absl::GetFlag(FLAGS_drain_seconds));
+  options.metrics_per_expert = absl::GetFlag(FLAGS_metrics_per_expert);
+  options.registry = std::make_shared<prometheus::Registry>();
+
+  moe::PrepareServerProcess();
+  moe::ServerProcess<moe::ExpertServer> process;
+  process.what = "expert_server";
+  process.listen_address = options.listen_address;
+  process.port_file = absl::GetFlag(FLAGS_port_file);
+  process.drain_seconds = absl::GetFlag(FLAGS_drain_seconds);
+  process.registry = options.registry;
+  process.start = [&options](const std::string& bound_address) {
+    options.listen_address = bound_address;
+    return moe::ExpertServer::Start(options);
+  };
+  process.detail = [](moe::ExpertServer& server) {
+    return absl::StrCat(server.engine().HostedExperts().size(), " experts");
+  };
+  return moe::RunServerProcess(process);
 }

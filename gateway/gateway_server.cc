@@ -87,8 +87,12 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Start(
     pools.prefill = server->prefill_.get();
     pools.decode = server->decode_.get();
   }
+  server->registry_ = options.registry != nullptr
+                          ? options.registry
+                          : std::make_shared<prometheus::Registry>();
+  server->metrics_ = std::make_unique<GatewayMetrics>(*server->registry_);
   server->service_ = std::make_unique<GatewayServiceImpl>(
-      std::move(config), pools, options.max_in_flight);
+      std::move(config), pools, options.max_in_flight, server->metrics_.get());
 
   ASSIGN_OR_RETURN(StartedServer started,
                    StartGrpcServer("gateway", options.listen_address,

@@ -9,8 +9,10 @@
 
 #include "absl/status/statusor.h"
 #include "gateway/attention_pool.h"
+#include "gateway/gateway_metrics.h"
 #include "gateway/gateway_service.h"
 #include "grpcpp/server.h"
+#include "prometheus/registry.h"
 
 namespace moe {
 
@@ -29,6 +31,9 @@ struct GatewayServerOptions {
   // How long to wait for every attention server to report SERVING at start.
   double connect_timeout_seconds = 60;
   int max_in_flight = 1024;  // Generate calls at once; more are refused
+  // Where the gateway's metrics go (deploy/metrics.md); null = a private
+  // registry nobody scrapes.
+  std::shared_ptr<prometheus::Registry> registry;
 };
 
 class GatewayServer {
@@ -48,6 +53,8 @@ class GatewayServer {
 
  private:
   GatewayServer() = default;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<GatewayMetrics> metrics_;
   std::unique_ptr<AttentionPool> colocated_, prefill_, decode_;
   std::unique_ptr<GatewayServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -26,8 +26,12 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* Refuse(
 }  // namespace
 
 GatewayServiceImpl::GatewayServiceImpl(ModelConfig config, Pools pools,
-                                       int max_in_flight)
-    : config_(std::move(config)), pools_(pools), max_in_flight_(max_in_flight) {}
+                                       int max_in_flight,
+                                       GatewayMetrics* metrics)
+    : config_(std::move(config)),
+      pools_(pools),
+      max_in_flight_(max_in_flight),
+      metrics_(metrics) {}
 
 std::string GatewayServiceImpl::NewRequestId() {
   // Unique within this gateway; the random part keeps ids from different
@@ -42,16 +46,22 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GatewayServiceImpl::Generate(
   absl::StatusOr<DecodedGenerateRequest> decoded =
       DecodeGenerateRequest(*request, config_);
   if (!decoded.ok()) {
+    metrics_->RecordRejection(GatewayMetrics::Rejection::kInvalidArgument,
+                              decoded.status().code());
     return Refuse(request->request_id(), ToGrpcStatus(decoded.status()));
   }
   std::string id = request->request_id();
   {
     absl::MutexLock lock(&mu_);
     if (!accepting_) {
+      metrics_->RecordRejection(GatewayMetrics::Rejection::kDraining,
+                                absl::StatusCode::kUnavailable);
       return Refuse(id, grpc::Status(grpc::StatusCode::UNAVAILABLE,
                                      "gateway is draining; retry elsewhere"));
     }
     if (static_cast<int64_t>(running_.size()) >= max_in_flight_) {
+      metrics_->RecordRejection(GatewayMetrics::Rejection::kOverCapacity,
+                                absl::StatusCode::kResourceExhausted);
       return Refuse(
           id, grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                            absl::StrCat("gateway has ", running_.size(),
@@ -60,6 +70,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GatewayServiceImpl::Generate(
     }
     if (id.empty()) id = NewRequestId();
     if (running_.contains(id)) {
+      metrics_->RecordRejection(GatewayMetrics::Rejection::kInvalidArgument,
+                                absl::StatusCode::kInvalidArgument);
       return Refuse(id, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                      absl::StrCat("request_id: \"", id,
                                                   "\" is already running")));
@@ -75,6 +87,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GatewayServiceImpl::Generate(
   }
   const absl::Span<const int32_t> prompt = decoded->generation.prompt;
   std::shared_ptr<PublicWriter> writer = PublicWriter::Create(id);
+  writer->SetObserver(metrics_->TrackRequest(static_cast<int>(prompt.size())));
   std::shared_ptr<GenerateRelay> relay;
   if (pools_.colocated != nullptr) {
     const AttentionPool::Choice server = pools_.colocated->Acquire(prompt);

@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "core/model_config.h"
 #include "gateway/attention_pool.h"
+#include "gateway/gateway_metrics.h"
 #include "gateway/generate_relay.h"
 #include "moe/v1/generate.grpc.pb.h"
 
@@ -28,13 +29,15 @@ class GatewayServiceImpl final : public v1::Inference::CallbackService {
  public:
   // The servers a request goes to: `colocated` (role both), or `prefill`
   // and `decode`; the pools are borrowed and the unused ones null. At most
-  // `max_in_flight` Generate calls run at once.
+  // `max_in_flight` Generate calls run at once. Calls are recorded in
+  // `metrics` (borrowed, must outlive the service).
   struct Pools {
     AttentionPool* colocated = nullptr;
     AttentionPool* prefill = nullptr;
     AttentionPool* decode = nullptr;
   };
-  GatewayServiceImpl(ModelConfig config, Pools pools, int max_in_flight);
+  GatewayServiceImpl(ModelConfig config, Pools pools, int max_in_flight,
+                     GatewayMetrics* metrics);
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context,
@@ -58,6 +61,7 @@ class GatewayServiceImpl final : public v1::Inference::CallbackService {
   const ModelConfig config_;
   const Pools pools_;
   const int max_in_flight_;
+  GatewayMetrics* metrics_;
 
   mutable absl::Mutex mu_;
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;

@@ -9,7 +9,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "core/rpc/server_util.h"
+#include "core/server/server_process.h"
 #include "gateway/gateway_server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
@@ -81,26 +81,24 @@ int main(int argc, char** argv) {
     return fail("--drain_seconds must be >= 0");
   }
 
-  absl::StatusOr<std::unique_ptr<moe::GatewayServer>> server =
-      moe::GatewayServer::Start(options);
-  if (!server.ok()) {
-    std::fprintf(stderr, "gateway: %s\n",
-                 std::string(server.status().message()).c_str());
-    return 1;
-  }
-  if (absl::Status s = moe::AnnounceServing(
-          "gateway",
-          disaggregated
-              ? absl::StrCat(options.prefill_addresses.size(),
-                             " prefill and ", options.decode_addresses.size(),
-                             " decode servers")
-              : absl::StrCat(options.attention_addresses.size(),
-                             " attention servers"),
-          options.listen_address, (*server)->port(),
-          absl::GetFlag(FLAGS_port_file));
-      !s.ok()) {
-    return fail(std::string(s.message()));
-  }
-  return moe::ServeUntilTerminated("gateway", **server,
-                                   absl::GetFlag(FLAGS_drain_seconds));
+  options.registry = std::make_shared<prometheus::Registry>();
+
+  moe::ServerProcess<moe::GatewayServer> process;
+  process.what = "gateway";
+  process.listen_address = options.listen_address;
+  process.port_file = absl::GetFlag(FLAGS_port_file);
+  process.drain_seconds = absl::GetFlag(FLAGS_drain_seconds);
+  process.registry = options.registry;
+  process.start = [&options](const std::string& bound_address) {
+    options.listen_address = bound_address;
+    return moe::GatewayServer::Start(options);
+  };
+  process.detail = [&options, disaggregated](moe::GatewayServer&) {
+    return disaggregated
+               ? absl::StrCat(options.prefill_addresses.size(), " prefill and ",
+                              options.decode_addresses.size(), " decode servers")
+               : absl::StrCat(options.attention_addresses.size(),
+                              " attention servers");
+  };
+  return moe::RunServerProcess(process);
 }

@@ -9,8 +9,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
-#include "core/rpc/server_util.h"
 #include "absl/strings/str_split.h"
+#include "core/server/server_process.h"
 #include "router/router_server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
@@ -35,6 +35,8 @@ ABSL_FLAG(double, fanout_timeout, 10.0,
 ABSL_FLAG(double, connect_timeout, 60.0,
           "How long to wait for the expert servers at start, seconds.");
 ABSL_FLAG(int, threads, 1, "Threads for the gate projections.");
+ABSL_FLAG(bool, metrics_per_expert, true,
+          "Label token counters by expert (off for models with many experts).");
 ABSL_FLAG(double, drain_seconds, 5.0,
           "Grace period for in-flight calls on SIGTERM.");
 
@@ -82,23 +84,22 @@ int main(int argc, char** argv) {
   options.connect_timeout_seconds = absl::GetFlag(FLAGS_connect_timeout);
   options.engine.num_threads = absl::GetFlag(FLAGS_threads);
 
-  moe::PrepareServerProcess();
+  options.metrics_per_expert = absl::GetFlag(FLAGS_metrics_per_expert);
+  options.registry = std::make_shared<prometheus::Registry>();
 
-  absl::StatusOr<std::unique_ptr<moe::RouterServer>> server =
-      moe::RouterServer::Start(options);
-  if (!server.ok()) {
-    std::fprintf(stderr, "router: %s\n",
-                 std::string(server.status().message()).c_str());
-    return 1;
-  }
-  if (absl::Status s = moe::AnnounceServing(
-          "router",
-          absl::StrCat(options.expert_addresses.size(), " expert servers"),
-          options.listen_address, (*server)->port(),
-          absl::GetFlag(FLAGS_port_file));
-      !s.ok()) {
-    return fail(std::string(s.message()));
-  }
-  return moe::ServeUntilTerminated("router", **server,
-                                   absl::GetFlag(FLAGS_drain_seconds));
+  moe::PrepareServerProcess();
+  moe::ServerProcess<moe::RouterServer> process;
+  process.what = "router";
+  process.listen_address = options.listen_address;
+  process.port_file = absl::GetFlag(FLAGS_port_file);
+  process.drain_seconds = absl::GetFlag(FLAGS_drain_seconds);
+  process.registry = options.registry;
+  process.start = [&options](const std::string& bound_address) {
+    options.listen_address = bound_address;
+    return moe::RouterServer::Start(options);
+  };
+  process.detail = [&options](moe::RouterServer&) {
+    return absl::StrCat(options.expert_addresses.size(), " expert servers");
+  };
+  return moe::RunServerProcess(process);
 }

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "core/rpc/tensor_codec.h"
 
 namespace moe {
@@ -14,6 +15,8 @@ namespace {
 // finish combines and runs `done`.
 struct FanOut {
   RouterEngine* engine = nullptr;
+  RouterMetrics* metrics = nullptr;
+  absl::Time start;
   v1::RunMoeResponse* response = nullptr;
   std::function<void(absl::Status)> done;
   DispatchPlan plan;
@@ -27,6 +30,7 @@ struct FanOut {
   void OnExpertDone(
       size_t index,
       absl::StatusOr<std::unique_ptr<v1::RunExpertsResponse>> answer) {
+    metrics->RecordServerAnswer(servers[index], answer.status());
     if (answer.ok()) {
       outputs[index] = *std::move(answer);
     } else {
@@ -49,6 +53,9 @@ struct FanOut {
 
   void Complete() {
     engine->Release(plan);
+    if (!servers.empty()) {
+      metrics->RecordFanOut(absl::ToDoubleSeconds(absl::Now() - start));
+    }
     absl::Status error;
     {
       absl::MutexLock lock(&mu);
@@ -130,8 +137,9 @@ std::unique_ptr<v1::RunExpertsRequest> BuildRequest(const DispatchPlan& plan,
 MoeDispatcher::MoeDispatcher(
     RouterEngine* engine,
     std::vector<std::unique_ptr<ExpertConnection>> connections,
-    double fanout_timeout_seconds)
+    double fanout_timeout_seconds, RouterMetrics* metrics)
     : engine_(engine),
+      metrics_(metrics),
       connections_(std::move(connections)),
       fanout_timeout_seconds_(fanout_timeout_seconds) {}
 
@@ -151,8 +159,11 @@ void MoeDispatcher::Dispatch(const v1::RunMoeRequest& request,
     done(plan.status());
     return;
   }
+  metrics_->RecordPlan(*plan);
   auto fan = std::make_shared<FanOut>();
   fan->engine = engine_;
+  fan->metrics = metrics_;
+  fan->start = absl::Now();
   fan->response = response;
   fan->done = std::move(done);
   fan->plan = *std::move(plan);

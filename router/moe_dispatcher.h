@@ -13,6 +13,7 @@
 #include "moe/v1/router.pb.h"
 #include "router/expert_connection.h"
 #include "router/router_engine.h"
+#include "router/router_metrics.h"
 
 namespace moe {
 
@@ -21,10 +22,11 @@ class MoeDispatcher {
  public:
   // `engine` is borrowed; `connections[s]` reaches server id s of the
   // engine's placement. Each expert call waits at most
-  // `fanout_timeout_seconds`.
+  // `fanout_timeout_seconds`. Plans, fan-out times and server answers are
+  // recorded in `metrics` (borrowed, must outlive the dispatcher).
   MoeDispatcher(RouterEngine* engine,
                 std::vector<std::unique_ptr<ExpertConnection>> connections,
-                double fanout_timeout_seconds);
+                double fanout_timeout_seconds, RouterMetrics* metrics);
 
   // Computes the MoE step of `request` into `response` and runs `done` with
   // OK or the error: INVALID_ARGUMENT naming the field for a bad request,
@@ -44,6 +46,7 @@ class MoeDispatcher {
 
  private:
   RouterEngine* engine_;
+  RouterMetrics* metrics_;
   std::vector<std::unique_ptr<ExpertConnection>> connections_;
   double fanout_timeout_seconds_;
 };

@@ -1,8 +1,11 @@
 #include "router/router_server.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "core/rpc/channel_util.h"
 #include "core/rpc/grpc_status.h"
 #include "core/rpc/server_util.h"
@@ -16,13 +19,21 @@ absl::StatusOr<PlacementTable> DiscoverPlacement(
     return absl::InvalidArgumentError("router: no expert servers given");
   }
   PlacementTable table(static_cast<int>(addresses.size()));
+  const absl::Time deadline = absl::Now() + absl::Seconds(timeout_seconds);
   for (size_t s = 0; s < addresses.size(); ++s) {
+    // An expert server answers health NOT_SERVING while it loads; only a
+    // SERVING one knows its placement.
+    if (absl::Status serving = WaitForServing(
+            addresses[s], absl::ToDoubleSeconds(deadline - absl::Now()));
+        !serving.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("router: expert server ", s, " (", addresses[s],
+                       ") is not serving: ", serving.message()));
+    }
     auto stub = v1::ExpertService::NewStub(MakeChannel(addresses[s]));
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::milliseconds(
-                             static_cast<int64_t>(timeout_seconds * 1000)));
-    context.set_wait_for_ready(true);  // the server may still be loading
+    context.set_deadline(absl::ToChronoTime(
+        std::max(deadline, absl::Now() + absl::Seconds(1))));
     v1::Placement placement;
     grpc::Status status =
         stub->GetPlacement(&context, v1::GetPlacementRequest(), &placement);
@@ -50,9 +61,16 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
   for (const std::string& address : options.expert_addresses) {
     connections.push_back(std::make_unique<ExpertConnection>(address));
   }
+  server->registry_ = options.registry != nullptr
+                          ? options.registry
+                          : std::make_shared<prometheus::Registry>();
+  server->metrics_ = std::make_unique<RouterMetrics>(
+      *server->registry_, server->engine_->config(),
+      server->engine_->placement(), options.expert_addresses,
+      options.metrics_per_expert);
   server->dispatcher_ = std::make_unique<MoeDispatcher>(
       server->engine_.get(), std::move(connections),
-      options.fanout_timeout_seconds);
+      options.fanout_timeout_seconds, server->metrics_.get());
   server->service_ =
       std::make_unique<RouterServiceImpl>(server->dispatcher_.get());
 

@@ -10,8 +10,10 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/server.h"
+#include "prometheus/registry.h"
 #include "router/moe_dispatcher.h"
 #include "router/router_engine.h"
+#include "router/router_metrics.h"
 #include "router/router_service.h"
 
 namespace moe {
@@ -25,6 +27,10 @@ struct RouterServerOptions {
   double connect_timeout_seconds = 30;
   // Deadline of each fan-out call to an expert server.
   double fanout_timeout_seconds = 10;
+  // Where the router's metrics go (deploy/metrics.md); null = a private
+  // registry nobody scrapes.
+  std::shared_ptr<prometheus::Registry> registry;
+  bool metrics_per_expert = true;  // the `expert` label on token counters
 };
 
 // Builds the placement from the expert servers' GetPlacement answers.
@@ -47,6 +53,8 @@ class RouterServer {
  private:
   RouterServer() = default;
   std::unique_ptr<RouterEngine> engine_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<MoeDispatcher> dispatcher_;
   std::unique_ptr<RouterServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;

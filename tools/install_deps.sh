@@ -11,6 +11,9 @@ packages=(
   libbenchmark-dev     # micro-benchmarks
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
                        # service RPCs (callback API, health, reflection)
+  prometheus-cpp-dev   # /metrics on every server (registry, exposer)
+  prometheus           # the real Prometheus server and promtool, for the
+                       # scrape test and the config/rule checks
   "$@"
 )
 

@@ -19,7 +19,7 @@ namespace moe {
 
 absl::StatusOr<StartedServer> StartGrpcServer(
     const std::string& what, const std::string& listen_address,
-    std::initializer_list<grpc::Service*> services) {
+    std::initializer_list<grpc::Service*> services, bool serving) {
   // Both are process-wide switches read when a server is built.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -36,7 +36,7 @@ absl::StatusOr<StartedServer> StartGrpcServer(
         what, ": cannot listen on ", listen_address,
         " (address in use, or not a valid host:port)"));
   }
-  started.server->GetHealthCheckService()->SetServingStatus(true);
+  started.server->GetHealthCheckService()->SetServingStatus(serving);
   return started;
 }
 
@@ -72,12 +72,12 @@ absl::Status WritePortFile(const std::string& path, int port) {
     out.close();
     if (!out) {
       return absl::PermissionDeniedError(
-          absl::StrCat("--port_file: cannot write ", tmp));
+          absl::StrCat("cannot write the port file ", tmp));
     }
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     return absl::PermissionDeniedError(
-        absl::StrCat("--port_file: cannot rename ", tmp, " to ", path));
+        absl::StrCat("cannot rename the port file ", tmp, " to ", path));
   }
   return absl::OkStatus();
 }

@@ -27,11 +27,12 @@ struct StartedServer {
 // Starts a gRPC server on `listen_address` (insecure; loopback unless the
 // address says otherwise) with the project's message size limits, serving
 // `services` (borrowed; they must outlive the server), the default
-// grpc.health.v1 service (SERVING on return) and server reflection.
-// UNAVAILABLE naming `what` and the address when the port cannot be bound.
+// grpc.health.v1 service (SERVING on return, or NOT_SERVING when
+// `serving` is false) and server reflection. UNAVAILABLE naming `what` and
+// the address when the port cannot be bound.
 absl::StatusOr<StartedServer> StartGrpcServer(
     const std::string& what, const std::string& listen_address,
-    std::initializer_list<grpc::Service*> services);
+    std::initializer_list<grpc::Service*> services, bool serving = true);
 
 // Starts a server's drain: health NOT_SERVING, no new calls, calls in flight
 // given until `grace_seconds` from now to finish before they are cancelled.

@@ -34,6 +34,18 @@ inline v1::GenerateResponse* TokenBody(v1::AttentionGenerateResponse* r) {
 }
 }  // namespace internal
 
+// Sees what a stream carries, for metrics. Called with the writer's lock
+// held: must be cheap, thread-safe, and must not call the writer.
+class TokenStreamObserver {
+ public:
+  virtual ~TokenStreamObserver() = default;
+  // `count` tokens were queued for the client.
+  virtual void OnTokens(int count) = 0;
+  // The call was closed (the first Close only).
+  virtual void OnClose(const grpc::Status& status,
+                       v1::FinishReason finish_reason) = 0;
+};
+
 template <typename Response>
 class TokenStreamWriter : public grpc::ServerWriteReactor<Response> {
  public:
@@ -59,6 +71,12 @@ class TokenStreamWriter : public grpc::ServerWriteReactor<Response> {
     on_cancel();
   }
 
+  // Reports Append and Close to `observer` from now on.
+  void SetObserver(std::shared_ptr<TokenStreamObserver> observer) {
+    absl::MutexLock lock(&mu_);
+    observer_ = std::move(observer);
+  }
+
   // Queues `message` as is, ahead of any tokens appended later (e.g. a
   // reservation). Messages keep their order.
   void Send(const Response& message) {
@@ -75,6 +93,9 @@ class TokenStreamWriter : public grpc::ServerWriteReactor<Response> {
     v1::GenerateResponse* body = internal::TokenBody(&pending_);
     body->mutable_token_ids()->MergeFrom(part.token_ids());
     body->mutable_logprobs()->MergeFrom(part.logprobs());
+    if (observer_ != nullptr && part.token_ids_size() > 0) {
+      observer_->OnTokens(part.token_ids_size());
+    }
     PumpLocked();
   }
 
@@ -87,6 +108,7 @@ class TokenStreamWriter : public grpc::ServerWriteReactor<Response> {
     absl::MutexLock lock(&mu_);
     if (close_status_.has_value()) return;
     close_status_ = status;
+    if (observer_ != nullptr) observer_->OnClose(status, finish_reason);
     if (status.ok()) {
       v1::GenerateResponse* body = internal::TokenBody(&pending_);
       body->set_finish_reason(finish_reason);
@@ -190,6 +212,7 @@ class TokenStreamWriter : public grpc::ServerWriteReactor<Response> {
   std::optional<grpc::Status> close_status_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void()> on_cancel_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<TokenStreamObserver> observer_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<TokenStreamWriter> self_;  // gRPC's reference
 };
 

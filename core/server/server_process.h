@@ -1,0 +1,75 @@
+// The life of a server process once its flags are parsed, shared by every
+// server's main:
+//   1. Prometheus metrics on --metrics_port (up during the load too);
+//   2. health NOT_SERVING on the server's port while it loads weights or
+//      waits for its peers (StartupHealthServer; the port file is written
+//      here, so launchers can poll health);
+//   3. the server itself on the same port, health SERVING, announced;
+//   4. on SIGTERM/SIGINT: health NOT_SERVING, no new calls, calls in flight
+//      given `drain_seconds` to finish, exit 0.
+#ifndef MOE_CORE_SERVER_SERVER_PROCESS_H_
+#define MOE_CORE_SERVER_SERVER_PROCESS_H_
+
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/metrics/metrics_flags.h"
+#include "core/rpc/server_util.h"
+#include "core/rpc/startup_health.h"
+#include "prometheus/registry.h"
+
+namespace moe {
+
+template <typename Server>
+struct ServerProcess {
+  std::string what;            // "router", for messages
+  std::string listen_address;  // --listen
+  std::string port_file;       // --port_file
+  double drain_seconds = 5;
+  std::shared_ptr<prometheus::Registry> registry;  // the server's metrics
+  // Loads and starts the server on `bound_address` (the listen address
+  // with the port the startup placeholder bound).
+  std::function<absl::StatusOr<std::unique_ptr<Server>>(
+      const std::string& bound_address)>
+      start;
+  // What the announcement says after the server's name ("4 experts").
+  std::function<std::string(Server&)> detail;
+};
+
+// Runs the steps above; returns the process exit code (0 after a drain, 1
+// when the server could not start, 2 for a metrics or port problem).
+// Messages go to stdout, errors to stderr, prefixed by `what`.
+template <typename Server>
+int RunServerProcess(const ServerProcess<Server>& process) {
+  auto fail = [&](int code, const absl::Status& status) {
+    std::fprintf(stderr, "%s: %s\n", process.what.c_str(),
+                 std::string(status.message()).c_str());
+    return code;
+  };
+  absl::StatusOr<metrics::MetricsEndpoint> metrics =
+      metrics::StartMetricsFromFlags(process.what, process.listen_address,
+                                     process.registry);
+  if (!metrics.ok()) return fail(2, metrics.status());
+  absl::StatusOr<std::unique_ptr<StartupHealthServer>> startup =
+      StartupHealthServer::Start(process.what, process.listen_address,
+                                 process.port_file);
+  if (!startup.ok()) return fail(2, startup.status());
+  const std::string bound = (*startup)->bound_address();
+  absl::StatusOr<std::unique_ptr<Server>> server = process.start(bound);
+  (*startup)->Stop();
+  if (!server.ok()) return fail(1, server.status());
+  if (absl::Status s =
+          AnnounceServing(process.what, process.detail(**server), bound,
+                          (*server)->port(), process.port_file);
+      !s.ok()) {
+    return fail(2, s);
+  }
+  return ServeUntilTerminated(process.what, **server, process.drain_seconds);
+}
+
+}  // namespace moe
+
+#endif  // MOE_CORE_SERVER_SERVER_PROCESS_H_

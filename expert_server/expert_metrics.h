@@ -1,0 +1,48 @@
+// The expert server's Prometheus metrics (deploy/metrics.md, "Expert
+// servers"): tokens and groups by layer (and expert), tokens per group,
+// compute time per call, tensor bytes in and out.
+#ifndef MOE_EXPERT_SERVER_EXPERT_METRICS_H_
+#define MOE_EXPERT_SERVER_EXPERT_METRICS_H_
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/types/span.h"
+#include "expert_server/expert_engine.h"
+#include "prometheus/counter.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace moe {
+
+// Thread-safe. Every series is created up front from the hosted experts, so
+// recording never allocates or takes a registry lock.
+class ExpertMetrics {
+ public:
+  // Registers the families in `registry` (which must outlive this object).
+  // `per_expert` false drops the `expert` label from the token counter.
+  ExpertMetrics(prometheus::Registry& registry,
+                const std::vector<std::pair<int, int>>& hosted_experts,
+                bool per_expert);
+
+  // One call: its validated groups, tensor bytes received and sent, and the
+  // compute seconds it took.
+  void RecordCall(absl::Span<const ExpertWork> work, int64_t bytes_in,
+                  int64_t bytes_out, double compute_seconds);
+
+ private:
+  absl::flat_hash_map<std::pair<int, int>, prometheus::Counter*> tokens_;
+  absl::flat_hash_map<int, prometheus::Counter*> tokens_by_layer_;
+  absl::flat_hash_map<int, prometheus::Counter*> groups_;
+  bool per_expert_;
+  prometheus::Histogram* group_tokens_;
+  prometheus::Histogram* compute_seconds_;
+  prometheus::Counter* received_bytes_;
+  prometheus::Counter* sent_bytes_;
+};
+
+}  // namespace moe
+
+#endif  // MOE_EXPERT_SERVER_EXPERT_METRICS_H_

@@ -1,0 +1,68 @@
+// The router's Prometheus metrics (deploy/metrics.md, "Router"): slots per
+// layer and expert, overflow, balancedness, fan-out latency, which servers
+// and replicas took the slots, and expert servers marked down.
+#ifndef MOE_ROUTER_ROUTER_METRICS_H_
+#define MOE_ROUTER_ROUTER_METRICS_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "core/model_config.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "router/dispatch_plan.h"
+#include "router/placement_table.h"
+
+namespace moe {
+
+// Thread-safe; every series is created up front (bounded by the model and
+// the topology), so recording takes no registry lock.
+class RouterMetrics {
+ public:
+  // `registry` and `placement` must outlive this object. `per_expert` false
+  // drops the `expert` label from moe_router_tokens_total.
+  RouterMetrics(prometheus::Registry& registry, const ModelConfig& config,
+                const PlacementTable& placement,
+                const std::vector<std::string>& server_addresses,
+                bool per_expert);
+
+  // A planned batch of one layer: its per-expert counts and where its slots
+  // went.
+  void RecordPlan(const DispatchPlan& plan);
+  // The fan-out of one planned batch took `seconds`.
+  void RecordFanOut(double seconds);
+  // A call to expert server `server` succeeded (up) or failed with
+  // UNAVAILABLE or DEADLINE_EXCEEDED (marked down until a call succeeds).
+  void RecordServerAnswer(int server, const absl::Status& status);
+
+ private:
+  struct LayerSeries {
+    std::vector<prometheus::Counter*> tokens;  // [experts], or [1] per layer
+    prometheus::Counter* overflowed = nullptr;
+    prometheus::Counter* rerouted = nullptr;
+    prometheus::Counter* dropped = nullptr;
+    prometheus::Gauge* balancedness = nullptr;
+  };
+  struct ServerSeries {
+    prometheus::Counter* dispatched = nullptr;
+    prometheus::Counter* replica_choices = nullptr;
+    prometheus::Gauge* up = nullptr;
+    prometheus::Counter* down = nullptr;
+  };
+
+  const PlacementTable& placement_;
+  bool per_expert_;
+  std::vector<LayerSeries> layers_;  // [num_layers]; dense layers unused
+  std::vector<ServerSeries> servers_;
+  std::unique_ptr<std::atomic<bool>[]> marked_down_;  // [servers]
+  prometheus::Histogram* fanout_seconds_;
+};
+
+}  // namespace moe
+
+#endif  // MOE_ROUTER_ROUTER_METRICS_H_
