@@ -14,13 +14,16 @@
 namespace moe::testing {
 
 std::unique_ptr<LaunchedCluster> LaunchedCluster::Start(
-    const std::string& topology, const std::string& model_dir) {
+    const std::string& topology, const std::string& model_dir,
+    const std::vector<std::string>& extra_args) {
   std::unique_ptr<LaunchedCluster> cluster(new LaunchedCluster());
   const std::string path = topology.empty() || topology[0] == '/'
                                ? topology
                                : std::string(MOE_SOURCE_DIR) + "/" + topology;
-  cluster->launcher_ = ChildProcess::Start(
-      {MOE_CLUSTER_BIN, "up", "--topology", path, "--model", model_dir});
+  std::vector<std::string> argv = {MOE_CLUSTER_BIN, "up",     "--topology",
+                                   path,            "--model", model_dir};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  cluster->launcher_ = ChildProcess::Start(argv);
   if (cluster->launcher_ == nullptr) return nullptr;
   std::optional<std::vector<std::string>> lines =
       cluster->launcher_->ReadUntilLine("ready", 120);
@@ -34,8 +37,15 @@ std::unique_ptr<LaunchedCluster> LaunchedCluster::Start(
     const size_t colon = line.find(": ");
     if (colon == std::string::npos) continue;
     const std::string name = line.substr(0, colon);
+    // Not servers: "moe-cluster: topology ...", "prometheus targets: DIR".
+    if (name == "moe-cluster" || name.find(' ') != std::string::npos) continue;
     std::string rest = line.substr(colon + 2);
     cluster->addresses_[name] = rest.substr(0, rest.find(' '));
+    cluster->names_.push_back(name);
+    const size_t metrics = rest.find(" metrics ");
+    if (metrics != std::string::npos) {
+      cluster->metrics_urls_[name] = rest.substr(metrics + 9);
+    }
     const size_t role = rest.find("(role ");
     if (role != std::string::npos) {
       cluster->roles_[name] =
@@ -70,6 +80,11 @@ LaunchedCluster::~LaunchedCluster() {
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
       << "moe-cluster exit status " << *status << "\nstderr:\n"
       << launcher_->StderrText();
+}
+
+std::string LaunchedCluster::metrics_url(const std::string& name) const {
+  auto it = metrics_urls_.find(name);
+  return it == metrics_urls_.end() ? "" : it->second;
 }
 
 std::string LaunchedCluster::address(const std::string& name) const {

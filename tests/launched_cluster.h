@@ -22,13 +22,19 @@ class LaunchedCluster {
   // `topology` is a path relative to the source tree (e.g.
   // "deploy/local/four-slices.json") or an absolute path. ADD_FAILUREs and
   // returns nullptr when the cluster does not come up.
-  static std::unique_ptr<LaunchedCluster> Start(const std::string& topology,
-                                                const std::string& model_dir);
+  // `extra_args` go to `moe-cluster up` as they are.
+  static std::unique_ptr<LaunchedCluster> Start(
+      const std::string& topology, const std::string& model_dir,
+      const std::vector<std::string>& extra_args = {});
   ~LaunchedCluster();
 
   // Address of the server named `name` ("gateway", "router",
   // "attention-0", ...); empty if there is none.
   std::string address(const std::string& name) const;
+  // The /metrics URL of the server named `name`; empty if there is none.
+  std::string metrics_url(const std::string& name) const;
+  // Every server's name, in the launcher's order.
+  const std::vector<std::string>& names() const { return names_; }
   // Attention servers: every one, or those of one role ("both", "prefill",
   // "decode").
   std::vector<std::string> attention_names(const std::string& role = "") const;
@@ -49,6 +55,8 @@ class LaunchedCluster {
   std::unique_ptr<ChildProcess> launcher_;
   std::map<std::string, std::string> addresses_;
   std::map<std::string, std::string> roles_;  // attention servers
+  std::map<std::string, std::string> metrics_urls_;
+  std::vector<std::string> names_;
   std::unique_ptr<v1::Inference::Stub> gateway_;
   std::unique_ptr<v1::RouterService::Stub> router_;
 };

@@ -74,3 +74,13 @@ add_dependencies(disaggregation_e2e_test moe-cluster expert_server router
 target_compile_definitions(disaggregation_e2e_test PRIVATE
   MOE_CLUSTER_BIN="$<TARGET_FILE:moe-cluster>"
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+
+# The real Prometheus server scraping a local cluster (issue 5).
+moe_test(observability_e2e_test observability_e2e_test.cc launched_cluster.cc)
+target_link_libraries(observability_e2e_test PRIVATE moe_process_test_util
+  moe_cluster_checks moe_rpc absl::strings nlohmann_json::nlohmann_json)
+add_dependencies(observability_e2e_test moe-cluster expert_server router
+  attention_server gateway)
+target_compile_definitions(observability_e2e_test PRIVATE
+  MOE_CLUSTER_BIN="$<TARGET_FILE:moe-cluster>"
+  MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")

@@ -14,8 +14,16 @@ packages=(
   prometheus-cpp-dev   # /metrics on every server (registry, exposer)
   prometheus           # the real Prometheus server and promtool, for the
                        # scrape test and the config/rule checks
+  curl                 # the scrape test reads /metrics and Prometheus' API
   "$@"
 )
+
+# Tools the observability and manifest checks run, wherever they came from
+# (this image may carry newer ones than Debian's): installed from Debian
+# only when the command is missing.
+command -v node > /dev/null || packages+=(nodejs)
+command -v npm > /dev/null || packages+=(npm)
+command -v kubectl > /dev/null || packages+=(kubernetes-client)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "core/rpc/channel_util.h"
 #include "tools/moe_cluster/process_supervisor.h"
+#include "tools/moe_cluster/prometheus_targets.h"
 
 namespace moe::cluster {
 namespace {
@@ -85,6 +86,7 @@ class ClusterRun {
     size_t launch = 0;
     int child = 0;
     std::string port_file;
+    std::string metrics_port_file;
     std::optional<std::string> address;
     std::string problem = "no port file yet";
   };
@@ -102,6 +104,7 @@ class ClusterRun {
   SignalWaiter waiter_;
   absl::Time deadline_;
   std::map<size_t, std::string> addresses_;  // launch index -> address
+  std::map<size_t, std::string> metrics_;    // launch index -> host:port
 };
 
 int ClusterRun::Run() {
@@ -151,6 +154,11 @@ ClusterRun::Outcome ClusterRun::StartStage(Stage stage) {
                                                  ? options_.gateway_listen
                                                  : "127.0.0.1:0"));
     args.push_back(absl::StrCat("--port_file=", p.port_file));
+    p.metrics_port_file =
+        absl::StrCat(options_.log_dir, "/", launch.name, ".metrics_port");
+    std::remove(p.metrics_port_file.c_str());
+    args.push_back("--metrics_port=0");
+    args.push_back(absl::StrCat("--metrics_port_file=", p.metrics_port_file));
     absl::StatusOr<int> child = supervisor_.Spawn(
         launch.name, absl::StrCat(options_.bin_dir, "/", launch.binary), args,
         absl::StrCat(options_.log_dir, "/", launch.name, ".log"),
@@ -188,6 +196,14 @@ ClusterRun::Outcome ClusterRun::WaitForStage(std::vector<Pending> pending) {
         absl::Status serving = WaitForServing(*it->address, kHealthPollSeconds);
         if (serving.ok()) {
           addresses_[it->launch] = *it->address;
+          // Written before the server started loading.
+          if (std::optional<int> port = ReadPortFile(it->metrics_port_file)) {
+            metrics_[it->launch] = ConnectAddress(
+                launches_[it->launch].stage == Stage::kGateway
+                    ? options_.gateway_listen
+                    : "127.0.0.1:0",
+                *port);
+          }
           it = pending.erase(it);
           continue;
         }
@@ -227,7 +243,25 @@ void ClusterRun::PrintReady() {
     const ServerLaunch& launch = launches_[i];
     absl::StrAppend(&out, launch.name, ": ", addresses_[i]);
     if (!launch.detail.empty()) absl::StrAppend(&out, " (", launch.detail, ")");
+    if (auto it = metrics_.find(i); it != metrics_.end()) {
+      absl::StrAppend(&out, " metrics http://", it->second, "/metrics");
+    }
     absl::StrAppend(&out, "\n");
+  }
+  if (!options_.prometheus_targets_dir.empty()) {
+    std::vector<MetricsTarget> targets;
+    for (const auto& [i, address] : metrics_) {
+      targets.push_back({launches_[i].name, launches_[i].binary,
+                         launches_[i].role, address});
+    }
+    if (absl::Status s =
+            WritePrometheusTargets(options_.prometheus_targets_dir, targets);
+        !s.ok()) {
+      PrintStderr(absl::StrCat("moe-cluster: ", s.message()));
+    } else {
+      absl::StrAppend(&out, "prometheus targets: ",
+                      options_.prometheus_targets_dir, "\n");
+    }
   }
   absl::StrAppend(&out, "ready\n");
   std::fputs(out.c_str(), stdout);

@@ -18,13 +18,18 @@ struct LauncherOptions {
   // Per stop stage: how long servers may drain before SIGKILL.
   double grace_seconds = 40;
   std::string gateway_listen = "127.0.0.1:0";
+  // When set, Prometheus file_sd target files for every server's /metrics
+  // are written here once the cluster is ready (prometheus_targets.h).
+  std::string prometheus_targets_dir;
 };
 
 // Starts `launches` (from PlanLaunches) stage by stage: every server of a
 // stage on --listen 127.0.0.1:0 (the gateway on options.gateway_listen) with
-// --port_file <log_dir>/<name>.port, then waits for its port file and for
-// SERVING before starting the next stage. Once all serve, prints one line
-// per server to stdout ("NAME: ADDR (DETAIL)"), then "gateway: ADDR" and
+// --port_file <log_dir>/<name>.port and --metrics_port=0
+// --metrics_port_file <log_dir>/<name>.metrics_port, then waits for its port
+// file and for SERVING before starting the next stage. Once all serve,
+// prints one line per server to stdout ("NAME: ADDR (DETAIL) metrics
+// http://HOST:PORT/metrics"; no "(DETAIL)" when there is none), then
 // "ready". Then watches the children (an unexpected exit is reported on
 // stderr; the others keep running) until SIGINT or SIGTERM, stops them
 // (gateway, attention servers, router, expert servers) and prints "stopped".

@@ -38,6 +38,11 @@ ABSL_FLAG(double, grace_seconds, 40,
           "SIGKILL.");
 ABSL_FLAG(std::string, gateway_listen, "127.0.0.1:0",
           "host:port of the gateway (port 0 picks a free one).");
+ABSL_FLAG(std::string, prometheus_targets_dir, "",
+          "If set, Prometheus file_sd target files (gateway.json, "
+          "attention.json, router.json, expert.json) for every server's "
+          "/metrics are written here once the cluster is ready; see "
+          "deploy/prometheus/prometheus.yml.");
 
 namespace {
 
@@ -153,6 +158,7 @@ int main(int argc, char** argv) {
   options.startup_timeout_seconds = startup_timeout;
   options.grace_seconds = grace;
   options.gateway_listen = gateway_listen;
+  options.prometheus_targets_dir = absl::GetFlag(FLAGS_prometheus_targets_dir);
   if (fs::path absolute = fs::absolute(model_dir, ec); !ec) {
     model_dir = absolute.string();
   }
