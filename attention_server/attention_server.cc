@@ -58,7 +58,8 @@ void AttentionServer::Shutdown(double grace_seconds) {
   engine_->StopAccepting();
   // Running streams finish within the grace period or are cancelled, which
   // ends their sequences and frees their KV blocks.
-  DrainGrpcServer(*server_, grace_seconds);
+  DrainGrpcServer(*server_, grace_seconds,
+                  [this] { return engine_->Idle(); });
 }
 
 void AttentionServer::Wait() {

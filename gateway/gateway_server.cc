@@ -110,7 +110,8 @@ GatewayServer::~GatewayServer() {
 void GatewayServer::Shutdown(double grace_seconds) {
   if (server_ == nullptr) return;
   service_->StopAccepting();
-  DrainGrpcServer(*server_, grace_seconds);
+  DrainGrpcServer(*server_, grace_seconds,
+                  [this] { return service_->InFlight() == 0; });
 }
 
 void GatewayServer::Wait() {

@@ -42,6 +42,9 @@ class LaunchedCluster {
   // found.
   pid_t pid(const std::string& name) const;
 
+  // What the launcher wrote to stderr so far (unexpected exits, ...).
+  std::string launcher_stderr() const { return launcher_->StderrText(); }
+
   v1::Inference::Stub& gateway() { return *gateway_; }
   v1::RouterService::Stub& router() { return *router_; }
   // One attention server's load (EXPECTs the RPC to succeed).

@@ -84,3 +84,14 @@ add_dependencies(observability_e2e_test moe-cluster expert_server router
 target_compile_definitions(observability_e2e_test PRIVATE
   MOE_CLUSTER_BIN="$<TARGET_FILE:moe-cluster>"
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+
+# Health while starting and SIGTERM drain of the real server processes.
+moe_test(server_lifecycle_test server_lifecycle_test.cc launched_cluster.cc)
+target_link_libraries(server_lifecycle_test PRIVATE moe_process_test_util
+  moe_cluster_checks moe_rpc absl::strings)
+add_dependencies(server_lifecycle_test moe-cluster expert_server router
+  attention_server gateway)
+target_compile_definitions(server_lifecycle_test PRIVATE
+  MOE_CLUSTER_BIN="$<TARGET_FILE:moe-cluster>"
+  MOE_BIN_DIR="$<TARGET_FILE_DIR:gateway>"
+  MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")

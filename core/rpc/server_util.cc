@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -40,11 +41,19 @@ absl::StatusOr<StartedServer> StartGrpcServer(
   return started;
 }
 
-void DrainGrpcServer(grpc::Server& server, double grace_seconds) {
+void DrainGrpcServer(grpc::Server& server, double grace_seconds,
+                     const std::function<bool()>& idle) {
   server.GetHealthCheckService()->SetServingStatus(false);
-  server.Shutdown(std::chrono::system_clock::now() +
-                  std::chrono::microseconds(
-                      static_cast<int64_t>(std::max(0.0, grace_seconds) * 1e6)));
+  const auto deadline =
+      std::chrono::system_clock::now() +
+      std::chrono::microseconds(
+          static_cast<int64_t>(std::max(0.0, grace_seconds) * 1e6));
+  if (idle) {
+    while (!idle() && std::chrono::system_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  server.Shutdown(deadline);
 }
 
 std::string BoundAddress(const std::string& listen_address, int port) {

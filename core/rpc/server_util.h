@@ -5,6 +5,7 @@
 #define MOE_CORE_RPC_SERVER_UTIL_H_
 
 #include <cstdio>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -34,10 +35,14 @@ absl::StatusOr<StartedServer> StartGrpcServer(
     const std::string& what, const std::string& listen_address,
     std::initializer_list<grpc::Service*> services, bool serving = true);
 
-// Starts a server's drain: health NOT_SERVING, no new calls, calls in flight
-// given until `grace_seconds` from now to finish before they are cancelled.
-// Returns at once; grpc::Server::Wait() blocks until the drain is over.
-void DrainGrpcServer(grpc::Server& server, double grace_seconds);
+// Drains a server: health NOT_SERVING at once; then, when `idle` is given,
+// the server keeps answering (health says NOT_SERVING, and the services
+// refuse new work themselves) until `idle()` is true or `grace_seconds`
+// have passed; then gRPC stops taking calls and those still in flight get
+// what is left of the grace period before they are cancelled. Blocks while
+// waiting for `idle`; grpc::Server::Wait() blocks until the drain is over.
+void DrainGrpcServer(grpc::Server& server, double grace_seconds,
+                     const std::function<bool()>& idle = nullptr);
 
 // `listen_address` with its port replaced by the bound `port`, for logs
 // ("127.0.0.1:0" + 5001 -> "127.0.0.1:5001").
