@@ -225,10 +225,14 @@ TEST_F(MoeClusterTest, StartsStagesInOrderWithTheTopologyFlags) {
   ASSERT_TRUE(lines.has_value()) << cluster->StderrText();
   std::map<std::string, std::string> a = Addresses(*lines);
   ASSERT_EQ(a.size(), 6u) << cluster->stdout_text();
-  EXPECT_THAT(*lines, ::testing::Contains(
+  // Real expert servers and router: their lines name their /metrics URL.
+  EXPECT_THAT(*lines, ::testing::Contains(::testing::MatchesRegex(
                           "expert-0: " + a["expert-0"] +
-                          " (experts 0:0,0:2,0:4,0:6,1:0,1:2,1:4,1:6)"));
-  EXPECT_THAT(*lines, ::testing::Contains("router: " + a["router"]));
+                          " \\(experts 0:0,0:2,0:4,0:6,1:0,1:2,1:4,1:6\\) "
+                          "metrics http://127\\.0\\.0\\.1:[0-9]+/metrics")));
+  EXPECT_THAT(*lines, ::testing::Contains(::testing::MatchesRegex(
+                          "router: " + a["router"] +
+                          " metrics http://127\\.0\\.0\\.1:[0-9]+/metrics")));
   EXPECT_THAT(*lines,
               ::testing::Contains("att-b: " + a["att-b"] + " (role both)"));
   // The last two lines are exactly these.
@@ -244,7 +248,9 @@ TEST_F(MoeClusterTest, StartsStagesInOrderWithTheTopologyFlags) {
       StartsWith(absl::StrCat(
           "fake attention_server: ", model,
           " --role=both --kv_cache_mb=64 --router=", a["router"],
-          " --listen=127.0.0.1:0 --port_file=", LogDir(), "/att-a.port\n")));
+          " --listen=127.0.0.1:0 --port_file=", LogDir(),
+          "/att-a.port --metrics_port=0 --metrics_port_file=", LogDir(),
+          "/att-a.metrics_port\n")));
   EXPECT_THAT(Log("att-b"), HasSubstr("--role=both --max_running=3 --router="));
   EXPECT_THAT(Log("gateway"),
               StartsWith(absl::StrCat("fake gateway: ", model,

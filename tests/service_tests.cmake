@@ -14,3 +14,7 @@ target_link_libraries(cluster_inprocess_test PRIVATE moe_inprocess_cluster)
 add_library(moe_cluster_checks STATIC generate_client.cc cluster_checks.cc)
 target_link_libraries(moe_cluster_checks PUBLIC moe_test_support moe_rpc)
 target_link_libraries(cluster_inprocess_test PRIVATE moe_cluster_checks)
+# The servers' Prometheus metric classes and placement by ordinal.
+moe_test(server_metrics_test server_metrics_test.cc)
+target_link_libraries(server_metrics_test PRIVATE moe_gateway moe_router_server
+  moe_expert_server)
