@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The `make run` demo: starts the local cluster of deploy/local/demo.json on
+# The `make run` demo: starts the local cluster of deploy/local/1p1d.json on
 # loopback serving MODEL, streams one generation through the gateway with
 # moe-cli, then keeps the cluster up until Ctrl-C (DEMO_KEEP=0: stop right
 # after the generation).
@@ -25,8 +25,13 @@ echo "demo: starting the cluster of $topology on loopback (model $model)"
 # In a session of its own, so that a terminal's Ctrl-C reaches only this
 # script, which then asks the launcher once to stop (a second stop signal
 # would make it kill the servers without letting them drain).
+# The shipped Prometheus config, next to the target files the launcher
+# writes, so that the cluster can be watched with one command (printed below).
+prom="$build/demo/prometheus"
+mkdir -p "$prom"
+cp deploy/prometheus/prometheus.yml deploy/prometheus/alerts.yml "$prom/"
 setsid "$build/bin/moe-cluster" up --topology "$topology" --model "$model" \
-  >"$out" &
+  --prometheus_targets_dir "$prom/targets" >"$out" &
 launcher=$!
 
 # Wait for "ready" (the launcher prints one line per server before it).
@@ -58,5 +63,8 @@ echo
 echo "demo: the cluster keeps serving at $gateway; try"
 echo "  $build/bin/moe-cli generate --gateway $gateway --prompt-ids 1,2,3 --max-tokens 16"
 echo "  $build/bin/moe-cli info --gateway $gateway"
+echo "  curl -s <metrics URL above>        # one server's Prometheus metrics"
+echo "  prometheus --config.file=$prom/prometheus.yml --storage.tsdb.path=$prom/data"
+echo "                                      # scrape them all (http://localhost:9090)"
 echo "demo: press Ctrl-C to stop it"
 wait "$launcher"
