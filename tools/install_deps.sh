@@ -15,6 +15,7 @@ packages=(
   prometheus           # the real Prometheus server and promtool, for the
                        # scrape test and the config/rule checks
   curl                 # the scrape test reads /metrics and Prometheus' API
+  gnuplot-nox          # moe-loadgen --plot (latency/throughput of a sweep)
   "$@"
 )
 
