@@ -64,6 +64,7 @@
 #include "bench/bench_common.h"
 #include "bench/disagg_bench.h"
 #include "bench/expert_rtt.h"
+#include "bench/loadgen_bench.h"
 #include "core/engine.h"
 #include "core/rpc/channel_util.h"
 #include "core/subprocess.h"
@@ -99,6 +100,12 @@ ABSL_FLAG(int, pingpong_batch, 32, "Batch of the ping-pong measurement.");
 ABSL_FLAG(bool, skip_disagg, false,
           "Skip the K/V transfer and prefix-hit measurements.");
 ABSL_FLAG(bool, skip_pingpong, false, "Skip the ping-pong measurement.");
+ABSL_FLAG(bool, skip_loadgen, false,
+          "Skip the load generator's own CPU measurement.");
+ABSL_FLAG(std::string, loadgen, "",
+          "moe-loadgen binary; default: next to --launcher.");
+ABSL_FLAG(int, loadgen_requests, 96, "Requests of the loadgen measurement.");
+ABSL_FLAG(int, loadgen_concurrency, 16, "Requests in flight in it.");
 
 namespace {
 
@@ -315,6 +322,35 @@ int main(int argc, char** argv) {
       rows.push_back({"pingpong_m2_attention_cpu_us_per_token",
                       attention2 * per_token, "", true, ""});
     }
+  }
+
+  if (!absl::GetFlag(FLAGS_skip_loadgen)) {
+    const std::string model = absl::GetFlag(FLAGS_model);
+    moe::bench::EnsureBenchModel(model, /*regenerate=*/false);
+    std::string loadgen = absl::GetFlag(FLAGS_loadgen);
+    if (loadgen.empty()) {
+      const std::string launcher = absl::GetFlag(FLAGS_launcher);
+      loadgen = launcher.substr(0, launcher.rfind('/') + 1) + "moe-loadgen";
+    }
+    std::unique_ptr<moe::bench::BenchCluster> cluster =
+        moe::bench::BenchCluster::Start(absl::GetFlag(FLAGS_launcher),
+                                        absl::GetFlag(FLAGS_topology), model,
+                                        work, "loadgen");
+    Note(absl::StrFormat("moe-loadgen: %d requests, %d in flight",
+                         absl::GetFlag(FLAGS_loadgen_requests),
+                         absl::GetFlag(FLAGS_loadgen_concurrency)));
+    const moe::bench::LoadgenCpuResult cpu = moe::bench::MeasureLoadgenCpu(
+        *cluster, loadgen, work, absl::GetFlag(FLAGS_loadgen_requests),
+        absl::GetFlag(FLAGS_loadgen_concurrency));
+    rows.push_back({"loadgen_cpu_us_per_token", cpu.loadgen_cpu_us_per_token,
+                    "", true,
+                    absl::StrFormat("%d tokens at %.0f tokens/s", cpu.tokens,
+                                    cpu.output_token_throughput)});
+    rows.push_back({"loadgen_servers_cpu_us_per_token",
+                    cpu.servers_cpu_us_per_token, "", true,
+                    "gateway + attention + router + expert servers"});
+    rows.push_back({"loadgen_self_cpu_fraction", cpu.fraction, "<= 0.1",
+                    cpu.fraction <= 0.1, "loadgen CPU / servers' CPU per token"});
   }
 
   if (!absl::GetFlag(FLAGS_skip_rtt)) {

@@ -95,3 +95,14 @@ target_compile_definitions(server_lifecycle_test PRIVATE
   MOE_CLUSTER_BIN="$<TARGET_FILE:moe-cluster>"
   MOE_BIN_DIR="$<TARGET_FILE_DIR:gateway>"
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+
+# moe-loadgen against a local cluster (issue 6).
+moe_test(loadgen_e2e_test loadgen_e2e_test.cc launched_cluster.cc)
+target_link_libraries(loadgen_e2e_test PRIVATE moe_process_test_util
+  moe_rpc absl::strings nlohmann_json::nlohmann_json)
+add_dependencies(loadgen_e2e_test moe-cluster expert_server router
+  attention_server gateway moe-loadgen)
+target_compile_definitions(loadgen_e2e_test PRIVATE
+  MOE_CLUSTER_BIN="$<TARGET_FILE:moe-cluster>"
+  MOE_LOADGEN_BIN="$<TARGET_FILE:moe-loadgen>"
+  MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")

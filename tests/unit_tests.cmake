@@ -14,3 +14,6 @@ moe_test(gating_test gating_test.cc)
 moe_test(expert_ffn_test expert_ffn_test.cc)
 moe_test(local_moe_executor_test local_moe_executor_test.cc)
 moe_test(model_weights_test model_weights_test.cc)
+# moe-loadgen's arrivals, workloads, traces and summaries.
+moe_test(loadgen_test loadgen_test.cc)
+target_link_libraries(loadgen_test PRIVATE moe_loadgen_lib)
