@@ -3,7 +3,8 @@
 #   make run    install what is missing, build, start the demo cluster and
 #               stream a generation through it
 #   make test   install what is missing, build, run the whole test suite
-#   make bench  build and run the benchmarks (report in build/bench/report.json)
+#   make bench  build and run the benchmarks (report in build/bench/report.json,
+#               micro-benchmarks in build/bench/micro.json, a summary table last)
 
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
@@ -43,12 +44,16 @@ run: build
 
 bench: build
 	@mkdir -p $(BUILD_DIR)/bench
+	@rm -f $(BUILD_DIR)/bench/report.json
+	$(BUILD_DIR)/bin/moe-microbench --benchmark_out=$(BUILD_DIR)/bench/micro.json \
+	  --benchmark_out_format=json
 	$(BUILD_DIR)/bin/moe-bench --report $(BUILD_DIR)/bench/report.json \
 	  --model_cache $(BUILD_DIR)/bench/models/mixtral-bench
 	$(BUILD_DIR)/bin/moe-cluster-bench --report $(BUILD_DIR)/bench/report.json \
 	  --model $(BUILD_DIR)/bench/models/mixtral-bench \
 	  --launcher $(BUILD_DIR)/bin/moe-cluster --topology deploy/local/bench.json \
 	  --work_dir $(BUILD_DIR)/bench/cluster
+	@$(BUILD_DIR)/bin/moe-bench-report --report $(BUILD_DIR)/bench/report.json
 
 clean:
 	rm -rf $(BUILD_DIR)
