@@ -12,8 +12,19 @@
 
 namespace moe::metrics {
 
+// Deletes an exposer without the up-to-2-s wait of civetweb's stop: its
+// listener thread polls with a fixed 2 s timeout and only then sees the
+// stop, so while the exposer is being deleted this connects to its port
+// every few milliseconds, which wakes that poll at once.
+struct PromptExposerDeleter {
+  std::string host;  // to connect to ("127.0.0.1" for a wildcard listen)
+  int port = 0;
+  void operator()(prometheus::Exposer* exposer) const;
+};
+
 struct MetricsEndpoint {
-  std::unique_ptr<prometheus::Exposer> exposer;  // null when metrics are off
+  // Null when metrics are off.
+  std::unique_ptr<prometheus::Exposer, PromptExposerDeleter> exposer;
   int port = 0;                                  // the bound port
   std::string url;  // "http://HOST:PORT/metrics", empty when off
 };
