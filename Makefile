@@ -13,7 +13,7 @@ DEMO_DIR ?= $(BUILD_DIR)/demo/model
 DEMO_PROMPT ?= 1,15,27,300,42,7
 DEMO_TOKENS ?= 24
 
-.PHONY: all deps configure build test run bench clean
+.PHONY: all deps configure build test run bench clean test-asan test-tsan
 
 all: build
 
@@ -55,5 +55,24 @@ bench: build
 	  --work_dir $(BUILD_DIR)/bench/cluster
 	@$(BUILD_DIR)/bin/moe-bench-report --report $(BUILD_DIR)/bench/report.json
 
+# The suite under sanitizers, each in a build directory of its own
+# (RelWithDebInfo, so reports carry line numbers).
+test-asan: deps
+	@mkdir -p $(BUILD_DIR)-asan && cmake -S . -B $(BUILD_DIR)-asan \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOE_SANITIZE=address,undefined \
+	  > $(BUILD_DIR)-asan/configure.log 2>&1 || { cat $(BUILD_DIR)-asan/configure.log; exit 1; }
+	@cmake --build $(BUILD_DIR)-asan -j$(JOBS)
+	@cd $(BUILD_DIR)-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j$(JOBS)
+
+test-tsan: deps
+	@mkdir -p $(BUILD_DIR)-tsan && cmake -S . -B $(BUILD_DIR)-tsan \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOE_SANITIZE=thread \
+	  > $(BUILD_DIR)-tsan/configure.log 2>&1 || { cat $(BUILD_DIR)-tsan/configure.log; exit 1; }
+	@cmake --build $(BUILD_DIR)-tsan -j$(JOBS)
+	@cd $(BUILD_DIR)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  ctest --output-on-failure -j$(JOBS)
+
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) $(BUILD_DIR)-asan $(BUILD_DIR)-tsan
