@@ -11,10 +11,6 @@
 #include "attention_server/attention_server.h"
 #include "core/server/server_process.h"
 
-ABSL_FLAG(std::string, listen, "127.0.0.1:0",
-          "host:port to serve on (loopback by default; port 0 picks one).");
-ABSL_FLAG(std::string, port_file, "",
-          "If set, the bound port is written to this file once serving.");
 ABSL_FLAG(std::string, model, "",
           "Checkpoint directory (only the non-expert weights are loaded).");
 ABSL_FLAG(std::string, router, "", "Router address host:port.");
@@ -92,7 +88,6 @@ int main(int argc, char** argv) {
     return fail("--drain_seconds must be >= 0");
   }
   moe::AttentionServerOptions options;
-  options.listen_address = absl::GetFlag(FLAGS_listen);
   options.router_address = absl::GetFlag(FLAGS_router);
   options.role = *role;
   options.engine.kv_lease_seconds = absl::GetFlag(FLAGS_kv_lease_seconds);
@@ -118,8 +113,6 @@ int main(int argc, char** argv) {
 
   moe::ServerProcess<moe::AttentionServer> process;
   process.what = "attention_server";
-  process.listen_address = options.listen_address;
-  process.port_file = absl::GetFlag(FLAGS_port_file);
   process.drain_seconds = absl::GetFlag(FLAGS_drain_seconds);
   process.registry = options.registry;
   process.start = [&options](const std::string& bound_address) {

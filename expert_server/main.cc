@@ -17,10 +17,6 @@
 #include "expert_server/auto_placement.h"
 #include "expert_server/expert_server.h"
 
-ABSL_FLAG(std::string, listen, "127.0.0.1:0",
-          "host:port to serve on (loopback by default; port 0 picks one).");
-ABSL_FLAG(std::string, port_file, "",
-          "If set, the bound port is written to this file once bound.");
 ABSL_FLAG(std::string, model, "", "Checkpoint directory.");
 ABSL_FLAG(std::string, experts, "",
           "Experts placed here: LAYER:EXPERT or LAYER:FIRST-LAST entries, "
@@ -105,7 +101,6 @@ int main(int argc, char** argv) {
   };
   if (absl::GetFlag(FLAGS_model).empty()) return fail("--model is required");
   moe::ExpertServerOptions options;
-  options.listen_address = absl::GetFlag(FLAGS_listen);
   options.engine.model_dir = absl::GetFlag(FLAGS_model);
   options.engine.num_threads = absl::GetFlag(FLAGS_threads);
   if (absl::GetFlag(FLAGS_spin_us) < 0) return fail("--spin_us must be >= 0");
@@ -120,8 +115,6 @@ int main(int argc, char** argv) {
   moe::PrepareServerProcess();
   moe::ServerProcess<moe::ExpertServer> process;
   process.what = "expert_server";
-  process.listen_address = options.listen_address;
-  process.port_file = absl::GetFlag(FLAGS_port_file);
   process.drain_seconds = absl::GetFlag(FLAGS_drain_seconds);
   process.registry = options.registry;
   process.start = [&options](const std::string& bound_address) {

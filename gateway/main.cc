@@ -12,10 +12,6 @@
 #include "core/server/server_process.h"
 #include "gateway/gateway_server.h"
 
-ABSL_FLAG(std::string, listen, "127.0.0.1:0",
-          "host:port to serve on (loopback by default; port 0 picks one).");
-ABSL_FLAG(std::string, port_file, "",
-          "If set, the bound port is written to this file once serving.");
 ABSL_FLAG(std::string, model, "",
           "Checkpoint directory; only config.json is read (validation).");
 ABSL_FLAG(std::string, attention_servers, "",
@@ -46,7 +42,6 @@ int main(int argc, char** argv) {
     return 2;
   };
   moe::GatewayServerOptions options;
-  options.listen_address = absl::GetFlag(FLAGS_listen);
   options.model_dir = absl::GetFlag(FLAGS_model);
   if (options.model_dir.empty()) return fail("--model is required");
   options.attention_addresses =
@@ -85,8 +80,6 @@ int main(int argc, char** argv) {
 
   moe::ServerProcess<moe::GatewayServer> process;
   process.what = "gateway";
-  process.listen_address = options.listen_address;
-  process.port_file = absl::GetFlag(FLAGS_port_file);
   process.drain_seconds = absl::GetFlag(FLAGS_drain_seconds);
   process.registry = options.registry;
   process.start = [&options](const std::string& bound_address) {

@@ -13,10 +13,6 @@
 #include "core/server/server_process.h"
 #include "router/router_server.h"
 
-ABSL_FLAG(std::string, listen, "127.0.0.1:0",
-          "host:port to serve on (loopback by default; port 0 picks one).");
-ABSL_FLAG(std::string, port_file, "",
-          "If set, the bound port is written to this file once serving.");
 ABSL_FLAG(std::string, model, "",
           "Checkpoint directory (only the gates are loaded).");
 ABSL_FLAG(
@@ -51,7 +47,6 @@ int main(int argc, char** argv) {
     return 2;
   };
   moe::RouterServerOptions options;
-  options.listen_address = absl::GetFlag(FLAGS_listen);
   options.engine.model_dir = absl::GetFlag(FLAGS_model);
   if (options.engine.model_dir.empty()) return fail("--model is required");
   options.expert_addresses = absl::StrSplit(absl::GetFlag(FLAGS_expert_servers),
@@ -90,8 +85,6 @@ int main(int argc, char** argv) {
   moe::PrepareServerProcess();
   moe::ServerProcess<moe::RouterServer> process;
   process.what = "router";
-  process.listen_address = options.listen_address;
-  process.port_file = absl::GetFlag(FLAGS_port_file);
   process.drain_seconds = absl::GetFlag(FLAGS_drain_seconds);
   process.registry = options.registry;
   process.start = [&options](const std::string& bound_address) {

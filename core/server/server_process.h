@@ -1,5 +1,5 @@
 // The life of a server process once its flags are parsed, shared by every
-// server's main:
+// server's main (which also share the flags --listen and --port_file):
 //   1. Prometheus metrics on --metrics_port (up during the load too);
 //   2. health NOT_SERVING on the server's port while it loads weights or
 //      waits for its peers (StartupHealthServer; the port file is written
@@ -15,23 +15,26 @@
 #include <memory>
 #include <string>
 
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
 #include "absl/status/statusor.h"
 #include "core/metrics/metrics_flags.h"
 #include "core/rpc/server_util.h"
 #include "core/rpc/startup_health.h"
 #include "prometheus/registry.h"
 
+ABSL_DECLARE_FLAG(std::string, listen);
+ABSL_DECLARE_FLAG(std::string, port_file);
+
 namespace moe {
 
 template <typename Server>
 struct ServerProcess {
-  std::string what;            // "router", for messages
-  std::string listen_address;  // --listen
-  std::string port_file;       // --port_file
+  std::string what;  // "router", for messages
   double drain_seconds = 5;
   std::shared_ptr<prometheus::Registry> registry;  // the server's metrics
-  // Loads and starts the server on `bound_address` (the listen address
-  // with the port the startup placeholder bound).
+  // Loads and starts the server on `bound_address` (--listen with the port
+  // the startup placeholder bound).
   std::function<absl::StatusOr<std::unique_ptr<Server>>(
       const std::string& bound_address)>
       start;
@@ -39,7 +42,7 @@ struct ServerProcess {
   std::function<std::string(Server&)> detail;
 };
 
-// Runs the steps above; returns the process exit code (0 after a drain, 1
+// Runs the steps above on --listen, writing --port_file; returns the process exit code (0 after a drain, 1
 // when the server could not start, 2 for a metrics or port problem).
 // Messages go to stdout, errors to stderr, prefixed by `what`.
 template <typename Server>
@@ -49,13 +52,13 @@ int RunServerProcess(const ServerProcess<Server>& process) {
                  std::string(status.message()).c_str());
     return code;
   };
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  const std::string port_file = absl::GetFlag(FLAGS_port_file);
   absl::StatusOr<metrics::MetricsEndpoint> metrics =
-      metrics::StartMetricsFromFlags(process.what, process.listen_address,
-                                     process.registry);
+      metrics::StartMetricsFromFlags(process.what, listen, process.registry);
   if (!metrics.ok()) return fail(2, metrics.status());
   absl::StatusOr<std::unique_ptr<StartupHealthServer>> startup =
-      StartupHealthServer::Start(process.what, process.listen_address,
-                                 process.port_file);
+      StartupHealthServer::Start(process.what, listen, port_file);
   if (!startup.ok()) return fail(2, startup.status());
   const std::string bound = (*startup)->bound_address();
   absl::StatusOr<std::unique_ptr<Server>> server = process.start(bound);
@@ -63,7 +66,7 @@ int RunServerProcess(const ServerProcess<Server>& process) {
   if (!server.ok()) return fail(1, server.status());
   if (absl::Status s =
           AnnounceServing(process.what, process.detail(**server), bound,
-                          (*server)->port(), process.port_file);
+                          (*server)->port(), port_file);
       !s.ok()) {
     return fail(2, s);
   }
