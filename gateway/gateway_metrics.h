@@ -29,6 +29,8 @@ class GatewayMetrics {
   // A call refused before any work; it also counts as a request that ended
   // with `code`.
   void RecordRejection(Rejection reason, absl::StatusCode code);
+  // A request moved to another attention server after its server failed.
+  void RecordMigration();
 
   // An accepted call with `prompt_tokens`: the observer to set on its
   // stream, which records its latencies, tokens and end. It counts as
@@ -44,6 +46,7 @@ class GatewayMetrics {
   prometheus::Counter* rejected_invalid_;
   prometheus::Counter* rejected_capacity_;
   prometheus::Counter* rejected_draining_;
+  prometheus::Counter* migrations_;
   prometheus::Histogram* ttft_;
   prometheus::Histogram* itl_;
   prometheus::Histogram* tpot_;
