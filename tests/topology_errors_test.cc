@@ -87,6 +87,10 @@ TEST(TopologyErrorsTest, OutOfRangeValuesAreErrors) {
                         "got -0.25"));
   EXPECT_THAT(Error(With(ok + R"(, "router": {"fanout_timeout": 0})")),
               HasSubstr("router.fanout_timeout: must be a finite number > 0"));
+  EXPECT_THAT(Error(With(ok + R"(, "gateway": {"max_in_flight": 0})")),
+              HasSubstr("gateway.max_in_flight: must be an integer in [1, "));
+  EXPECT_THAT(Error(With(ok + R"(, "gateway": {"max_in_flight": 2.5})")),
+              HasSubstr("gateway.max_in_flight: must be an integer"));
   EXPECT_THAT(
       Error(With(ok + R"(, "router": {"per_server_token_cap": -1})")),
       HasSubstr("router.per_server_token_cap: must be an integer in [0, "));

@@ -177,7 +177,7 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
               "attention_servers": [{"kv_cache_mb": 128, "max_running": 8,
                                      "prefill_chunk_tokens": 64, "threads": 1},
                                     {"name": "att-b", "role": "both"}],
-              "gateway": {})"),
+              "gateway": {"max_in_flight": 16})"),
                       "tiny-mixtral");
   ASSERT_TRUE(plan.ok()) << plan.status();
   std::vector<ServerLaunch> launches = PlanLaunches(*plan, "/models/m");
@@ -207,9 +207,11 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
               ElementsAre("--model=/models/m", "--role=both"));
   EXPECT_EQ(launches[5].name, "gateway");
   EXPECT_EQ(launches[5].stage, Stage::kGateway);
-  EXPECT_THAT(launches[5].args, ElementsAre("--model=/models/m"));
+  EXPECT_THAT(launches[5].args,
+              ElementsAre("--model=/models/m", "--max_in_flight=16"));
   EXPECT_THAT(WithDependencies(launches[5], {{"a:1", "both"}, {"b:2", "both"}}),
-              ElementsAre("--model=/models/m", "--attention_servers=a:1,b:2"));
+              ElementsAre("--model=/models/m", "--max_in_flight=16",
+                          "--attention_servers=a:1,b:2"));
 
   absl::StatusOr<ClusterPlan> bare = ParseAndResolve(
       With(R"("expert_servers": 1, "attention_servers": 1)"), "tiny-mixtral");
@@ -219,6 +221,7 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
               ElementsAre("--model=/m", "--experts=0:0-7,1:0-7"));
   EXPECT_THAT(plain[1].args, ElementsAre("--model=/m"));
   EXPECT_THAT(plain[2].args, ElementsAre("--model=/m", "--role=both"));
+  EXPECT_THAT(plain[3].args, ElementsAre("--model=/m"));  // the gateway
 }
 
 TEST(TopologyTest, NumbersAreWrittenShortestRoundTrip) {

@@ -93,6 +93,7 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     l.binary = kGatewayBinary;
     l.stage = Stage::kGateway;
     l.args = {model};
+    AddIfSet(l.args, "max_in_flight", plan.gateway.max_in_flight);
     launches.push_back(std::move(l));
   }
   return launches;

@@ -169,6 +169,16 @@ absl::StatusOr<RouterTopology> ParseRouter(const Json& root) {
   return router;
 }
 
+absl::StatusOr<GatewayTopology> ParseGateway(const Json& root) {
+  GatewayTopology gateway;
+  auto it = root.find("gateway");
+  if (it == root.end()) return gateway;
+  RETURN_IF_ERROR(CheckObject(*it, "gateway", {"max_in_flight"}));
+  ASSIGN_OR_RETURN(gateway.max_in_flight,
+                   OptionalInt(*it, "gateway", "max_in_flight", 1, kMaxTokens));
+  return gateway;
+}
+
 absl::StatusOr<AttentionServerTopology> ParseAttentionServer(
     const Json& value, const std::string& path, size_t index) {
   RETURN_IF_ERROR(CheckObject(
@@ -287,9 +297,7 @@ absl::StatusOr<Topology> ParseRoot(const Json& root, absl::string_view source) {
   topology.expert_servers = std::move(experts.servers);
   ASSIGN_OR_RETURN(topology.router, ParseRouter(root));
   ASSIGN_OR_RETURN(topology.attention_servers, ParseAttentionServers(root));
-  if (auto it = root.find("gateway"); it != root.end()) {
-    RETURN_IF_ERROR(CheckObject(*it, "gateway", {}));
-  }
+  ASSIGN_OR_RETURN(topology.gateway, ParseGateway(root));
   RETURN_IF_ERROR(CheckUniqueNames(topology));
   return topology;
 }

@@ -50,7 +50,10 @@
 //        "micro_batches": 1}      // decode ping-pong micro-batches, 1..3
 //     ],
 //
-//     "gateway": {}               // no settings yet
+//     "gateway": {                // each key maps to the gateway flag
+//       "max_in_flight": 1024     // Generate calls at once, 1..2^24; more
+//                                 // get RESOURCE_EXHAUSTED with a retry hint
+//     }
 //   }
 //
 // Settings left out are not passed, so the servers' own defaults apply.
@@ -101,7 +104,9 @@ struct AttentionServerTopology {
   std::optional<int> micro_batches;
 };
 
-struct GatewayTopology {};
+struct GatewayTopology {
+  std::optional<int> max_in_flight;
+};
 
 // A parsed, model-independent topology.
 struct Topology {
