@@ -176,11 +176,17 @@ absl::Status AttentionEngine::ReceiveKv(SequenceId id, int layer,
     return absl::InvalidArgumentError(absl::StrCat(
         "layer: ", layer, " is outside [0, ", layers, ")"));
   }
-  if (first_block < 0 || num_blocks < 1 ||
+  if (first_block < 0 || first_block >= seq.prompt_blocks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("first_block: ", first_block, " must be in [0, ",
+                     seq.prompt_blocks, ") (the reservation's blocks)"));
+  }
+  if (num_blocks < 1 ||
       first_block + static_cast<int64_t>(num_blocks) > seq.prompt_blocks) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "blocks: [", first_block, ", ", int64_t{first_block} + num_blocks,
-        ") is outside the reservation's ", seq.prompt_blocks, " blocks"));
+        "num_blocks: ", num_blocks, " must be >= 1 and end within the "
+        "reservation's ", seq.prompt_blocks, " blocks (first_block ",
+        first_block, ")"));
   }
   const int64_t block_bytes = cache_->BlockBytesPerLayer();
   if (static_cast<int64_t>(data.size()) != num_blocks * block_bytes) {

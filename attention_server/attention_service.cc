@@ -195,14 +195,18 @@ absl::StatusOr<DecodedPrefillRequest> DecodePrefillRequest(
       static_cast<int>((decoded->generation.prompt.size() + shape.block_size -
                         1) / shape.block_size);
   if (r.block_size() != shape.block_size || r.num_layers() != shape.num_layers ||
-      r.block_bytes() != block_bytes || r.num_blocks() != prompt_blocks) {
+      r.block_bytes() != block_bytes) {
     return absl::FailedPreconditionError(absl::StrCat(
         "destination.reservation: the decode server's K/V layout (",
-        r.num_layers(), " layers, ", r.num_blocks(), " blocks of ",
-        r.block_size(), " tokens, ", r.block_bytes(),
-        " bytes) differs from this server's (", shape.num_layers,
-        " layers, ", prompt_blocks, " blocks of ", shape.block_size,
+        r.num_layers(), " layers, blocks of ", r.block_size(), " tokens, ",
+        r.block_bytes(), " bytes) differs from this server's (",
+        shape.num_layers, " layers, blocks of ", shape.block_size,
         " tokens, ", block_bytes, " bytes)"));
+  }
+  if (r.num_blocks() != prompt_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "destination.reservation.num_blocks: the reservation covers ",
+        r.num_blocks(), " blocks but the prompt needs ", prompt_blocks));
   }
   if (absl::Status s =
           ApplyResumedTokens(request.resumed_tokens(), decoded->generation);

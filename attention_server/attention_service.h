@@ -32,9 +32,11 @@ struct DecodedPrefillRequest {
 
 // Validates a Prefill request for a server of model `config` whose KV cache
 // has shape `shape`: the request as DecodeGenerateRequest does
-// (INVALID_ARGUMENT), destination.address present (INVALID_ARGUMENT), and a
-// reservation whose K/V layout matches this server's and the prompt's block
-// count (FAILED_PRECONDITION naming both layouts).
+// (INVALID_ARGUMENT), destination.address present (INVALID_ARGUMENT), a
+// reservation whose K/V layout matches this server's (FAILED_PRECONDITION
+// naming both layouts) and covers the prompt's blocks (INVALID_ARGUMENT
+// naming destination.reservation.num_blocks), and resumed_tokens in
+// [0, prompt length) (INVALID_ARGUMENT).
 absl::StatusOr<DecodedPrefillRequest> DecodePrefillRequest(
     const v1::PrefillRequest& request, const ModelConfig& config,
     const KvCacheShape& shape);

@@ -661,8 +661,6 @@ TEST_F(BadInputTest,
          return prefill(r);
        },
        kInvalid, "destination.address"},
-      // The server checks num_blocks with the rest of the decode server's
-      // layout, as one FAILED_PRECONDITION naming destination.reservation.
       {attention + ".Prefill",
        "reservation's num_blocks does not cover the prompt",
        [&] {
@@ -670,7 +668,7 @@ TEST_F(BadInputTest,
          r.mutable_destination()->mutable_reservation()->set_num_blocks(1);
          return prefill(r);
        },
-       grpc::StatusCode::FAILED_PRECONDITION, "destination.reservation"},
+       kInvalid, "destination.reservation.num_blocks"},
       {attention + ".Prefill", "reservation with another block size",
        [&] {
          v1::PrefillRequest r = prefill_request(5);
@@ -706,8 +704,6 @@ TEST_F(BadInputTest,
          });
        },
        kInvalid, "data"},
-      // The engine names first_block and num_blocks together as the range
-      // "blocks: [first_block, first_block + num_blocks)".
       {attention + ".TransferKv", "first_block past the reservation",
        [&] {
          return BadTransfer([&](const v1::KvReservation& r) {
@@ -715,14 +711,14 @@ TEST_F(BadInputTest,
                Chunk(r, 0, r.num_blocks(), 1)};
          });
        },
-       kInvalid, "blocks: ["},
+       kInvalid, "first_block"},
       {attention + ".TransferKv", "negative num_blocks",
        [&] {
          return BadTransfer([&](const v1::KvReservation& r) {
            return std::vector<v1::KvTransferChunk>{Chunk(r, 0, 0, -2)};
          });
        },
-       kInvalid, "blocks: [0, -2)"},
+       kInvalid, "num_blocks"},
       {attention + ".TransferKv", "second chunk names another reservation",
        [&] {
          return BadTransfer([&](const v1::KvReservation& r) {
