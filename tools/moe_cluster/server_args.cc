@@ -93,7 +93,18 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     l.binary = kGatewayBinary;
     l.stage = Stage::kGateway;
     l.args = {model};
+    if (!plan.security.auth_token_file.empty()) {
+      l.args.push_back(
+          absl::StrCat("--auth_token_file=", plan.security.auth_token_file));
+    }
     launches.push_back(std::move(l));
+  }
+  if (plan.security.tls()) {
+    for (ServerLaunch& l : launches) {
+      l.args.push_back(absl::StrCat("--tls_cert_file=", plan.security.tls_cert_file));
+      l.args.push_back(absl::StrCat("--tls_key_file=", plan.security.tls_key_file));
+      l.args.push_back(absl::StrCat("--tls_ca_file=", plan.security.tls_ca_file));
+    }
   }
   return launches;
 }

@@ -50,7 +50,15 @@
 //        "micro_batches": 1}      // decode ping-pong micro-batches, 1..3
 //     ],
 //
-//     "gateway": {}               // no settings yet
+//     "gateway": {},              // no settings yet
+//
+//     "security": {               // TLS and the public API's token; paths
+//                                 // relative to the topology file's folder
+//       "tls_cert_file": "server.pem",  // every server's certificate chain,
+//       "tls_key_file": "server.key",   // its key and the CA bundle: all
+//       "tls_ca_file": "ca.pem",        // three or none (mutual TLS inside)
+//       "auth_token_file": "token"      // the gateway's --auth_token_file
+//     }
 //   }
 //
 // Settings left out are not passed, so the servers' own defaults apply.
@@ -103,6 +111,15 @@ struct AttentionServerTopology {
 
 struct GatewayTopology {};
 
+// Absolute paths; empty = not given. The TLS files are all given or none.
+struct SecurityTopology {
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_ca_file;
+  std::string auth_token_file;
+  bool tls() const { return !tls_cert_file.empty(); }
+};
+
 // A parsed, model-independent topology.
 struct Topology {
   std::string source;  // the file, for errors
@@ -115,6 +132,7 @@ struct Topology {
   RouterTopology router;
   std::vector<AttentionServerTopology> attention_servers;
   GatewayTopology gateway;
+  SecurityTopology security;
 };
 
 // Parses topology JSON. `source` names the file in errors; it also gives the
@@ -142,6 +160,7 @@ struct ClusterPlan {
   RouterTopology router;
   std::vector<AttentionServerTopology> attention_servers;
   GatewayTopology gateway;
+  SecurityTopology security;
 };
 
 // Resolves the placement: automatic placement through moe::AutoPlacement,
