@@ -12,7 +12,8 @@ target_compile_definitions(security_test PRIVATE
 moe_test(security_e2e_test security_e2e_test.cc security_test_util.cc
   launched_cluster.cc)
 target_link_libraries(security_e2e_test PRIVATE moe_security moe_rpc
-  moe_process_test_util absl::strings nlohmann_json::nlohmann_json)
+  moe_process_test_util moe_cluster_checks absl::strings
+  nlohmann_json::nlohmann_json)
 add_dependencies(security_e2e_test moe-cluster expert_server router
   attention_server gateway moe-cli)
 target_compile_definitions(security_e2e_test PRIVATE
