@@ -188,6 +188,34 @@ TEST_F(SecurityE2eTest, PublicApiRefusesMissingOrWrongTokenAndServesTheNext) {
   EXPECT_TRUE(absl::StrContains(cli.err, security::kInvalidBearerToken)) << cli.err;
 }
 
+TEST_F(SecurityE2eTest, LoadgenSendsTheTokenOverTls) {
+  const std::string json_path = certs_->path("loadgen.json");
+  auto loadgen = [&](const std::vector<std::string>& more) {
+    std::vector<std::string> argv = {
+        MOE_LOADGEN_BIN, "--gateway", cluster_->address("gateway"),
+        "--progress=false", "--num-requests", "4", "--arrival", "concurrency",
+        "--max-concurrency", "2", "--input-len", "8", "--output-len", "4",
+        "--json", json_path, "--tls-ca-file", certs_->path("ca.pem")};
+    argv.insert(argv.end(), more.begin(), more.end());
+    return RunProcess(argv, {}, 120);
+  };
+  const ProcessResult with_token =
+      loadgen({"--auth-token-file", certs_->path("token")});
+  ASSERT_EQ(with_token.exit_code, 0) << with_token.err;
+  const nlohmann::json result = nlohmann::json::parse(
+      testing::ReadFileOrDie(json_path), nullptr, false);
+  ASSERT_TRUE(result.is_object()) << testing::ReadFileOrDie(json_path);
+  const nlohmann::json& run = result["runs"][0];
+  EXPECT_EQ(run["completed"], 4) << run.dump();
+  EXPECT_EQ(run["failed"], 0) << run.dump();
+
+  // Without the token moe-loadgen cannot even read the model's limits.
+  const ProcessResult without = loadgen({});
+  EXPECT_NE(without.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(without.err, security::kInvalidBearerToken))
+      << without.err;
+}
+
 // One call of a server's own service (router GetStats, expert GetPlacement,
 // attention GetLoad) and of grpc.health.v1 on `channel`; `responded` tells
 // whether either produced a response message with content.

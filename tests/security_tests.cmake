@@ -15,9 +15,10 @@ target_link_libraries(security_e2e_test PRIVATE moe_security moe_rpc
   moe_process_test_util moe_cluster_checks absl::strings
   nlohmann_json::nlohmann_json)
 add_dependencies(security_e2e_test moe-cluster expert_server router
-  attention_server gateway moe-cli)
+  attention_server gateway moe-cli moe-loadgen)
 target_compile_definitions(security_e2e_test PRIVATE
   MOE_CLUSTER_BIN="$<TARGET_FILE:moe-cluster>"
   MOE_CLI_BIN="$<TARGET_FILE:moe-cli>"
+  MOE_LOADGEN_BIN="$<TARGET_FILE:moe-loadgen>"
   MOE_BIN_DIR="$<TARGET_FILE_DIR:gateway>"
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
