@@ -515,7 +515,8 @@ void AttentionEngine::Step() {
       if (seq.spec.role == SequenceRole::kPrefillOnly) SendPrefillKv(seq, layer);
     };
   }
-  absl::StatusOr<std::vector<float>> logits = Forward(chunks, ship);
+  std::vector<Transformer::FailedChunk> failed;
+  absl::StatusOr<std::vector<float>> logits = Forward(chunks, ship, &failed);
   const int block_size = cache_->shape().block_size;
   for (Sequence* seq : shipping) {
     seq->sent_full_blocks = seq->state->prefilled() / block_size;
@@ -529,9 +530,19 @@ void AttentionEngine::Step() {
       running_[owner].reset();
     }
   } else {
+    // Chunks whose tokens an expert could not compute end with that error
+    // (their K/V of this step is unusable); the rest go on.
+    for (const Transformer::FailedChunk& f : failed) {
+      Finish(*running_[owners[f.chunk]], f.status, FinishReason::kAbort);
+      running_[owners[f.chunk]].reset();
+    }
     int64_t row = 0;
     for (size_t c = 0; c < chunks.size(); ++c) {
       if (!chunks[c].want_logits) continue;
+      if (running_[owners[c]] == nullptr) {  // failed above
+        ++row;
+        continue;
+      }
       Sequence& seq = *running_[owners[c]];
       Sample(seq, absl::MakeSpan(*logits).subspan(row * vocab, vocab));
       ++row;
@@ -557,7 +568,8 @@ void AttentionEngine::Step() {
 
 absl::StatusOr<std::vector<float>> AttentionEngine::Forward(
     absl::Span<const SequenceChunk> chunks,
-    const std::function<void(size_t chunk, int layer)>& ship) {
+    const std::function<void(size_t chunk, int layer)>& ship,
+    std::vector<Transformer::FailedChunk>* failed) {
   const int layers = weights_.config.num_layers;
   const size_t m = std::min<size_t>(transformers_.size(), chunks.size());
   if (m <= 1) {
@@ -567,7 +579,10 @@ absl::StatusOr<std::vector<float>> AttentionEngine::Forward(
         for (size_t c = 0; c < chunks.size(); ++c) ship(c, layer);
       };
     }
-    return transformers_[0]->Forward(chunks, hook);
+    absl::StatusOr<std::vector<float>> logits =
+        transformers_[0]->Forward(chunks, hook);
+    if (logits.ok()) *failed = transformers_[0]->failed_chunks();
+    return logits;
   }
   // Contiguous micro-batches of about equal token counts.
   int64_t total = 0;
@@ -623,6 +638,10 @@ absl::StatusOr<std::vector<float>> AttentionEngine::Forward(
   for (size_t i = 0; i < m; ++i) {
     ASSIGN_OR_RETURN(std::vector<float> part, transformers_[i]->End());
     logits.insert(logits.end(), part.begin(), part.end());
+    for (Transformer::FailedChunk f : transformers_[i]->failed_chunks()) {
+      f.chunk += begin[i];
+      failed->push_back(std::move(f));
+    }
   }
   return logits;
 }

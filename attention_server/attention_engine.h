@@ -228,9 +228,12 @@ class AttentionEngine {
   // The forward pass of `chunks`, split into micro-batches when configured
   // (ping-pong); logits in chunk order, as Transformer::Forward returns them.
   // `ship(chunk, layer)` runs once a chunk's K/V of `layer` is in the cache.
+  // Chunks whose tokens the experts could not compute are added to
+  // `failed` (chunk order); their logits rows are present but unusable.
   absl::StatusOr<std::vector<float>> Forward(
       absl::Span<const SequenceChunk> chunks,
-      const std::function<void(size_t chunk, int layer)>& ship);
+      const std::function<void(size_t chunk, int layer)>& ship,
+      std::vector<Transformer::FailedChunk>* failed);
   void SendPrefillKv(Sequence& seq, int layer);
   // Samples `seq`'s next token from `logits` and reports it.
   void Sample(Sequence& seq, absl::Span<float> logits);

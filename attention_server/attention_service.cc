@@ -161,7 +161,65 @@ grpc::Status WrongRole(AttentionRole role, absl::string_view call,
                    "; ", call, " needs role ", needs));
 }
 
+// resumed_tokens of a migrated request: in [0, prompt length).
+absl::Status ApplyResumedTokens(int32_t resumed, GenerationRequest& request) {
+  if (resumed < 0 || resumed >= static_cast<int64_t>(request.prompt.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "resumed_tokens: ", resumed, " must be in [0, ",
+        request.prompt.size(), ") (the prompt's length)"));
+  }
+  request.first_sampler_step = resumed;
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<DecodedPrefillRequest> DecodePrefillRequest(
+    const v1::PrefillRequest& request, const ModelConfig& config,
+    const KvCacheShape& shape) {
+  absl::StatusOr<DecodedGenerateRequest> decoded =
+      DecodeGenerateRequest(request.request(), config);
+  if (!decoded.ok()) return decoded.status();
+  const v1::KvDestination& destination = request.destination();
+  if (destination.address().empty()) {
+    return absl::InvalidArgumentError(
+        "destination.address: the decode server is missing");
+  }
+  // The decode server's blocks must have this server's layout: the bytes
+  // are copied as they are.
+  const v1::KvReservation& r = destination.reservation();
+  const int64_t block_bytes = int64_t{2} * shape.block_size *
+                              shape.num_kv_heads * shape.head_dim *
+                              static_cast<int64_t>(sizeof(float));
+  const int prompt_blocks =
+      static_cast<int>((decoded->generation.prompt.size() + shape.block_size -
+                        1) / shape.block_size);
+  if (r.block_size() != shape.block_size || r.num_layers() != shape.num_layers ||
+      r.block_bytes() != block_bytes || r.num_blocks() != prompt_blocks) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "destination.reservation: the decode server's K/V layout (",
+        r.num_layers(), " layers, ", r.num_blocks(), " blocks of ",
+        r.block_size(), " tokens, ", r.block_bytes(),
+        " bytes) differs from this server's (", shape.num_layers,
+        " layers, ", prompt_blocks, " blocks of ", shape.block_size,
+        " tokens, ", block_bytes, " bytes)"));
+  }
+  if (absl::Status s =
+          ApplyResumedTokens(request.resumed_tokens(), decoded->generation);
+      !s.ok()) {
+    return s;
+  }
+  DecodedPrefillRequest out;
+  out.request = *std::move(decoded);
+  out.address = destination.address();
+  KvReservation& reservation = out.reservation;
+  reservation.id = r.reservation_id();
+  reservation.num_blocks = r.num_blocks();
+  reservation.block_size = r.block_size();
+  reservation.num_layers = r.num_layers();
+  reservation.block_bytes = r.block_bytes();
+  return out;
+}
 
 grpc::ServerWriteReactor<v1::AttentionGenerateResponse>*
 AttentionServiceImpl::Generate(grpc::CallbackServerContext* context,
@@ -181,6 +239,11 @@ AttentionServiceImpl::Generate(grpc::CallbackServerContext* context,
   absl::StatusOr<DecodedGenerateRequest> decoded =
       DecodeGenerateRequest(request->request(), engine_->config());
   if (!decoded.ok()) return refuse(ToGrpcStatus(decoded.status()));
+  if (absl::Status s =
+          ApplyResumedTokens(request->resumed_tokens(), decoded->generation);
+      !s.ok()) {
+    return refuse(ToGrpcStatus(s));
+  }
   SequenceSpec spec;
   spec.request = std::move(decoded->generation);
   spec.logprobs = decoded->logprobs;
@@ -215,44 +278,15 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Prefill(
   if (role_ == AttentionRole::kDecode) {
     return refuse(FromGrpcStatus(WrongRole(role_, "Prefill", "prefill or both")));
   }
-  absl::StatusOr<DecodedGenerateRequest> decoded =
-      DecodeGenerateRequest(request->request(), engine_->config());
+  absl::StatusOr<DecodedPrefillRequest> decoded =
+      DecodePrefillRequest(*request, engine_->config(), engine_->kv_shape());
   if (!decoded.ok()) return refuse(decoded.status());
-  const v1::KvDestination& destination = request->destination();
-  if (destination.address().empty()) {
-    return refuse(absl::InvalidArgumentError(
-        "destination.address: the decode server is missing"));
-  }
-  // The decode server's blocks must have this server's layout: the bytes
-  // are copied as they are.
-  const v1::KvReservation& r = destination.reservation();
-  const KvCacheShape& shape = engine_->kv_shape();
-  const int64_t block_bytes = int64_t{2} * shape.block_size *
-                              shape.num_kv_heads * shape.head_dim *
-                              static_cast<int64_t>(sizeof(float));
-  const int prompt_blocks =
-      static_cast<int>((decoded->generation.prompt.size() + shape.block_size -
-                        1) / shape.block_size);
-  if (r.block_size() != shape.block_size || r.num_layers() != shape.num_layers ||
-      r.block_bytes() != block_bytes || r.num_blocks() != prompt_blocks) {
-    return refuse(absl::FailedPreconditionError(absl::StrCat(
-        "destination.reservation: the decode server's K/V layout (",
-        r.num_layers(), " layers, ", r.num_blocks(), " blocks of ",
-        r.block_size(), " tokens, ", r.block_bytes(),
-        " bytes) differs from this server's (", shape.num_layers,
-        " layers, ", prompt_blocks, " blocks of ", shape.block_size,
-        " tokens, ", block_bytes, " bytes)")));
-  }
-  KvReservation reservation;
-  reservation.id = r.reservation_id();
-  reservation.num_blocks = r.num_blocks();
-  reservation.block_size = r.block_size();
-  reservation.num_layers = r.num_layers();
-  reservation.block_bytes = r.block_bytes();
+  const std::string& address = decoded->address;
+  const KvReservation& reservation = decoded->reservation;
 
   std::shared_ptr<PrefillCall> call = PrefillCall::Create(response, engine_);
   std::shared_ptr<KvSender> sender = KvSender::Start(
-      DecodeStub(destination.address()), destination.address(), reservation,
+      DecodeStub(address), address, reservation,
       [call, metrics = metrics_](const absl::Status& status,
                                  const KvSendStats& stats) {
         metrics->RecordKvTransfer(KvTransferDirection::kSent, stats.bytes,
@@ -260,9 +294,9 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Prefill(
         call->OnTransferDone(status, stats);
       });
   SequenceSpec spec;
-  spec.request = std::move(decoded->generation);
-  spec.logprobs = decoded->logprobs;
-  if (!decoded->has_seed) spec.request.sampling.seed = RandomSeed();
+  spec.request = std::move(decoded->request.generation);
+  spec.logprobs = decoded->request.logprobs;
+  if (!decoded->request.has_seed) spec.request.sampling.seed = RandomSeed();
   spec.role = SequenceRole::kPrefillOnly;
   spec.transfer = sender;
   absl::StatusOr<AttentionEngine::SequenceId> id =

@@ -103,9 +103,23 @@ void RemoteMoeExecutor::Deliver(const v1::RunMoeResponse& response) {
                 static_cast<size_t>(call.tokens * hidden_size_) *
                     sizeof(float));
   }
+  if (call.status.ok() && response.failed_tokens_size() > 0) {
+    for (int64_t t : response.failed_tokens()) {
+      if (t < 0 || t >= call.tokens) {
+        call.status = absl::InternalError(absl::StrCat(
+            "router ", address_, " listed failed token ", t, " of ",
+            call.tokens));
+        return;
+      }
+      call.failed.tokens.push_back(t);
+    }
+    call.failed.status = absl::UnavailableError(
+        absl::StrCat("router ", address_, ": ", response.failure_message()));
+  }
 }
 
-absl::Status RemoteMoeExecutor::WaitMoe(uint64_t handle) {
+absl::Status RemoteMoeExecutor::WaitMoe(uint64_t handle,
+                                        MoeTokenFailures* failed) {
   auto it = calls_.find(handle);
   if (it == calls_.end()) {
     return absl::InternalError(absl::StrCat("no MoE call ", handle, " in flight"));
@@ -121,6 +135,13 @@ absl::Status RemoteMoeExecutor::WaitMoe(uint64_t handle) {
     Deliver(response_);
   }
   absl::Status status = it->second.status;
+  if (status.ok() && !it->second.failed.tokens.empty()) {
+    if (failed == nullptr) {
+      status = it->second.failed.status;
+    } else {
+      *failed = std::move(it->second.failed);
+    }
+  }
   calls_.erase(it);
   return status;
 }
@@ -128,7 +149,7 @@ absl::Status RemoteMoeExecutor::WaitMoe(uint64_t handle) {
 absl::Status RemoteMoeExecutor::RunMoe(int layer, const float* x,
                                        int64_t tokens, float* out) {
   ASSIGN_OR_RETURN(const uint64_t handle, StartMoe(layer, x, tokens, out));
-  return WaitMoe(handle);
+  return WaitMoe(handle, nullptr);
 }
 
 }  // namespace moe

@@ -29,12 +29,14 @@ class RemoteMoeExecutor : public MoeExecutor {
   // Errors: UNAVAILABLE naming the router when the call fails, the stream
   // breaks or the timeout passes; the router's own error (e.g. UNAVAILABLE
   // naming an expert server) when it answers with one; INTERNAL for a
-  // malformed answer.
+  // malformed answer. Tokens the router could not compute (failed_tokens)
+  // come back in WaitMoe's `failed`, with an UNAVAILABLE status carrying the
+  // router's failure_message.
   absl::Status RunMoe(int layer, const float* x, int64_t tokens,
                       float* out) override;
   absl::StatusOr<uint64_t> StartMoe(int layer, const float* x, int64_t tokens,
                                     float* out) override;
-  absl::Status WaitMoe(uint64_t handle) override;
+  absl::Status WaitMoe(uint64_t handle, MoeTokenFailures* failed) override;
   bool WaitsOnRemote() const override { return true; }
 
  private:
@@ -47,6 +49,7 @@ class RemoteMoeExecutor : public MoeExecutor {
     DeadlineWatchdog::Handle deadline = 0;
     bool done = false;
     absl::Status status;
+    MoeTokenFailures failed;  // tokens the router could not compute
   };
   // Fails every call in flight with `why` and drops the stream.
   void BreakStream(const std::string& why);

@@ -37,6 +37,15 @@ absl::Status ValidateRequest(const ModelConfig& config,
                        " is outside the vocabulary [0, ", config.vocab_size, ")"));
     }
   }
+  // The prompt alone leaves no room for a token: the prompt is at fault,
+  // whatever max_tokens says.
+  if (static_cast<int64_t>(request.prompt.size()) >=
+      config.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt_ids: the prompt's ", request.prompt.size(),
+        " tokens leave no room for a token in the context length ",
+        config.max_position_embeddings));
+  }
   if (request.max_tokens < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_tokens: must be >= 1, got ", request.max_tokens));

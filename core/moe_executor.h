@@ -5,11 +5,20 @@
 #define MOE_CORE_MOE_EXECUTOR_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace moe {
+
+// Tokens of one MoE step that could not be computed (an expert they are
+// routed to had no live server): their rows of `out` hold no result and the
+// requests owning them must fail with `status`; the other rows are valid.
+struct MoeTokenFailures {
+  std::vector<int64_t> tokens;  // row indices of the step, ascending
+  absl::Status status;          // UNAVAILABLE naming the experts and servers
+};
 
 class MoeExecutor {
  public:
@@ -28,14 +37,18 @@ class MoeExecutor {
   // else (another micro-batch's attention) while it runs elsewhere. `x` need
   // only stay valid until StartMoe returns, `out` until WaitMoe(handle)
   // returns; every started step must be waited for, in any order. The
-  // default computes everything in StartMoe.
+  // default computes everything in StartMoe. WaitMoe reports a step that
+  // failed for some tokens only in `failed` (OK is returned); with `failed`
+  // null such a step fails as a whole.
   virtual absl::StatusOr<uint64_t> StartMoe(int layer, const float* x,
                                             int64_t tokens, float* out) {
     absl::Status status = RunMoe(layer, x, tokens, out);
     if (!status.ok()) return status;
     return uint64_t{0};
   }
-  virtual absl::Status WaitMoe(uint64_t handle) { return absl::OkStatus(); }
+  virtual absl::Status WaitMoe(uint64_t handle, MoeTokenFailures* failed) {
+    return absl::OkStatus();
+  }
 };
 
 }  // namespace moe

@@ -20,7 +20,7 @@ SequenceState::SequenceState(const GenerationRequest* request,
                              const ModelConfig* config)
     : request_(request),
       config_(config),
-      sampler_(request->sampling),
+      sampler_(request->sampling, request->first_sampler_step),
       context_(request->prompt) {}
 
 absl::Span<const int32_t> SequenceState::TakePrefillChunk(int budget) {
@@ -45,7 +45,9 @@ bool SequenceState::IsStopToken(int32_t token) const {
 
 void SequenceState::Resume(absl::Span<const int32_t> generated) {
   prefilled_ = prompt_tokens();
-  sampler_ = Sampler(request_->sampling, static_cast<int64_t>(generated.size()));
+  sampler_ = Sampler(request_->sampling,
+                     request_->first_sampler_step +
+                         static_cast<int64_t>(generated.size()));
   for (int32_t token : generated) {
     output_.push_back(token);
     context_.push_back(token);

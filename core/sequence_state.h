@@ -22,6 +22,9 @@ struct GenerationRequest {
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
   bool capture_logits = false;  // keep the full logits of every step
+  // The sampler's first step (a migrated request continues the sampling of
+  // the server that failed, whose tokens end `prompt`). >= 0.
+  int64_t first_sampler_step = 0;
 };
 
 enum class FinishReason { kStop, kLength, kAbort };
@@ -54,8 +57,8 @@ class SequenceState {
   // Continues a sequence whose prompt and first `generated` tokens were
   // computed elsewhere (a prefill server, or before a migration): the prompt
   // counts as prefilled, the tokens as sampled (the sampler resumes at step
-  // generated.size(), so sampling continues exactly), and the stop
-  // conditions are applied to them. Precondition: nothing prefilled or
+  // first_sampler_step + generated.size(), so sampling continues exactly),
+  // and the stop conditions are applied to them. Precondition: nothing prefilled or
   // sampled yet, `generated` not empty.
   void Resume(absl::Span<const int32_t> generated);
 

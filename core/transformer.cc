@@ -35,6 +35,7 @@ absl::Status Transformer::Begin(absl::Span<const SequenceChunk> chunks) {
   const ModelConfig& c = config_;
   const int64_t h = c.hidden_size;
   moe_pending_ = false;
+  failed_chunks_.clear();
 
   // Validate everything before touching the cache.
   int64_t total = 0;
@@ -228,7 +229,7 @@ absl::Status Transformer::StartFfn(int l) {
 void Transformer::Abandon() {
   if (!moe_pending_) return;
   moe_pending_ = false;
-  moe_->WaitMoe(moe_handle_).IgnoreError();
+  moe_->WaitMoe(moe_handle_, nullptr).IgnoreError();
 }
 
 absl::Status Transformer::FinishFfn(int l) {
@@ -238,7 +239,9 @@ absl::Status Transformer::FinishFfn(int l) {
   const int64_t h = config_.hidden_size;
   const int64_t tokens = total_;
   if (moe_->WaitsOnRemote()) pool_->Park();
-  RETURN_IF_ERROR(moe_->WaitMoe(moe_handle_));
+  MoeTokenFailures failed;
+  RETURN_IF_ERROR(moe_->WaitMoe(moe_handle_, &failed));
+  if (!failed.tokens.empty()) RecordFailedTokens(failed);
   // The same additions in the same order as a single-process pass: the
   // routed experts, then the gated shared expert.
   for (int64_t i = 0; i < tokens * h; ++i) hidden_[i] += mlp_[i];
@@ -249,6 +252,22 @@ absl::Status Transformer::FinishFfn(int l) {
     }
   }
   return absl::OkStatus();
+}
+
+void Transformer::RecordFailedTokens(const MoeTokenFailures& failed) {
+  for (int64_t row : failed.tokens) {
+    // The segment holding `row`: the last one starting at or before it.
+    auto it = std::upper_bound(
+        segments_.begin(), segments_.end(), row,
+        [](int64_t r, const Segment& s) { return r < s.first_row; });
+    if (it == segments_.begin()) continue;
+    const size_t chunk = static_cast<size_t>(it - segments_.begin()) - 1;
+    auto pos = std::lower_bound(
+        failed_chunks_.begin(), failed_chunks_.end(), chunk,
+        [](const FailedChunk& f, size_t c) { return f.chunk < c; });
+    if (pos != failed_chunks_.end() && pos->chunk == chunk) continue;
+    failed_chunks_.insert(pos, {chunk, failed.status});
+  }
 }
 
 }  // namespace moe

@@ -62,6 +62,19 @@ class Transformer {
   // (its result is dropped), so that the MoeExecutor holds nothing of it.
   void Abandon();
 
+  // Chunks of the pass (indices into Begin's chunks) some of whose tokens
+  // the MoeExecutor could not compute (MoeTokenFailures), each with the
+  // first such failure, in chunk order. Their logits and this pass's K/V
+  // are unusable: their sequences must fail. The other chunks are exact.
+  // Valid after End, until the next Begin.
+  struct FailedChunk {
+    size_t chunk = 0;
+    absl::Status status;
+  };
+  const std::vector<FailedChunk>& failed_chunks() const {
+    return failed_chunks_;
+  }
+
  private:
   absl::Status AttentionBlock(int layer, int64_t tokens);
 
@@ -89,6 +102,10 @@ class Transformer {
   // The MoE step in flight between StartFfn and FinishFfn, if any.
   bool moe_pending_ = false;
   uint64_t moe_handle_ = 0;
+  std::vector<FailedChunk> failed_chunks_;  // of this pass, ascending chunk
+
+  // Records the chunks owning `failed` rows in failed_chunks_.
+  void RecordFailedTokens(const MoeTokenFailures& failed);
 };
 
 }  // namespace moe

@@ -51,11 +51,22 @@ bool ExpertEngine::Hosts(int layer, int expert) const {
 }
 
 absl::Status ExpertEngine::Validate(absl::Span<const ExpertWork> work) const {
+  const ModelConfig& c = config();
   for (size_t i = 0; i < work.size(); ++i) {
+    if (work[i].layer < 0 || work[i].layer >= c.num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("groups[", i, "].layer: ", work[i].layer,
+                       " is outside the model's layers [0, ", c.num_layers, ")"));
+    }
+    if (work[i].expert < 0 || work[i].expert >= c.num_experts) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "groups[", i, "].expert: ", work[i].expert,
+          " is outside the model's experts [0, ", c.num_experts, ")"));
+    }
     if (!Hosts(work[i].layer, work[i].expert)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "groups[", i, "]: layer ", work[i].layer, " expert ", work[i].expert,
-          " is not hosted on this expert server"));
+          "groups[", i, "].expert: layer ", work[i].layer, " expert ",
+          work[i].expert, " is not hosted on this expert server"));
     }
     if (work[i].tokens < 0) {
       return absl::InvalidArgumentError(

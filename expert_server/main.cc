@@ -102,8 +102,12 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_model).empty()) return fail("--model is required");
   moe::ExpertServerOptions options;
   options.engine.model_dir = absl::GetFlag(FLAGS_model);
+  if (absl::GetFlag(FLAGS_threads) < 0) return fail("--threads must be >= 0");
   options.engine.num_threads = absl::GetFlag(FLAGS_threads);
   if (absl::GetFlag(FLAGS_spin_us) < 0) return fail("--spin_us must be >= 0");
+  if (!(absl::GetFlag(FLAGS_drain_seconds) >= 0)) {
+    return fail("--drain_seconds must be >= 0");
+  }
   options.engine.spin_microseconds = absl::GetFlag(FLAGS_spin_us);
   if (absl::Status s = ChoosePlacement(options.engine.model_dir, options.engine);
       !s.ok()) {

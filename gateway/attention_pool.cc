@@ -1,5 +1,8 @@
 #include "gateway/attention_pool.h"
 
+#include <algorithm>
+#include <chrono>
+
 #include "core/kv_cache.h"
 #include "core/rpc/channel_util.h"
 
@@ -11,25 +14,37 @@ AttentionPool::AttentionPool(const std::vector<AttentionServerInfo>& servers,
       in_flight_(servers.size(), 0),
       prefixes_(static_cast<int>(servers.size()), prefix_capacity) {
   for (const AttentionServerInfo& info : servers) {
-    servers_.push_back(
-        {info, v1::AttentionService::NewStub(MakeChannel(info.address))});
+    std::shared_ptr<grpc::Channel> channel = MakeChannel(info.address);
+    servers_.push_back({info, v1::AttentionService::NewStub(channel),
+                        grpc::health::v1::Health::NewStub(channel)});
   }
 }
 
-int AttentionPool::LeastLoadedLocked() {
+namespace {
+
+bool Contains(const std::vector<int>& v, int x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+}  // namespace
+
+int AttentionPool::LeastLoadedLocked(const std::vector<int>& excluded) {
   const size_t n = servers_.size();
-  size_t best = next_ % n;
-  for (size_t i = 1; i < n; ++i) {
-    const size_t candidate = (next_ + i) % n;
-    if (in_flight_[candidate] < in_flight_[best]) best = candidate;
+  int best = -1;
+  for (size_t i = 0; i < n; ++i) {
+    const int candidate = static_cast<int>((next_ + i) % n);
+    if (Contains(excluded, candidate)) continue;
+    if (best < 0 || in_flight_[candidate] < in_flight_[best]) best = candidate;
   }
+  if (best < 0) best = static_cast<int>(next_ % n);  // all excluded
   next_ = best + 1;
-  return static_cast<int>(best);
+  return best;
 }
 
-AttentionPool::Choice AttentionPool::Acquire(absl::Span<const int32_t> prompt) {
+AttentionPool::Choice AttentionPool::Acquire(absl::Span<const int32_t> prompt,
+                                             const std::vector<int>& excluded) {
   absl::MutexLock lock(&mu_);
-  const int least = LeastLoadedLocked();
+  const int least = LeastLoadedLocked(excluded);
   int chosen = least;
   int matched = 0;
   std::vector<uint64_t> hashes;
@@ -41,6 +56,7 @@ AttentionPool::Choice AttentionPool::Acquire(absl::Span<const int32_t> prompt) {
     int best = -1;
     for (int s = 0; s < size(); ++s) {
       if (servers_[s].info.kv_block_size != block_size) continue;
+      if (Contains(excluded, s)) continue;
       const int m = prefixes_.MatchedBlocks(s, hashes);
       if (m > matched ||
           (m == matched && m > 0 && in_flight_[s] < in_flight_[best])) {
@@ -64,6 +80,25 @@ AttentionPool::Choice AttentionPool::Acquire(absl::Span<const int32_t> prompt) {
 void AttentionPool::Release(int index) {
   absl::MutexLock lock(&mu_);
   --in_flight_[index];
+}
+
+void AttentionPool::CheckServing(int index, double timeout_seconds,
+                                 std::function<void(bool serving)> done) {
+  struct Call {
+    grpc::ClientContext context;
+    grpc::health::v1::HealthCheckRequest request;
+    grpc::health::v1::HealthCheckResponse response;
+  };
+  auto call = std::make_shared<Call>();
+  call->context.set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::microseconds(static_cast<int64_t>(timeout_seconds * 1e6)));
+  servers_[index].health->async()->Check(
+      &call->context, &call->request, &call->response,
+      [call, done = std::move(done)](grpc::Status status) {
+        done(status.ok() && call->response.status() ==
+                                grpc::health::v1::HealthCheckResponse::SERVING);
+      });
 }
 
 int64_t AttentionPool::InFlight(int index) const {

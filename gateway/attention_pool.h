@@ -9,6 +9,7 @@
 #define MOE_GATEWAY_ATTENTION_POOL_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gateway/prefix_index.h"
 #include "moe/v1/attention.grpc.pb.h"
 
@@ -42,8 +44,19 @@ class AttentionPool {
   // Picks a server and counts one more request on it; the caller must
   // Release(choice.index) when the request ends. With `prompt` the choice
   // is cache-aware and the prompt's blocks are recorded for the server.
-  Choice Acquire(absl::Span<const int32_t> prompt = {});
+  // Servers whose index is in `excluded` are not chosen (a migrated
+  // request's failed servers); precondition: at least one is left.
+  Choice Acquire(absl::Span<const int32_t> prompt = {},
+                 const std::vector<int>& excluded = {});
   void Release(int index);
+
+  // Asks server `index` for grpc.health.v1 (at most `timeout_seconds`) and
+  // runs `done(serving)` on a gRPC thread; never blocks.
+  void CheckServing(int index, double timeout_seconds,
+                    std::function<void(bool serving)> done);
+  const std::string& address(int index) const {
+    return servers_[index].info.address;
+  }
 
   int size() const { return static_cast<int>(servers_.size()); }
   // Requests in flight on server `index`.
@@ -53,8 +66,10 @@ class AttentionPool {
   struct Server {
     AttentionServerInfo info;
     std::unique_ptr<v1::AttentionService::Stub> stub;
+    std::unique_ptr<grpc::health::v1::Health::Stub> health;
   };
-  int LeastLoadedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int LeastLoadedLocked(const std::vector<int>& excluded)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::vector<Server> servers_;
   const int overload_margin_;

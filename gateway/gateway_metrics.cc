@@ -125,6 +125,12 @@ GatewayMetrics::GatewayMetrics(prometheus::Registry& registry) {
                   .Help("Accepted streams waiting for their first token.")
                   .Register(registry)
                   .Add({});
+  migrations_ = &prometheus::BuildCounter()
+                     .Name("moe_gateway_migrations_total")
+                     .Help("Requests continued on another attention server "
+                           "after theirs failed mid-stream.")
+                     .Register(registry)
+                     .Add({});
   prompt_tokens_ = &prometheus::BuildCounter()
                         .Name("moe_gateway_prompt_tokens_total")
                         .Help("Prompt tokens of accepted requests.")
@@ -176,5 +182,7 @@ std::shared_ptr<TokenStreamObserver> GatewayMetrics::TrackRequest(
   waiting_->Increment();
   return std::make_shared<RequestTracker>(this);
 }
+
+void GatewayMetrics::RecordMigration() { migrations_->Increment(); }
 
 }  // namespace moe

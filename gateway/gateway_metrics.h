@@ -37,6 +37,8 @@ class GatewayMetrics {
   // Abort or GetModelInfo refused for its bearer token: counted as a
   // rejection (reason "unauthenticated") but not as a Generate call.
   void RecordUnauthenticatedCall();
+  // A request moved to another attention server after its server failed.
+  void RecordMigration();
 
   // An accepted call with `prompt_tokens`: the observer to set on its
   // stream, which records its latencies, tokens and end. It counts as
@@ -53,6 +55,7 @@ class GatewayMetrics {
   prometheus::Counter* rejected_capacity_;
   prometheus::Counter* rejected_draining_;
   prometheus::Counter* rejected_unauthenticated_;
+  prometheus::Counter* migrations_;
   prometheus::Histogram* ttft_;
   prometheus::Histogram* itl_;
   prometheus::Histogram* tpot_;

@@ -10,7 +10,7 @@ std::shared_ptr<GenerateRelay> GenerateRelay::Start(
     v1::AttentionService::Stub* stub,
     const grpc::CallbackServerContext& server_context,
     v1::AttentionGenerateRequest request, std::optional<PrefillTarget> prefill,
-    std::shared_ptr<PublicWriter> writer, std::function<void()> on_done) {
+    std::shared_ptr<PublicWriter> writer, bool allow_handoff, DoneCallback on_done) {
   std::shared_ptr<GenerateRelay> relay(new GenerateRelay());
   relay->self_ = relay;
   relay->server_context_ = &server_context;
@@ -20,6 +20,7 @@ std::shared_ptr<GenerateRelay> GenerateRelay::Start(
   relay->request_.set_await_transfer(prefill.has_value());
   relay->prefill_ = std::move(prefill);
   relay->writer_ = std::move(writer);
+  relay->allow_handoff_ = allow_handoff;
   relay->on_done_ = std::move(on_done);
   stub->async()->Generate(relay->context_.get(), &relay->request_,
                           relay.get());
@@ -56,6 +57,7 @@ void GenerateRelay::StartPrefill(const v1::KvReservation& reservation) {
   prefill_context_ = grpc::ClientContext::FromCallbackServerContext(
       *server_context_, grpc::PropagationOptions());
   *prefill_request_.mutable_request() = request_.request();
+  prefill_request_.set_resumed_tokens(request_.resumed_tokens());
   v1::KvDestination* destination = prefill_request_.mutable_destination();
   destination->set_address(prefill_->decode_address);
   *destination->mutable_reservation() = reservation;
@@ -84,7 +86,8 @@ void GenerateRelay::OnReadDone(bool ok) {
     StartPrefill(response_.reservation());
   }
   const v1::GenerateResponse& body = response_.response();
-  completion_tokens_ += body.token_ids_size();
+  streamed_.insert(streamed_.end(), body.token_ids().begin(),
+                   body.token_ids().end());
   if (body.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
     finish_reason_ = body.finish_reason();
     usage_ = body.usage();
@@ -117,11 +120,14 @@ void GenerateRelay::MaybeCloseLocked() {
   }
   closed_ = true;
   const std::string prefill_address = prefill_.has_value() ? prefill_->address : "";
+  // Tokens of the prompt that earlier relays of this request generated.
+  const int resumed = request_.resumed_tokens();
+  std::optional<RelayFailure> handoff;
   if (aborted_) {
     // The attention server's usage never arrived: report what the client got.
     v1::Usage usage;
-    usage.set_prompt_tokens(request_.request().prompt_ids_size());
-    usage.set_completion_tokens(completion_tokens_);
+    usage.set_prompt_tokens(request_.request().prompt_ids_size() - resumed);
+    usage.set_completion_tokens(static_cast<int>(streamed_.size()) + resumed);
     writer_->Close(grpc::Status::OK, v1::FINISH_REASON_ABORT, usage);
   } else if (prefill_status_.has_value() && !prefill_status_->ok() &&
              !prefill_cancelled_) {
@@ -137,6 +143,9 @@ void GenerateRelay::MaybeCloseLocked() {
                      absl::StrCat("prefill server ", prefill_address,
                                   " failed: ", prefill_status_->error_message())),
         v1::FINISH_REASON_UNSPECIFIED, v1::Usage());
+  } else if (!decode_status_->ok() && allow_handoff_ && !cancelled_ &&
+             decode_status_->error_code() == grpc::StatusCode::UNAVAILABLE) {
+    handoff = RelayFailure{streamed_, *decode_status_};  // writer stays open
   } else if (!decode_status_->ok()) {
     writer_->Close(*decode_status_, v1::FINISH_REASON_UNSPECIFIED, v1::Usage());
   } else if (finish_reason_ == v1::FINISH_REASON_UNSPECIFIED) {
@@ -146,6 +155,8 @@ void GenerateRelay::MaybeCloseLocked() {
                    v1::FINISH_REASON_UNSPECIFIED, v1::Usage());
   } else {
     v1::Usage usage = usage_;
+    usage.set_prompt_tokens(usage.prompt_tokens() - resumed);
+    usage.set_completion_tokens(usage.completion_tokens() + resumed);
     if (prefill_done_) {
       // The part of the transfer the request waited for: after the prefill.
       usage.set_transfer_seconds(prefill_result_.transfer_tail_seconds());
@@ -153,7 +164,7 @@ void GenerateRelay::MaybeCloseLocked() {
     }
     writer_->Close(grpc::Status::OK, finish_reason_, usage);
   }
-  if (on_done_) on_done_();
+  if (on_done_) on_done_(std::move(handoff));
 }
 
 }  // namespace moe

@@ -16,6 +16,17 @@
 // the client cancels, so the attention servers free the request's KV
 // blocks. Abort() ends the request with FINISH_REASON_ABORT.
 //
+// Handoff (migration): when started with allow_handoff and the decode (or
+// colocated) call fails with UNAVAILABLE while the client's call is still
+// open, the relay does NOT close the client's call: `on_done` receives a
+// RelayFailure with the tokens this relay streamed and the error, and its
+// owner either continues the request elsewhere on the same writer or
+// closes the writer with that error.
+//
+// Resumed requests (request.resumed_tokens > 0, a migration's next relay):
+// the usage the client gets counts the resumed tokens as completion tokens,
+// not prompt tokens.
+//
 // Ownership: Start() returns a shared_ptr; the relay also holds itself until
 // every upstream call is done, then runs `on_done` once.
 #ifndef MOE_GATEWAY_GENERATE_RELAY_H_
@@ -44,19 +55,27 @@ struct PrefillTarget {
   std::string decode_address;                  // where its K/V goes
 };
 
+// How a relay that handed off ended (see the file comment).
+struct RelayFailure {
+  std::vector<int32_t> streamed;  // tokens this relay sent to the client
+  grpc::Status status;            // the upstream call's error
+};
+
 class GenerateRelay
     : public grpc::ClientReadReactor<v1::AttentionGenerateResponse> {
  public:
   // Starts the upstream call on `stub` (role both, or the decode server
   // when `prefill` is set). `server_context` is the client's call (its
   // deadline and cancellation propagate); `writer` receives the stream;
-  // `on_done` runs once after the client's call has been closed.
+  // `on_done` runs once, after the client's call has been closed, or with
+  // the failure when the relay hands off (only with `allow_handoff`).
+  using DoneCallback = std::function<void(std::optional<RelayFailure>)>;
   static std::shared_ptr<GenerateRelay> Start(
       v1::AttentionService::Stub* stub,
       const grpc::CallbackServerContext& server_context,
       v1::AttentionGenerateRequest request,
       std::optional<PrefillTarget> prefill,
-      std::shared_ptr<PublicWriter> writer, std::function<void()> on_done);
+      std::shared_ptr<PublicWriter> writer, bool allow_handoff, DoneCallback on_done);
 
   // Ends the request: the upstream calls are cancelled and the client's
   // stream finishes with FINISH_REASON_ABORT and the usage so far.
@@ -81,7 +100,8 @@ class GenerateRelay
   v1::AttentionGenerateResponse response_;  // the read in flight
   std::optional<PrefillTarget> prefill_;
   std::shared_ptr<PublicWriter> writer_;
-  std::function<void()> on_done_;
+  bool allow_handoff_ = false;
+  DoneCallback on_done_;
 
   // The Prefill call, once started.
   std::unique_ptr<grpc::ClientContext> prefill_context_;
@@ -98,7 +118,7 @@ class GenerateRelay
   std::optional<grpc::Status> prefill_status_ ABSL_GUARDED_BY(mu_);
   std::optional<grpc::Status> decode_status_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  int completion_tokens_ = 0;  // reader thread only
+  std::vector<int32_t> streamed_;  // reader thread, then under mu_ at close
   v1::FinishReason finish_reason_ = v1::FINISH_REASON_UNSPECIFIED;
   v1::Usage usage_;
   std::shared_ptr<GenerateRelay> self_;

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/types/span.h"
 #include "core/cpu/kernels.h"
 
@@ -16,7 +17,8 @@ absl::Status CheckInputs(const ModelConfig& config, int layer,
                          const float* logits, int64_t tokens,
                          const PlacementTable& placement,
                          const CapacityOptions& options,
-                         const std::vector<int64_t>& server_load) {
+                         const std::vector<int64_t>& server_load,
+                         const std::vector<bool>& server_down) {
   const int e = config.num_experts;
   const int k = config.num_experts_per_tok;
   if (e < 1 || k < 1 || k > e) {
@@ -49,6 +51,12 @@ absl::Status CheckInputs(const ModelConfig& config, int layer,
       server_load.size() != static_cast<size_t>(placement.num_servers())) {
     return absl::InvalidArgumentError(
         absl::StrCat("server_load has ", server_load.size(), " entries for ",
+                     placement.num_servers(), " servers"));
+  }
+  if (!server_down.empty() &&
+      server_down.size() != static_cast<size_t>(placement.num_servers())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("server_down has ", server_down.size(), " entries for ",
                      placement.num_servers(), " servers"));
   }
   for (size_t s = 0; s < server_load.size(); ++s) {
@@ -92,7 +100,8 @@ class Planner {
  public:
   Planner(const ModelConfig& config, int layer, const float* logits,
           const PlacementTable& placement, const CapacityOptions& options,
-          const std::vector<int64_t>& server_load, DispatchPlan& plan)
+          const std::vector<int64_t>& server_load,
+          const std::vector<bool>& server_down, DispatchPlan& plan)
       : e_(config.num_experts),
         k_(config.num_experts_per_tok),
         logits_(logits),
@@ -102,8 +111,14 @@ class Planner {
         load_(placement.num_servers(), 0),
         planned_(placement.num_servers(), 0),
         expert_slots_(e_, 0),
-        rankings_(plan.tokens) {
-    for (int x = 0; x < e_; ++x) replicas_[x] = placement.Replicas(layer, x);
+        rankings_(plan.tokens),
+        live_(e_, false) {
+    for (int x = 0; x < e_; ++x) {
+      for (int32_t s : placement.Replicas(layer, x)) {
+        if (server_down.empty() || !server_down[s]) replicas_[x].push_back(s);
+      }
+      live_[x] = !replicas_[x].empty();
+    }
     if (!server_load.empty()) load_ = server_load;
   }
 
@@ -157,6 +172,15 @@ class Planner {
 
   void PlanSlot(int64_t t, int j) {
     const int32_t gated = plan_.routing.experts[t * k_ + j];
+    if (!live_[gated]) {
+      plan_.slots[t * k_ + j] = {gated, -1, false};
+      if (plan_.failed_tokens.empty() || plan_.failed_tokens.back() != t) {
+        // Slot-major order visits tokens ascending within each choice j;
+        // duplicates across choices are removed at the end.
+        plan_.failed_tokens.push_back(t);
+      }
+      return;
+    }
     if (int32_t s = PickReplica(gated); s >= 0) {
       Place(t, j, gated, s, /*rerouted=*/false);
       return;
@@ -183,11 +207,12 @@ class Planner {
   const float* logits_;
   const CapacityOptions& options_;
   DispatchPlan& plan_;
-  std::vector<absl::Span<const int32_t>> replicas_;  // [e], per expert
+  std::vector<std::vector<int32_t>> replicas_;  // [e], live ones per expert
   std::vector<int64_t> load_;          // [servers], before this batch
   std::vector<int64_t> planned_;       // [servers], slots in this batch
   std::vector<int64_t> expert_slots_;  // [e], slots in this batch
   std::vector<std::vector<int32_t>> rankings_;  // [tokens], filled lazily
+  std::vector<bool> live_;  // [e]: the expert has a replica that is up
 };
 
 // Fills plan.servers from plan.slots: one group per (server, expert), tokens
@@ -196,7 +221,7 @@ void BuildGroups(int num_servers, int e, DispatchPlan& plan) {
   const int k = plan.k;
   std::vector<int64_t> sizes(static_cast<size_t>(num_servers) * e, 0);
   for (const SlotAssignment& a : plan.slots) {
-    if (!a.dropped()) ++sizes[static_cast<size_t>(a.server) * e + a.expert];
+    if (a.server >= 0) ++sizes[static_cast<size_t>(a.server) * e + a.expert];
   }
   std::vector<int32_t> group_index(sizes.size(), -1);
   plan.servers.assign(num_servers, {});
@@ -216,7 +241,7 @@ void BuildGroups(int num_servers, int e, DispatchPlan& plan) {
   for (int64_t t = 0; t < plan.tokens; ++t) {
     for (int j = 0; j < k; ++j) {
       const SlotAssignment& a = plan.slots[t * k + j];
-      if (a.dropped()) continue;
+      if (a.server < 0) continue;  // dropped or unavailable
       const size_t i = static_cast<size_t>(a.server) * e + a.expert;
       ExpertGroup& group = plan.servers[a.server].groups[group_index[i]];
       group.tokens.push_back(t);
@@ -268,9 +293,10 @@ double LayerDispatchStats::Balancedness() const {
 absl::StatusOr<DispatchPlan> PlanDispatch(
     const ModelConfig& config, int layer, const float* logits, int64_t tokens,
     const PlacementTable& placement, const CapacityOptions& options,
-    const std::vector<int64_t>& server_load) {
+    const std::vector<int64_t>& server_load,
+    const std::vector<bool>& server_down) {
   absl::Status status = CheckInputs(config, layer, logits, tokens, placement,
-                                    options, server_load);
+                                    options, server_load, server_down);
   if (!status.ok()) return status;
   const int e = config.num_experts;
   const int k = config.num_experts_per_tok;
@@ -286,9 +312,33 @@ absl::StatusOr<DispatchPlan> PlanDispatch(
   plan.stats.slots = tokens * k;
   plan.stats.experts.assign(e, {});
 
-  Planner(config, layer, logits, placement, options, server_load, plan).Run();
+  Planner(config, layer, logits, placement, options, server_load, server_down,
+          plan)
+      .Run();
   BuildGroups(placement.num_servers(), e, plan);
+  if (!plan.failed_tokens.empty()) {
+    std::sort(plan.failed_tokens.begin(), plan.failed_tokens.end());
+    plan.failed_tokens.erase(
+        std::unique(plan.failed_tokens.begin(), plan.failed_tokens.end()),
+        plan.failed_tokens.end());
+    for (const SlotAssignment& a : plan.slots) {
+      if (a.unavailable()) plan.unavailable_experts.push_back(a.expert);
+    }
+    std::sort(plan.unavailable_experts.begin(), plan.unavailable_experts.end());
+    plan.unavailable_experts.erase(std::unique(plan.unavailable_experts.begin(),
+                                               plan.unavailable_experts.end()),
+                                   plan.unavailable_experts.end());
+  }
   return plan;
+}
+
+std::string DescribeUnavailableExperts(const DispatchPlan& plan) {
+  if (plan.unavailable_experts.size() == 1) {
+    return absl::StrCat("expert ", plan.unavailable_experts[0], " of layer ",
+                        plan.layer, " has no live replica");
+  }
+  return absl::StrCat("experts ", absl::StrJoin(plan.unavailable_experts, ", "),
+                      " of layer ", plan.layer, " have no live replica");
 }
 
 }  // namespace moe

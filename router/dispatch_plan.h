@@ -24,6 +24,12 @@
 //   that has room and that the token does not already use (its own top-k
 //   experts and experts its earlier slots were rerouted to); none -> dropped.
 //   kDrop: dropped.
+// * Servers marked down (`server_down`) take no slots. A slot whose gated
+//   expert has no live replica is "unavailable": it is neither rerouted nor
+//   dropped (that would silently change the model), and its token is listed
+//   in failed_tokens so that the caller fails the requests owning those
+//   tokens while the rest of the batch goes on. Overflow never reroutes to
+//   an expert without a live replica.
 // * A rerouted slot keeps the combine weight of its gated slot: the token's
 //   mixture keeps the engine's weights, only the expert computing that share
 //   changes. A dropped slot contributes nothing and the other slots' weights
@@ -33,6 +39,7 @@
 #define MOE_ROUTER_DISPATCH_PLAN_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -68,9 +75,11 @@ int64_t ExpertCapacity(double capacity_factor, int64_t tokens, int k,
 // Where one (token, slot) is computed.
 struct SlotAssignment {
   int32_t expert = -1;  // the gated expert, or the one it was rerouted to
-  int32_t server = -1;
+  int32_t server = -1;  // -1: dropped or unavailable
   bool rerouted = false;  // expert differs from the gated expert
   bool dropped() const { return expert < 0; }
+  // Gated to an expert with no live replica (expert >= 0, server -1).
+  bool unavailable() const { return expert >= 0 && server < 0; }
 };
 
 // Tokens one server computes with one expert, and their combine weights:
@@ -100,8 +109,8 @@ struct ExpertDispatchStats {
 };
 
 // Counts for one batch of one layer, to be added to Prometheus counters.
-// Invariants: sum(tokens) + dropped() == slots; rerouted() == sum of
-// rerouted_in.
+// Invariants: sum(tokens) + dropped() + unavailable slots == slots;
+// rerouted() == sum of rerouted_in.
 struct LayerDispatchStats {
   int layer = 0;
   int64_t slots = 0;                         // tokens * k
@@ -127,12 +136,17 @@ struct DispatchPlan {
   std::vector<SlotAssignment> slots;    // [tokens * k], indexed like routing
   std::vector<ServerDispatch> servers;  // [num_servers], by server id
   LayerDispatchStats stats;
+  // Tokens with an unavailable slot, ascending, and the experts that had no
+  // live replica, ascending. Empty when every server is up.
+  std::vector<int64_t> failed_tokens;
+  std::vector<int32_t> unavailable_experts;
 };
 
 // Plans one MoE layer of a batch (see the file comment for the semantics).
 // logits: router logits [tokens, num_experts], row-major, all finite.
 // server_load: current load of each server, for replica choice; size
-// placement.num_servers(), or empty for all zero.
+// placement.num_servers(), or empty for all zero. server_down: servers that
+// must take no slots; size placement.num_servers(), or empty for all up.
 // Errors: INVALID_ARGUMENT for a layer that is not a MoE layer, bad sizes,
 // non-finite logits (naming token and expert) or options out of range;
 // FAILED_PRECONDITION naming the (layer, expert) when an expert of the layer
@@ -140,7 +154,12 @@ struct DispatchPlan {
 absl::StatusOr<DispatchPlan> PlanDispatch(
     const ModelConfig& config, int layer, const float* logits, int64_t tokens,
     const PlacementTable& placement, const CapacityOptions& options,
-    const std::vector<int64_t>& server_load);
+    const std::vector<int64_t>& server_load,
+    const std::vector<bool>& server_down = {});
+
+// "expert 3 of layer 1 has no live replica" (several experts: "experts 3, 5
+// of layer 1 have no live replica"), for the error of failed tokens.
+std::string DescribeUnavailableExperts(const DispatchPlan& plan);
 
 }  // namespace moe
 

@@ -28,6 +28,10 @@ ABSL_FLAG(int, per_server_token_cap, 0,
           "Max slots per expert server per batch; 0 = none.");
 ABSL_FLAG(double, fanout_timeout, 10.0,
           "Deadline of each expert call, seconds.");
+ABSL_FLAG(double, health_probe_seconds, 1.0,
+          "Every expert server's grpc.health.v1 is probed this often (each "
+          "probe waits as long): two failed probes in a row mark a server "
+          "down (it then takes no work), one SERVING answer marks it up.");
 ABSL_FLAG(double, connect_timeout, 60.0,
           "How long to wait for the expert servers at start, seconds.");
 ABSL_FLAG(int, threads, 1, "Threads for the gate projections.");
@@ -76,8 +80,15 @@ int main(int argc, char** argv) {
   if (!(absl::GetFlag(FLAGS_fanout_timeout) > 0))
     return fail("--fanout_timeout must be > 0");
   options.fanout_timeout_seconds = absl::GetFlag(FLAGS_fanout_timeout);
+  if (!(absl::GetFlag(FLAGS_health_probe_seconds) > 0))
+    return fail("--health_probe_seconds must be > 0");
+  options.health_probe_seconds = absl::GetFlag(FLAGS_health_probe_seconds);
   options.connect_timeout_seconds = absl::GetFlag(FLAGS_connect_timeout);
+  if (absl::GetFlag(FLAGS_threads) < 0) return fail("--threads must be >= 0");
   options.engine.num_threads = absl::GetFlag(FLAGS_threads);
+  if (!(absl::GetFlag(FLAGS_drain_seconds) >= 0)) {
+    return fail("--drain_seconds must be >= 0");
+  }
 
   options.metrics_per_expert = absl::GetFlag(FLAGS_metrics_per_expert);
   options.registry = std::make_shared<prometheus::Registry>();

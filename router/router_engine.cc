@@ -37,7 +37,8 @@ RouterEngine::RouterEngine(ModelWeights weights, PlacementTable placement,
 }
 
 absl::StatusOr<DispatchPlan> RouterEngine::Plan(int layer, const float* x,
-                                                int64_t tokens) {
+                                                int64_t tokens,
+                                                const std::vector<bool>& server_down) {
   const ModelConfig& c = weights_.config;
   if (layer < 0 || layer >= c.num_layers || !c.IsMoeLayer(layer)) {
     return absl::InvalidArgumentError(
@@ -50,7 +51,7 @@ absl::StatusOr<DispatchPlan> RouterEngine::Plan(int layer, const float* x,
               pool_.get());
   ASSIGN_OR_RETURN(DispatchPlan plan,
                    PlanDispatch(c, layer, logits.data(), tokens, placement_,
-                                capacity_, in_flight_));
+                                capacity_, in_flight_, server_down));
   for (size_t s = 0; s < plan.servers.size(); ++s) {
     in_flight_[s] += plan.servers[s].num_slots;
     totals_.server_slots[s] += plan.servers[s].num_slots;
@@ -103,6 +104,7 @@ void RouterEngine::Combine(
   for (const Ref& ref : order) {
     const ExpertGroup& group = plan.servers[ref.server].groups[ref.group];
     const float* y = outputs[ref.server][ref.group];
+    if (y == nullptr) continue;
     for (size_t i = 0; i < group.tokens.size(); ++i) {
       float* dst = out + group.tokens[i] * h;
       const float* src = y + static_cast<int64_t>(i) * h;

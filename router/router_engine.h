@@ -45,14 +45,18 @@ class RouterEngine {
   const PlacementTable& placement() const { return placement_; }
 
   // Gates x [tokens, hidden] of `layer` and plans the dispatch, choosing
-  // replicas by the slots currently in flight to each server. The plan's
-  // slots are counted as in flight until Release(plan).
-  absl::StatusOr<DispatchPlan> Plan(int layer, const float* x, int64_t tokens);
+  // replicas by the slots currently in flight to each server and leaving
+  // out the servers marked in `server_down` (empty: all up; see
+  // PlanDispatch for unavailable experts). The plan's slots are counted as
+  // in flight until Release(plan).
+  absl::StatusOr<DispatchPlan> Plan(int layer, const float* x, int64_t tokens,
+                                    const std::vector<bool>& server_down = {});
   void Release(const DispatchPlan& plan);
 
   // out[t] = sum of weight * expert output over the plan's groups.
   // outputs[s][g] is the output of group g of server s, [group tokens,
-  // hidden]. Dropped slots contribute nothing. Each token adds its experts'
+  // hidden]; a null entry (a group no server could compute, whose tokens
+  // the caller fails) contributes nothing. Dropped slots contribute nothing. Each token adds its experts'
   // shares in ascending expert order, as the single-process engine does.
   void Combine(const DispatchPlan& plan,
                const std::vector<std::vector<const float*>>& outputs,

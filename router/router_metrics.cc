@@ -70,7 +70,6 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry,
                    .Name("moe_router_expert_server_down_total")
                    .Help("Times an expert server was marked down.")
                    .Register(registry);
-  marked_down_ = std::make_unique<std::atomic<bool>[]>(server_addresses.size());
   for (const std::string& address : server_addresses) {
     const prometheus::Labels labels = {{"server", address}};
     servers_.push_back({&dispatched.Add(labels), &replica_choices.Add(labels),
@@ -118,16 +117,11 @@ void RouterMetrics::RecordFanOut(double seconds) {
   fanout_seconds_->Observe(seconds);
 }
 
-void RouterMetrics::RecordServerAnswer(int server, const absl::Status& status) {
+void RouterMetrics::RecordServerState(int server, bool up) {
   if (server < 0 || server >= static_cast<int>(servers_.size())) return;
   ServerSeries& series = servers_[server];
-  const bool down = status.code() == absl::StatusCode::kUnavailable ||
-                    status.code() == absl::StatusCode::kDeadlineExceeded;
-  // Count transitions, not failed calls: several calls in flight on a
-  // broken stream fail together.
-  if (marked_down_[server].exchange(down) == down) return;
-  series.up->Set(down ? 0.0 : 1.0);
-  if (down) series.down->Increment();
+  series.up->Set(up ? 1.0 : 0.0);
+  if (!up) series.down->Increment();
 }
 
 }  // namespace moe

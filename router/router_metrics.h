@@ -36,9 +36,9 @@ class RouterMetrics {
   void RecordPlan(const DispatchPlan& plan);
   // The fan-out of one planned batch took `seconds`.
   void RecordFanOut(double seconds);
-  // A call to expert server `server` succeeded (up) or failed with
-  // UNAVAILABLE or DEADLINE_EXCEEDED (marked down until a call succeeds).
-  void RecordServerAnswer(int server, const absl::Status& status);
+  // Expert server `server` was marked up or down (ExpertHealth's
+  // transitions).
+  void RecordServerState(int server, bool up);
 
  private:
   struct LayerSeries {
@@ -59,7 +59,6 @@ class RouterMetrics {
   bool per_expert_;
   std::vector<LayerSeries> layers_;  // [num_layers]; dense layers unused
   std::vector<ServerSeries> servers_;
-  std::unique_ptr<std::atomic<bool>[]> marked_down_;  // [servers]
   prometheus::Histogram* fanout_seconds_;
 };
 

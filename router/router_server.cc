@@ -70,7 +70,8 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
       options.metrics_per_expert);
   server->dispatcher_ = std::make_unique<MoeDispatcher>(
       server->engine_.get(), std::move(connections),
-      options.fanout_timeout_seconds, server->metrics_.get());
+      options.fanout_timeout_seconds, options.health_probe_seconds,
+      server->metrics_.get());
   server->service_ =
       std::make_unique<RouterServiceImpl>(server->dispatcher_.get());
 

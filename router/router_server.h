@@ -27,6 +27,8 @@ struct RouterServerOptions {
   double connect_timeout_seconds = 30;
   // Deadline of each fan-out call to an expert server.
   double fanout_timeout_seconds = 10;
+  // How often every expert server's health is probed (ExpertHealth).
+  double health_probe_seconds = 1;
   // Where the router's metrics go (deploy/metrics.md); null = a private
   // registry nobody scrapes.
   std::shared_ptr<prometheus::Registry> registry;

@@ -1,35 +1,66 @@
 #include "router/router_service.h"
 
 #include <chrono>
+#include <cmath>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "core/rpc/call_stream_reactor.h"
 #include "core/rpc/grpc_status.h"
+#include "core/rpc/tensor_codec.h"
 
 namespace moe {
+namespace {
+
+// A batch refused as INVALID_ARGUMENT because of a non-finite hidden state
+// (the gate's logits then are not finite either) is refused naming the
+// element of `hidden`, the field the caller has to fix. Looked at only on
+// failure, so valid batches pay nothing.
+absl::Status NameNonFiniteHidden(const v1::RunMoeRequest& request,
+                                 int64_t hidden_size, absl::Status status) {
+  if (status.code() != absl::StatusCode::kInvalidArgument) return status;
+  absl::StatusOr<F32Rows> x =
+      DecodeF32Rows(request.hidden(), hidden_size, "hidden");
+  if (!x.ok()) return status;
+  for (int64_t i = 0; i < x->rows * x->cols; ++i) {
+    if (!std::isfinite(x->data[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "hidden: element [", i / x->cols, ", ", i % x->cols,
+          "] is not finite (", x->data[i], ")"));
+    }
+  }
+  return status;
+}
+
+}  // namespace
 
 grpc::ServerUnaryReactor* RouterServiceImpl::RunMoe(
     grpc::CallbackServerContext* context, const v1::RunMoeRequest* request,
     v1::RunMoeResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  dispatcher_->Dispatch(*request, context->deadline(), response,
-                        [reactor](absl::Status status) {
-                          reactor->Finish(ToGrpcStatus(status));
-                        });
+  const int64_t hidden = dispatcher_->engine().config().hidden_size;
+  dispatcher_->Dispatch(
+      *request, context->deadline(), response,
+      [reactor, request, hidden](absl::Status status) {
+        reactor->Finish(ToGrpcStatus(
+            NameNonFiniteHidden(*request, hidden, std::move(status))));
+      });
   return reactor;
 }
 
 grpc::ServerBidiReactor<v1::RunMoeRequest, v1::RunMoeResponse>*
 RouterServiceImpl::MoeStream(grpc::CallbackServerContext* context) {
   using Reactor = CallStreamReactor<v1::RunMoeRequest, v1::RunMoeResponse>;
-  return Reactor::Start([this](std::unique_ptr<v1::RunMoeRequest> request,
-                               Reactor::Reply reply) {
+  const int64_t hidden = dispatcher_->engine().config().hidden_size;
+  return Reactor::Start([this, hidden](std::unique_ptr<v1::RunMoeRequest> request,
+                                       Reactor::Reply reply) {
     std::shared_ptr<v1::RunMoeRequest> in(std::move(request));
     auto out = std::make_shared<v1::RunMoeResponse>();
     out->set_call_id(in->call_id());
     dispatcher_->Dispatch(
         *in, std::chrono::system_clock::time_point::max(), out.get(),
-        [in, out, reply](absl::Status status) {
+        [in, out, reply, hidden](absl::Status status) {
+          status = NameNonFiniteHidden(*in, hidden, std::move(status));
           if (!status.ok()) {
             out->clear_output();
             out->set_error_code(static_cast<int>(status.code()));

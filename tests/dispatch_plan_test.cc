@@ -622,6 +622,67 @@ TEST(DispatchPlanTest, UsesThePlacementOfTheRequestedLayer) {
   EXPECT_THAT(SlotServers(*plan), ElementsAre(1, 1));
 }
 
+TEST(DispatchPlanTest, DownServersTakeNoSlotsAndReplicasTakeOver) {
+  const ModelConfig config = Config(4, 2);
+  // Experts 0 and 1 on servers 0 and 1; experts 2 and 3 on server 2 only.
+  const PlacementTable placement = Placement(3, {{0, 1}, {0, 1}, {2}, {2}});
+  const std::vector<float> logits =
+      PreferenceLogits({{0, 1}, {1, 0}, {0, 1}}, 4);
+  absl::StatusOr<DispatchPlan> plan =
+      PlanDispatch(config, 0, logits.data(), 3, placement, CapacityOptions(),
+                   {}, {true, false, false});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  for (const SlotAssignment& a : plan->slots) EXPECT_EQ(a.server, 1);
+  EXPECT_TRUE(plan->failed_tokens.empty());
+  EXPECT_TRUE(plan->servers[0].groups.empty());
+}
+
+TEST(DispatchPlanTest, AnExpertWithoutLiveReplicaFailsOnlyItsTokens) {
+  const ModelConfig config = Config(4, 2);
+  const PlacementTable placement = Placement(3, {{0, 1}, {0, 1}, {2}, {2}});
+  // Token 1 needs expert 2 (server 2, down); tokens 0 and 2 do not.
+  const std::vector<float> logits =
+      PreferenceLogits({{0, 1}, {2, 0}, {1, 0}}, 4);
+  absl::StatusOr<DispatchPlan> plan = PlanDispatch(
+      config, 1, logits.data(), 3, placement,
+      Options(0, Policy::kReroute), {}, {false, false, true});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(plan->failed_tokens, ElementsAre(1));
+  EXPECT_THAT(plan->unavailable_experts, ElementsAre(2));
+  EXPECT_TRUE(plan->slots[1 * 2 + 0].unavailable());  // token 1, choice 0
+  EXPECT_FALSE(plan->slots[1 * 2 + 1].unavailable());
+  EXPECT_EQ(plan->stats.rerouted(), 0);  // not silently moved elsewhere
+  EXPECT_EQ(plan->stats.dropped(), 0);
+  EXPECT_TRUE(plan->servers[2].groups.empty());
+  EXPECT_EQ(DescribeUnavailableExperts(*plan),
+            "expert 2 of layer 1 has no live replica");
+}
+
+TEST(DispatchPlanTest, OverflowNeverReroutesToAnExpertWithoutLiveReplica) {
+  const ModelConfig config = Config(4, 1);
+  const PlacementTable placement = Placement(2, {{0}, {0}, {1}, {0}});
+  // Capacity 1 per expert: token 1 overflows expert 0; its next choice,
+  // expert 2, is down, so it goes to expert 1.
+  const std::vector<float> logits =
+      PreferenceLogits({{0}, {0, 2, 1}}, 4);
+  absl::StatusOr<DispatchPlan> plan = PlanDispatch(
+      config, 0, logits.data(), 2, placement, Options(2.0, Policy::kReroute),
+      {}, {false, true});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(SlotExperts(*plan), ElementsAre(0, 1));
+  EXPECT_TRUE(plan->failed_tokens.empty());
+}
+
+TEST(DispatchPlanTest, ServerDownMaskOfTheWrongSizeIsRefused) {
+  const ModelConfig config = Config(4, 2);
+  const PlacementTable placement = Placement(2, {{0}, {0}, {1}, {1}});
+  const std::vector<float> logits = PreferenceLogits({{0, 1}}, 4);
+  absl::StatusOr<DispatchPlan> plan = PlanDispatch(
+      config, 0, logits.data(), 1, placement, CapacityOptions(), {}, {true});
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(plan.status().message(), HasSubstr("server_down"));
+}
+
 TEST(DispatchPlanTest, EmptyBatch) {
   const ModelConfig config = Config(4, 2);
   absl::StatusOr<PlacementTable> placement = AutoPlacement(config, 2, 1);

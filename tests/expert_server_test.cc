@@ -138,9 +138,9 @@ TEST_F(ExpertServerTest, RefusesBadGroupsNamingTheProblem) {
   };
   const std::vector<Case> cases = {
       {"expert not hosted", [](v1::ExpertGroup* g) { g->set_expert(2); },
-       "groups[1]: layer 0 expert 2 is not hosted"},
+       "groups[1].expert: layer 0 expert 2 is not hosted"},
       {"layer out of range", [](v1::ExpertGroup* g) { g->set_layer(9); },
-       "groups[1]: layer 9 expert 3 is not hosted"},
+       "groups[1].layer: 9 is outside the model's layers"},
       {"wrong dtype",
        [](v1::ExpertGroup* g) { g->mutable_hidden()->set_dtype(v1::DTYPE_BF16); },
        "groups[1].hidden: dtype must be DTYPE_F32"},

@@ -81,27 +81,24 @@ ModelConfig MoeConfig(int layers, int experts) {
   return c;
 }
 
-TEST(RouterMetricsTest, AServerIsMarkedDownOncePerOutage) {
+TEST(RouterMetricsTest, ServerStateTransitionsSetUpAndCountOutages) {
   prometheus::Registry registry;
   const ModelConfig config = MoeConfig(2, 4);
   absl::StatusOr<PlacementTable> placement = AutoPlacement(config, 2, 1);
   ASSERT_TRUE(placement.ok());
   RouterMetrics metrics(registry, config, *placement, {"a:1", "b:2"},
                         /*per_expert=*/true);
-  metrics.RecordServerAnswer(1, absl::UnavailableError("broken stream"));
-  metrics.RecordServerAnswer(1, absl::DeadlineExceededError("late"));
+  metrics.RecordServerState(1, /*up=*/false);
   std::string text = Exposition(registry);
   EXPECT_THAT(text, HasSubstr("moe_router_expert_server_up{server=\"b:2\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("moe_router_expert_server_up{server=\"a:1\"} 1\n"));
   EXPECT_THAT(text, HasSubstr(
       "moe_router_expert_server_down_total{server=\"b:2\"} 1\n"));
-  // An answer brings it back; a later failure is a second outage. A
-  // server's own error for a bad request is not an outage.
-  metrics.RecordServerAnswer(1, absl::OkStatus());
-  metrics.RecordServerAnswer(1, absl::InvalidArgumentError("bad group"));
+  // Back up; a later outage counts again.
+  metrics.RecordServerState(1, /*up=*/true);
   text = Exposition(registry);
   EXPECT_THAT(text, HasSubstr("moe_router_expert_server_up{server=\"b:2\"} 1\n"));
-  metrics.RecordServerAnswer(1, absl::UnavailableError("broken again"));
+  metrics.RecordServerState(1, /*up=*/false);
   text = Exposition(registry);
   EXPECT_THAT(text, HasSubstr(
       "moe_router_expert_server_down_total{server=\"b:2\"} 2\n"));

@@ -20,8 +20,11 @@ std::chrono::system_clock::time_point After(double seconds) {
          std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6));
 }
 
-absl::Status CheckOnce(grpc::health::v1::Health::Stub& stub,
-                       const std::string& address, double timeout_seconds) {
+}  // namespace
+
+absl::Status CheckServingOn(grpc::health::v1::Health::Stub& stub,
+                            const std::string& address,
+                            double timeout_seconds) {
   grpc::ClientContext context;
   context.set_deadline(After(timeout_seconds));
   grpc::health::v1::HealthCheckResponse response;
@@ -41,8 +44,6 @@ absl::Status CheckOnce(grpc::health::v1::Health::Stub& stub,
   return absl::OkStatus();
 }
 
-}  // namespace
-
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
@@ -60,7 +61,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
 
 absl::Status CheckServing(const std::string& address, double timeout_seconds) {
   auto stub = grpc::health::v1::Health::NewStub(MakeChannel(address));
-  return CheckOnce(*stub, address, timeout_seconds);
+  return CheckServingOn(*stub, address, timeout_seconds);
 }
 
 absl::Status WaitForServing(const std::string& address,
@@ -71,7 +72,7 @@ absl::Status WaitForServing(const std::string& address,
                             static_cast<int64_t>(timeout_seconds * 1e6));
   absl::Status last = absl::UnavailableError("no answer yet");
   while (std::chrono::steady_clock::now() < deadline) {
-    last = CheckOnce(*stub, address, 1.0);
+    last = CheckServingOn(*stub, address, 1.0);
     if (last.ok()) return last;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/channel.h"
 
 namespace moe {
@@ -26,6 +27,10 @@ absl::Status WaitForServing(const std::string& address, double timeout_seconds);
 
 // One health check: OK when SERVING, UNAVAILABLE with the status or error.
 absl::Status CheckServing(const std::string& address, double timeout_seconds);
+// The same over an existing stub (for callers that probe repeatedly);
+// `address` is for the message.
+absl::Status CheckServingOn(grpc::health::v1::Health::Stub& stub,
+                            const std::string& address, double timeout_seconds);
 
 }  // namespace moe
 

@@ -32,6 +32,11 @@ ABSL_DECLARE_FLAG(std::string, port_file);
 
 namespace moe {
 
+// Checks the shared flags before anything starts: --listen is HOST:PORT
+// with PORT in [0, 65535], and --port_file's directory exists.
+// INVALID_ARGUMENT naming the flag.
+absl::Status ValidateServerFlags();
+
 template <typename Server>
 struct ServerProcess {
   std::string what;  // "router", for messages
@@ -60,6 +65,7 @@ int RunServerProcess(const ServerProcess<Server>& process) {
                  std::string(status.message()).c_str());
     return code;
   };
+  if (absl::Status s = ValidateServerFlags(); !s.ok()) return fail(2, s);
   if (absl::Status s =
           security::ConfigureServerSecurityFromFlags(process.exposure);
       !s.ok()) {
