@@ -10,13 +10,34 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "attention_server/attention_engine.h"
 #include "attention_server/attention_metrics.h"
+#include "attention_server/kv_transfer.h"
 #include "core/attention_role.h"
+#include "core/kv_cache.h"
+#include "core/model_config.h"
+#include "core/rpc/generate_codec.h"
 #include "moe/v1/attention.grpc.pb.h"
 
 namespace moe {
+
+// A validated Prefill request.
+struct DecodedPrefillRequest {
+  DecodedGenerateRequest request;
+  std::string address;  // the decode server
+  KvReservation reservation;
+};
+
+// Validates a Prefill request for a server of model `config` whose KV cache
+// has shape `shape`: the request as DecodeGenerateRequest does
+// (INVALID_ARGUMENT), destination.address present (INVALID_ARGUMENT), and a
+// reservation whose K/V layout matches this server's and the prompt's block
+// count (FAILED_PRECONDITION naming both layouts).
+absl::StatusOr<DecodedPrefillRequest> DecodePrefillRequest(
+    const v1::PrefillRequest& request, const ModelConfig& config,
+    const KvCacheShape& shape);
 
 class AttentionServiceImpl final
     : public v1::AttentionService::CallbackService {
