@@ -94,6 +94,7 @@ GatewayMetrics::GatewayMetrics(prometheus::Registry& registry) {
   rejected_invalid_ = &rejections.Add({{"reason", "invalid_argument"}});
   rejected_capacity_ = &rejections.Add({{"reason", "over_capacity"}});
   rejected_draining_ = &rejections.Add({{"reason", "draining"}});
+  rejected_unauthenticated_ = &rejections.Add({{"reason", "unauthenticated"}});
   ttft_ = &prometheus::BuildHistogram()
                .Name("moe_gateway_time_to_first_token_seconds")
                .Help("From a call's arrival to its first token.")
@@ -164,8 +165,15 @@ void GatewayMetrics::RecordRejection(Rejection reason, absl::StatusCode code) {
     case Rejection::kDraining:
       rejected_draining_->Increment();
       break;
+    case Rejection::kUnauthenticated:
+      rejected_unauthenticated_->Increment();
+      break;
   }
   CountRequest(code, v1::FINISH_REASON_UNSPECIFIED);
+}
+
+void GatewayMetrics::RecordUnauthenticatedCall() {
+  rejected_unauthenticated_->Increment();
 }
 
 std::shared_ptr<TokenStreamObserver> GatewayMetrics::TrackRequest(

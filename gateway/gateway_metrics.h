@@ -21,7 +21,12 @@ namespace moe {
 // Thread-safe.
 class GatewayMetrics {
  public:
-  enum class Rejection { kInvalidArgument, kOverCapacity, kDraining };
+  enum class Rejection {
+    kInvalidArgument,
+    kOverCapacity,
+    kDraining,
+    kUnauthenticated,  // no or a wrong bearer token
+  };
 
   // Registers the families in `registry`, which must outlive this object.
   explicit GatewayMetrics(prometheus::Registry& registry);
@@ -29,6 +34,9 @@ class GatewayMetrics {
   // A call refused before any work; it also counts as a request that ended
   // with `code`.
   void RecordRejection(Rejection reason, absl::StatusCode code);
+  // Abort or GetModelInfo refused for its bearer token: counted as a
+  // rejection (reason "unauthenticated") but not as a Generate call.
+  void RecordUnauthenticatedCall();
   // A request moved to another attention server after its server failed.
   void RecordMigration();
 
@@ -46,6 +54,7 @@ class GatewayMetrics {
   prometheus::Counter* rejected_invalid_;
   prometheus::Counter* rejected_capacity_;
   prometheus::Counter* rejected_draining_;
+  prometheus::Counter* rejected_unauthenticated_;
   prometheus::Counter* migrations_;
   prometheus::Histogram* ttft_;
   prometheus::Histogram* itl_;

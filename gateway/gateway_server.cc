@@ -92,7 +92,8 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Start(
                           : std::make_shared<prometheus::Registry>();
   server->metrics_ = std::make_unique<GatewayMetrics>(*server->registry_);
   server->service_ = std::make_unique<GatewayServiceImpl>(
-      std::move(config), pools, options.max_in_flight, server->metrics_.get());
+      std::move(config), pools, options.max_in_flight, options.bearer_token,
+      server->metrics_.get());
 
   ASSIGN_OR_RETURN(StartedServer started,
                    StartGrpcServer("gateway", options.listen_address,

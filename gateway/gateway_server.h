@@ -31,6 +31,9 @@ struct GatewayServerOptions {
   // How long to wait for every attention server to report SERVING at start.
   double connect_timeout_seconds = 60;
   int max_in_flight = 1024;  // Generate calls at once; more are refused
+  // When not empty, the public API's calls must carry "authorization:
+  // Bearer <bearer_token>" (grpc.health.v1 does not).
+  std::string bearer_token;
   // Where the gateway's metrics go (deploy/metrics.md); null = a private
   // registry nobody scrapes.
   std::shared_ptr<prometheus::Registry> registry;

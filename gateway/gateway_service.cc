@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "core/rpc/generate_codec.h"
 #include "core/rpc/grpc_status.h"
+#include "core/security/bearer_token.h"
 
 namespace moe {
 namespace {
@@ -25,15 +26,37 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* Refuse(
   return writer.get();
 }
 
+grpc::Status Unauthenticated() {
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      security::kInvalidBearerToken);
+}
+
 }  // namespace
 
 GatewayServiceImpl::GatewayServiceImpl(ModelConfig config, Pools pools,
                                        int max_in_flight,
+                                       std::string bearer_token,
                                        GatewayMetrics* metrics)
     : config_(std::move(config)),
       pools_(pools),
       max_in_flight_(max_in_flight),
+      bearer_token_(std::move(bearer_token)),
       metrics_(metrics) {}
+
+bool GatewayServiceImpl::Authorized(
+    const grpc::CallbackServerContext& context, bool generate) {
+  if (bearer_token_.empty() ||
+      security::HasBearerToken(context.client_metadata(), bearer_token_)) {
+    return true;
+  }
+  if (generate) {
+    metrics_->RecordRejection(GatewayMetrics::Rejection::kUnauthenticated,
+                              absl::StatusCode::kUnauthenticated);
+  } else {
+    metrics_->RecordUnauthenticatedCall();
+  }
+  return false;
+}
 
 std::string GatewayServiceImpl::NewRequestId() {
   // Unique within this gateway; the random part keeps ids from different
@@ -45,6 +68,9 @@ std::string GatewayServiceImpl::NewRequestId() {
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GatewayServiceImpl::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  if (!Authorized(*context, /*generate=*/true)) {
+    return Refuse(request->request_id(), Unauthenticated());
+  }
   absl::StatusOr<DecodedGenerateRequest> decoded =
       DecodeGenerateRequest(*request, config_);
   if (!decoded.ok()) {
@@ -260,6 +286,11 @@ absl::Duration GatewayServiceImpl::RetryHintLocked() const {
 grpc::ServerUnaryReactor* GatewayServiceImpl::Abort(
     grpc::CallbackServerContext* context, const v1::AbortRequest* request,
     v1::AbortResponse* response) {
+  if (!Authorized(*context, /*generate=*/false)) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(Unauthenticated());
+    return reactor;
+  }
   std::shared_ptr<GenerateRelay> relay;
   bool found = false;
   {
@@ -281,6 +312,11 @@ grpc::ServerUnaryReactor* GatewayServiceImpl::Abort(
 grpc::ServerUnaryReactor* GatewayServiceImpl::GetModelInfo(
     grpc::CallbackServerContext* context,
     const v1::GetModelInfoRequest* /*request*/, v1::ModelInfo* response) {
+  if (!Authorized(*context, /*generate=*/false)) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(Unauthenticated());
+    return reactor;
+  }
   response->set_architecture(std::string(ArchitectureName(config_.family)));
   response->set_vocab_size(config_.vocab_size);
   response->set_max_context_length(config_.max_position_embeddings);

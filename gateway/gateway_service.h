@@ -1,7 +1,8 @@
 // The public moe.v1.Inference service: validates every request against the
 // model config (INVALID_ARGUMENT naming the field), applies admission
 // control (RESOURCE_EXHAUSTED over the in-flight limit, UNAVAILABLE while
-// draining), relays Generate to the attention servers, and serves Abort and
+// draining), checks the bearer token when it has one (UNAUTHENTICATED before
+// anything else, on every method), relays Generate to the attention servers, and serves Abort and
 // GetModelInfo. Never blocks inside a callback.
 //
 // Colocated: one attention server of role both runs the request, chosen
@@ -50,15 +51,16 @@ class GatewayServiceImpl final : public v1::Inference::CallbackService {
 
   // The servers a request goes to: `colocated` (role both), or `prefill`
   // and `decode`; the pools are borrowed and the unused ones null. At most
-  // `max_in_flight` Generate calls run at once. Calls are recorded in
-  // `metrics` (borrowed, must outlive the service).
+  // `max_in_flight` Generate calls run at once. A non-empty `bearer_token`
+  // must come with every call (core/security/bearer_token.h). Calls are
+  // recorded in `metrics` (borrowed, must outlive the service).
   struct Pools {
     AttentionPool* colocated = nullptr;
     AttentionPool* prefill = nullptr;
     AttentionPool* decode = nullptr;
   };
   GatewayServiceImpl(ModelConfig config, Pools pools, int max_in_flight,
-                     GatewayMetrics* metrics);
+                     std::string bearer_token, GatewayMetrics* metrics);
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context,
@@ -76,6 +78,9 @@ class GatewayServiceImpl final : public v1::Inference::CallbackService {
   int64_t InFlight() const;
 
  private:
+  // False (and the refusal counted) when a token is required and `context`
+  // does not carry it; `generate` says whether the call is a Generate.
+  bool Authorized(const grpc::CallbackServerContext& context, bool generate);
   // One accepted Generate call, across its migrations.
   struct Run {
     std::string id;
@@ -106,6 +111,7 @@ class GatewayServiceImpl final : public v1::Inference::CallbackService {
   const ModelConfig config_;
   const Pools pools_;
   const int max_in_flight_;
+  const std::string bearer_token_;  // empty: none required
   GatewayMetrics* metrics_;
 
   mutable absl::Mutex mu_;

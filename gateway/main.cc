@@ -9,6 +9,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "core/security/bearer_token.h"
 #include "core/server/server_process.h"
 #include "gateway/gateway_server.h"
 
@@ -28,6 +29,11 @@ ABSL_FLAG(int, max_in_flight, 1024,
           "Generate calls at once; more get RESOURCE_EXHAUSTED.");
 ABSL_FLAG(double, connect_timeout, 60.0,
           "How long to wait for the attention servers at start, s.");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File holding the bearer token the public API requires "
+          "(\"authorization: Bearer <token>\" on Generate, Abort and "
+          "GetModelInfo; a trailing newline is ignored). Empty: no token. "
+          "grpc.health.v1 stays open.");
 ABSL_FLAG(double, drain_seconds, 30.0,
           "On SIGTERM/SIGINT, how long running streams may take to finish.");
 
@@ -76,10 +82,19 @@ int main(int argc, char** argv) {
     return fail("--drain_seconds must be >= 0");
   }
 
+  if (const std::string token_file = absl::GetFlag(FLAGS_auth_token_file);
+      !token_file.empty()) {
+    absl::StatusOr<std::string> token =
+        moe::security::LoadBearerToken("--auth_token_file", token_file);
+    if (!token.ok()) return fail(std::string(token.status().message()));
+    options.bearer_token = *std::move(token);
+  }
+
   options.registry = std::make_shared<prometheus::Registry>();
 
   moe::ServerProcess<moe::GatewayServer> process;
   process.what = "gateway";
+  process.exposure = moe::security::ServerExposure::kPublic;
   process.drain_seconds = absl::GetFlag(FLAGS_drain_seconds);
   process.registry = options.registry;
   process.start = [&options](const std::string& bound_address) {

@@ -12,6 +12,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
                        # service RPCs (callback API, health, reflection)
   prometheus-cpp-dev   # /metrics on every server (registry, exposer)
+  libssl-dev openssl   # TLS files checked at start-up; test certificates
   prometheus           # the real Prometheus server and promtool, for the
                        # scrape test and the config/rule checks
   curl                 # the scrape test reads /metrics and Prometheus' API

@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/rpc/server_util.h"
+#include "core/security/bearer_token_interceptor.h"
+#include "core/security/process_security.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -46,8 +48,15 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   args);
+  security::ProcessSecurity security = security::GetProcessSecurity();
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      security::MakeChannelCredentials(security.tls);
+  if (security.bearer_token.empty()) {
+    return grpc::CreateCustomChannel(address, credentials, args);
+  }
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      address, credentials, args,
+      security::BearerTokenInterceptors(std::move(security.bearer_token)));
 }
 
 absl::Status CheckServing(const std::string& address, double timeout_seconds) {

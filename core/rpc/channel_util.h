@@ -13,7 +13,11 @@
 
 namespace moe {
 
-// An insecure channel to `address` (host:port) with kMaxMessageBytes limits.
+// A channel to `address` (host:port) with kMaxMessageBytes limits, secured
+// as the process-wide configuration says (core/security/process_security.h):
+// plaintext by default; TLS (mutual TLS when the process has a certificate)
+// when TLS is configured; every call carrying the process's bearer token
+// when it has one. Health checks below use the same channels.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
 
 // Polls grpc.health.v1.Health/Check ("" = the whole server) until it answers

@@ -14,7 +14,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server_builder.h"
-#include "grpcpp/security/server_credentials.h"
+#include "core/security/process_security.h"
 
 namespace moe {
 
@@ -26,7 +26,8 @@ absl::StatusOr<StartedServer> StartGrpcServer(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   StartedServer started;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(),
+  builder.AddListeningPort(listen_address,
+                           security::ProcessServerCredentials(),
                            &started.port);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);

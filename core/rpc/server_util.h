@@ -25,8 +25,9 @@ struct StartedServer {
   int port = 0;  // the bound port
 };
 
-// Starts a gRPC server on `listen_address` (insecure; loopback unless the
-// address says otherwise) with the project's message size limits, serving
+// Starts a gRPC server on `listen_address` (loopback unless the address says
+// otherwise; plaintext, TLS or mutual TLS as the process-wide configuration
+// says, core/security/process_security.h) with the project's message size limits, serving
 // `services` (borrowed; they must outlive the server), the default
 // grpc.health.v1 service (SERVING on return, or NOT_SERVING when
 // `serving` is false) and server reflection. UNAVAILABLE naming `what` and

@@ -1,5 +1,8 @@
 // The life of a server process once its flags are parsed, shared by every
-// server's main (which also share the flags --listen and --port_file):
+// server's main (which also share the flags --listen and --port_file, and
+// the TLS flags of core/security/security_flags.h):
+//   0. the process-wide security configuration from the TLS flags (before
+//      any channel or server exists; a bad flag or file ends the process);
 //   1. Prometheus metrics on --metrics_port (up during the load too);
 //   2. health NOT_SERVING on the server's port while it loads weights or
 //      waits for its peers (StartupHealthServer; the port file is written
@@ -21,6 +24,7 @@
 #include "core/metrics/metrics_flags.h"
 #include "core/rpc/server_util.h"
 #include "core/rpc/startup_health.h"
+#include "core/security/security_flags.h"
 #include "prometheus/registry.h"
 
 ABSL_DECLARE_FLAG(std::string, listen);
@@ -36,6 +40,9 @@ absl::Status ValidateServerFlags();
 template <typename Server>
 struct ServerProcess {
   std::string what;  // "router", for messages
+  // Internal servers require client certificates when given a CA (mutual
+  // TLS); the gateway's public port does not.
+  security::ServerExposure exposure = security::ServerExposure::kInternal;
   double drain_seconds = 5;
   std::shared_ptr<prometheus::Registry> registry;  // the server's metrics
   // Loads and starts the server on `bound_address` (--listen with the port
@@ -47,8 +54,9 @@ struct ServerProcess {
   std::function<std::string(Server&)> detail;
 };
 
-// Runs the steps above on --listen, writing --port_file; returns the process exit code (0 after a drain, 1
-// when the server could not start, 2 for a metrics or port problem).
+// Runs the steps above on --listen, writing --port_file; returns the process
+// exit code (0 after a drain, 1 when the server could not start, 2 for a TLS
+// flag, metrics or port problem).
 // Messages go to stdout, errors to stderr, prefixed by `what`.
 template <typename Server>
 int RunServerProcess(const ServerProcess<Server>& process) {
@@ -58,6 +66,11 @@ int RunServerProcess(const ServerProcess<Server>& process) {
     return code;
   };
   if (absl::Status s = ValidateServerFlags(); !s.ok()) return fail(2, s);
+  if (absl::Status s =
+          security::ConfigureServerSecurityFromFlags(process.exposure);
+      !s.ok()) {
+    return fail(2, s);
+  }
   const std::string listen = absl::GetFlag(FLAGS_listen);
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
   absl::StatusOr<metrics::MetricsEndpoint> metrics =

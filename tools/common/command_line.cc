@@ -144,6 +144,13 @@ absl::StatusOr<std::vector<std::string>> ApplyFlags(
   return positional;
 }
 
+namespace {
+// Where the flags a tool may share with others are defined: the TLS flags
+// and the clients' --auth_token_file.
+constexpr absl::string_view kSharedClientFlagsDirs[] = {"core/security/",
+                                                       "tools/common/"};
+}  // namespace
+
 std::vector<std::string> ArgsFromArgv(int argc, char** argv) {
   return std::vector<std::string>(argv, argv + argc);
 }
@@ -155,7 +162,9 @@ absl::StatusOr<std::vector<std::string>> ParseToolCommandLine(
   absl::FlagsUsageConfig config;
   config.contains_help_flags = [dir = std::string(source_dir)](
                                    absl::string_view path) {
-    return absl::StrContains(path, dir);
+    return absl::StrContains(path, dir) ||
+           absl::StrContains(path, kSharedClientFlagsDirs[0]) ||
+           absl::StrContains(path, kSharedClientFlagsDirs[1]);
   };
   config.contains_helpshort_flags = config.contains_help_flags;
   absl::SetFlagsUsageConfig(config);

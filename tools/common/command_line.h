@@ -43,7 +43,8 @@ std::vector<std::string> ArgsFromArgv(int argc, char** argv);
 
 // What a tool's main does with its command line: sets the usage message and
 // limits --help to the flags defined under `source_dir` (e.g.
-// "tools/moe_cli/"), rewrites hyphenated names, checks every flag with
+// "tools/moe_cli/") and the shared flags of core/security/ and tools/common/
+// (TLS, --auth_token_file) when the tool links them, rewrites hyphenated names, checks every flag with
 // ApplyFlags (INVALID_ARGUMENT naming the flag), then lets
 // absl::ParseCommandLine handle the usage flags. Returns the positional
 // arguments.

@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/rpc/server_util.h"
+#include "tools/common/client_security.h"
 #include "tools/common/command_line.h"
 #include "tools/moe_cli/cli_options.h"
 #include "tools/moe_cli/generate_command.h"
@@ -60,7 +61,9 @@ constexpr char kUsage[] =
     "       --stop-ids 4,5 --ignore-eos --logprobs K --request-id ID "
     "--timeout SECONDS] [--json]\n"
     "  moe-cli info --gateway ADDR [--json]\n"
-    "  moe-cli abort --gateway ADDR --request-id ID";
+    "  moe-cli abort --gateway ADDR --request-id ID\n"
+    "TLS and the bearer token: --tls-ca-file CA.pem [--tls-cert-file CERT.pem "
+    "--tls-key-file KEY.pem] --auth-token-file TOKEN";
 
 [[noreturn]] void UsageError(const std::string& message) {
   std::fprintf(stderr, "moe-cli: %s\n", message.c_str());
@@ -99,6 +102,9 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::vector<std::string>> positional =
       moe::tools::ParseToolCommandLine(argc, argv, kUsage, "tools/moe_cli/");
   if (!positional.ok()) UsageError(std::string(positional.status().message()));
+  if (absl::Status s = moe::tools::ConfigureClientSecurity(); !s.ok()) {
+    UsageError(std::string(s.message()));
+  }
 
   if (positional->empty()) {
     UsageError(

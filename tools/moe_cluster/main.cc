@@ -16,6 +16,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/model_config.h"
+#include "core/security/bearer_token.h"
+#include "core/security/process_security.h"
+#include "core/security/tls_config.h"
 #include "tools/common/command_line.h"
 #include "tools/moe_cluster/cluster_launcher.h"
 #include "tools/moe_cluster/process_supervisor.h"
@@ -93,6 +96,36 @@ std::string MakeLogDir(const std::string& requested) {
 
 }  // namespace
 
+namespace {
+
+// Checks the files of the topology's "security" section before any server
+// starts (so that a bad file is one clear error, not N server failures), and
+// makes the launcher's own health checks use TLS with the servers'
+// certificate as its client certificate.
+absl::Status ConfigureLauncherSecurity(
+    const moe::cluster::SecurityTopology& security) {
+  if (!security.auth_token_file.empty()) {
+    absl::StatusOr<std::string> token = moe::security::LoadBearerToken(
+        "security.auth_token_file", security.auth_token_file);
+    if (!token.ok()) return token.status();
+  }
+  moe::security::TlsFiles files;
+  files.cert_file = security.tls_cert_file;
+  files.key_file = security.tls_key_file;
+  files.ca_file = security.tls_ca_file;
+  files.cert_name = "security.tls_cert_file";
+  files.key_name = "security.tls_key_file";
+  files.ca_name = "security.tls_ca_file";
+  absl::StatusOr<moe::security::TlsConfig> tls =
+      moe::security::LoadTlsConfig(files);
+  if (!tls.ok()) return tls.status();
+  moe::security::ProcessSecurity process;
+  process.tls = *std::move(tls);
+  return moe::security::SetProcessSecurity(std::move(process));
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   moe::cluster::SignalWaiter::BlockSignals();  // before any thread exists
   absl::StatusOr<std::vector<std::string>> positional =
@@ -143,6 +176,9 @@ int main(int argc, char** argv) {
   absl::StatusOr<moe::cluster::ClusterPlan> plan =
       moe::cluster::ResolveTopology(*topology, *config);
   if (!plan.ok()) UsageError(std::string(plan.status().message()));
+  if (absl::Status s = ConfigureLauncherSecurity(plan->security); !s.ok()) {
+    UsageError(absl::StrCat("topology ", topology_path, ": ", s.message()));
+  }
 
   moe::cluster::LauncherOptions options;
   options.bin_dir = absl::GetFlag(FLAGS_bin_dir);

@@ -94,7 +94,18 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     l.stage = Stage::kGateway;
     l.args = {model};
     AddIfSet(l.args, "max_in_flight", plan.gateway.max_in_flight);
+    if (!plan.security.auth_token_file.empty()) {
+      l.args.push_back(
+          absl::StrCat("--auth_token_file=", plan.security.auth_token_file));
+    }
     launches.push_back(std::move(l));
+  }
+  if (plan.security.tls()) {
+    for (ServerLaunch& l : launches) {
+      l.args.push_back(absl::StrCat("--tls_cert_file=", plan.security.tls_cert_file));
+      l.args.push_back(absl::StrCat("--tls_key_file=", plan.security.tls_key_file));
+      l.args.push_back(absl::StrCat("--tls_ca_file=", plan.security.tls_ca_file));
+    }
   }
   return launches;
 }

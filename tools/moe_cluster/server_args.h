@@ -37,7 +37,9 @@ struct ServerLaunch {
 
 // The servers of `plan` in start-up order: expert servers (in router id
 // order), the router, attention servers, the gateway. Only the settings the
-// topology gives become flags ("--flag=value", one argument each).
+// topology gives become flags ("--flag=value", one argument each); its
+// "security" section gives every server --tls_cert_file, --tls_key_file and
+// --tls_ca_file, and the gateway --auth_token_file.
 std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
                                        const std::string& model_dir);
 

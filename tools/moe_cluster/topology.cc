@@ -278,11 +278,53 @@ absl::Status CheckUniqueNames(const Topology& topology) {
   return absl::OkStatus();
 }
 
+// "security": file names resolved against the topology file's folder (the
+// servers run elsewhere, so paths are made absolute). The files themselves
+// are read by the launcher (main.cc), not here.
+absl::StatusOr<SecurityTopology> ParseSecurity(const Json& root,
+                                               absl::string_view source) {
+  SecurityTopology security;
+  auto it = root.find("security");
+  if (it == root.end()) return security;
+  RETURN_IF_ERROR(CheckObject(*it, "security",
+                              {"tls_cert_file", "tls_key_file", "tls_ca_file",
+                               "auth_token_file"}));
+  const std::filesystem::path folder =
+      std::filesystem::path(std::string(source)).parent_path();
+  auto read = [&](absl::string_view key,
+                  std::string& out) -> absl::Status {
+    ASSIGN_OR_RETURN(std::optional<std::string> value,
+                     OptionalString(*it, "security", key));
+    if (!value.has_value()) return absl::OkStatus();
+    if (value->empty()) {
+      return PathError(FieldPath("security", key), "must not be empty");
+    }
+    std::error_code ec;
+    const std::filesystem::path absolute =
+        std::filesystem::absolute(folder / *value, ec);
+    out = ec ? (folder / *value).string() : absolute.lexically_normal().string();
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(read("tls_cert_file", security.tls_cert_file));
+  RETURN_IF_ERROR(read("tls_key_file", security.tls_key_file));
+  RETURN_IF_ERROR(read("tls_ca_file", security.tls_ca_file));
+  RETURN_IF_ERROR(read("auth_token_file", security.auth_token_file));
+  const int tls_given = !security.tls_cert_file.empty() +
+                        !security.tls_key_file.empty() +
+                        !security.tls_ca_file.empty();
+  if (tls_given != 0 && tls_given != 3) {
+    return PathError("security",
+                     "tls_cert_file, tls_key_file and tls_ca_file go together "
+                     "(mutual TLS between the servers needs all three)");
+  }
+  return security;
+}
+
 absl::StatusOr<Topology> ParseRoot(const Json& root, absl::string_view source) {
   RETURN_IF_ERROR(CheckObject(
       root, "",
       {"name", "description", "expert_servers", "replicas", "expert_threads",
-       "router", "attention_servers", "gateway"}));
+       "router", "attention_servers", "gateway", "security"}));
   Topology topology;
   topology.source = std::string(source);
   absl::string_view stem = source.substr(source.rfind('/') + 1);
@@ -298,6 +340,7 @@ absl::StatusOr<Topology> ParseRoot(const Json& root, absl::string_view source) {
   ASSIGN_OR_RETURN(topology.router, ParseRouter(root));
   ASSIGN_OR_RETURN(topology.attention_servers, ParseAttentionServers(root));
   ASSIGN_OR_RETURN(topology.gateway, ParseGateway(root));
+  ASSIGN_OR_RETURN(topology.security, ParseSecurity(root, source));
   RETURN_IF_ERROR(CheckUniqueNames(topology));
   return topology;
 }

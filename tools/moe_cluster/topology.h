@@ -53,6 +53,14 @@
 //     "gateway": {                // each key maps to the gateway flag
 //       "max_in_flight": 1024     // Generate calls at once, 1..2^24; more
 //                                 // get RESOURCE_EXHAUSTED with a retry hint
+//     },
+//
+//     "security": {               // TLS and the public API's token; paths
+//                                 // relative to the topology file's folder
+//       "tls_cert_file": "server.pem",  // every server's certificate chain,
+//       "tls_key_file": "server.key",   // its key and the CA bundle: all
+//       "tls_ca_file": "ca.pem",        // three or none (mutual TLS inside)
+//       "auth_token_file": "token"      // the gateway's --auth_token_file
 //     }
 //   }
 //
@@ -108,6 +116,15 @@ struct GatewayTopology {
   std::optional<int> max_in_flight;
 };
 
+// Absolute paths; empty = not given. The TLS files are all given or none.
+struct SecurityTopology {
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_ca_file;
+  std::string auth_token_file;
+  bool tls() const { return !tls_cert_file.empty(); }
+};
+
 // A parsed, model-independent topology.
 struct Topology {
   std::string source;  // the file, for errors
@@ -120,6 +137,7 @@ struct Topology {
   RouterTopology router;
   std::vector<AttentionServerTopology> attention_servers;
   GatewayTopology gateway;
+  SecurityTopology security;
 };
 
 // Parses topology JSON. `source` names the file in errors; it also gives the
@@ -147,6 +165,7 @@ struct ClusterPlan {
   RouterTopology router;
   std::vector<AttentionServerTopology> attention_servers;
   GatewayTopology gateway;
+  SecurityTopology security;
 };
 
 // Resolves the placement: automatic placement through moe::AutoPlacement,

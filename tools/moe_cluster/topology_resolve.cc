@@ -49,6 +49,7 @@ absl::StatusOr<ClusterPlan> Resolve(const Topology& topology,
   plan.router = topology.router;
   plan.attention_servers = topology.attention_servers;
   plan.gateway = topology.gateway;
+  plan.security = topology.security;
   const int num_servers = static_cast<int>(topology.expert_servers.size());
   absl::StatusOr<PlacementTable> table =
       topology.automatic_placement

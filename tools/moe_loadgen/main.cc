@@ -23,6 +23,7 @@
 #include "core/rpc/channel_util.h"
 #include "moe/v1/generate.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "tools/common/client_security.h"
 #include "tools/common/command_line.h"
 #include "tools/moe_loadgen/load_runner.h"
 #include "tools/moe_loadgen/report.h"
@@ -121,6 +122,9 @@ int main(int argc, char** argv) {
       moe::tools::ParseToolCommandLine(argc, argv, kUsage, "tools/moe_loadgen/"));
   if (!positional.empty()) {
     Fail(2, absl::StrCat("unexpected argument \"", positional[0], "\""));
+  }
+  if (absl::Status s = moe::tools::ConfigureClientSecurity(); !s.ok()) {
+    Fail(2, std::string(s.message()));
   }
   const std::string gateway = absl::GetFlag(FLAGS_gateway);
   if (gateway.empty()) Fail(2, "--gateway is required");
