@@ -1,0 +1,36 @@
+// Helpers for the reliability end-to-end tests (overload, soak): a server
+// process's resident memory, a plain HTTP GET of a /metrics page, and a
+// Prometheus series' value.
+#ifndef MOE_TESTS_RELIABILITY_UTIL_H_
+#define MOE_TESTS_RELIABILITY_UTIL_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace moe::testing {
+
+// VmRSS of `pid` from /proc/<pid>/status, in KiB; -1 if unreadable.
+int64_t ResidentKiB(pid_t pid);
+
+// The body of `url` ("http://HOST:PORT/PATH", HTTP/1.0, no redirects);
+// nullopt on a connection error or a status other than 200 (5 s timeout).
+std::optional<std::string> HttpGet(const std::string& url);
+
+// The value of an unlabelled series, or the sum of a labelled one's series
+// whose labels contain `labels`, named `name` in a Prometheus text
+// exposition; 0 if absent.
+double SeriesValue(const std::string& exposition, const std::string& name,
+                   const std::string& labels = "");
+
+// The gateway's accepted streams not yet ended (moe_gateway_requests_running
+// + moe_gateway_requests_waiting) from its /metrics URL; -1 if unreadable.
+double GatewayInFlight(const std::string& metrics_url);
+// Polls GatewayInFlight until it is 0; false after 10 s.
+bool WaitForGatewayIdle(const std::string& metrics_url);
+
+}  // namespace moe::testing
+
+#endif  // MOE_TESTS_RELIABILITY_UTIL_H_
