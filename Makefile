@@ -13,7 +13,8 @@ DEMO_DIR ?= $(BUILD_DIR)/demo/model
 DEMO_PROMPT ?= 1,15,27,300,42,7
 DEMO_TOKENS ?= 24
 
-.PHONY: all deps configure build test run bench clean test-asan test-tsan
+.PHONY: all deps configure build test run bench clean test-asan test-tsan \
+  fuzz fuzz-build fuzz-brief
 
 all: build
 
@@ -74,5 +75,24 @@ test-tsan: deps
 	@cd $(BUILD_DIR)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  ctest --output-on-failure -j$(JOBS)
 
+# libFuzzer targets (tests/fuzz/README.md), built with Clang, ASan and UBSan
+# in $(BUILD_DIR)-fuzz: `make fuzz` runs each for FUZZ_SECONDS on a copy of
+# its seed corpus (two at a time) and fails on any crash or sanitizer report;
+# `make fuzz-brief` is the short run of `make test`.
+FUZZ_SECONDS ?= 60
+FUZZ_BRIEF_SECONDS ?= 30
+
+fuzz-build: deps
+	@mkdir -p $(BUILD_DIR)-fuzz && CC=clang CXX=clang++ cmake -S . -B $(BUILD_DIR)-fuzz \
+	  -DCMAKE_BUILD_TYPE=Debug -DMOE_FUZZ=ON \
+	  > $(BUILD_DIR)-fuzz/configure.log 2>&1 || { cat $(BUILD_DIR)-fuzz/configure.log; exit 1; }
+	@cmake --build $(BUILD_DIR)-fuzz -j$(JOBS) --target moe_fuzzers
+
+fuzz: fuzz-build
+	@tests/fuzz/run_fuzzers.sh $(BUILD_DIR)-fuzz $(FUZZ_SECONDS)
+
+fuzz-brief: fuzz-build
+	@tests/fuzz/run_fuzzers.sh $(BUILD_DIR)-fuzz $(FUZZ_BRIEF_SECONDS)
+
 clean:
-	rm -rf $(BUILD_DIR) $(BUILD_DIR)-asan $(BUILD_DIR)-tsan
+	rm -rf $(BUILD_DIR) $(BUILD_DIR)-asan $(BUILD_DIR)-tsan $(BUILD_DIR)-fuzz

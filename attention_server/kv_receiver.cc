@@ -7,6 +7,31 @@
 
 namespace moe {
 
+absl::Status ApplyKvChunk(AttentionEngine& engine, uint64_t reservation,
+                          const v1::KvTransferChunk& chunk) {
+  if (!chunk.has_done()) {
+    return engine.ReceiveKv(reservation, chunk.layer(), chunk.first_block(),
+                            chunk.num_blocks(), chunk.data());
+  }
+  const v1::KvTransferDone& done = chunk.done();
+  KvTransferSummary summary;
+  summary.num_tokens = done.num_tokens();
+  summary.tokens.assign(done.tokens().begin(), done.tokens().end());
+  if (done.has_first_logprobs()) {
+    TokenLogprobs lp;
+    lp.token = done.first_logprobs().token_id();
+    lp.logprob = done.first_logprobs().logprob();
+    for (const v1::TopLogprob& top : done.first_logprobs().top()) {
+      lp.top.emplace_back(top.token_id(), top.logprob());
+    }
+    summary.logprobs = std::move(lp);
+  }
+  summary.cached_tokens = done.cached_tokens();
+  summary.queue_seconds = done.queue_seconds();
+  summary.prefill_seconds = done.prefill_seconds();
+  return engine.CompleteKvTransfer(reservation, summary);
+}
+
 KvReceiver::KvReceiver(AttentionEngine* engine, v1::KvTransferAck* ack,
                        std::string peer, AttentionMetrics* metrics)
     : engine_(engine), ack_(ack), peer_(std::move(peer)), metrics_(metrics) {
@@ -51,25 +76,8 @@ void KvReceiver::OnReadDone(bool ok) {
         " differs from this transfer's ", reservation_)));
     return;
   }
+  const absl::Status status = ApplyKvChunk(*engine_, reservation_, chunk_);
   if (chunk_.has_done()) {
-    const v1::KvTransferDone& done = chunk_.done();
-    KvTransferSummary summary;
-    summary.num_tokens = done.num_tokens();
-    summary.tokens.assign(done.tokens().begin(), done.tokens().end());
-    if (done.has_first_logprobs()) {
-      TokenLogprobs lp;
-      lp.token = done.first_logprobs().token_id();
-      lp.logprob = done.first_logprobs().logprob();
-      for (const v1::TopLogprob& top : done.first_logprobs().top()) {
-        lp.top.emplace_back(top.token_id(), top.logprob());
-      }
-      summary.logprobs = std::move(lp);
-    }
-    summary.cached_tokens = done.cached_tokens();
-    summary.queue_seconds = done.queue_seconds();
-    summary.prefill_seconds = done.prefill_seconds();
-    const absl::Status status =
-        engine_->CompleteKvTransfer(reservation_, summary);
     {
       absl::MutexLock lock(&mu_);
       complete_ = true;  // succeeded, or failed inside the engine already
@@ -77,9 +85,6 @@ void KvReceiver::OnReadDone(bool ok) {
     End(status);
     return;
   }
-  const absl::Status status =
-      engine_->ReceiveKv(reservation_, chunk_.layer(), chunk_.first_block(),
-                         chunk_.num_blocks(), chunk_.data());
   if (!status.ok()) {
     End(status);
     return;

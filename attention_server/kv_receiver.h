@@ -18,6 +18,13 @@
 
 namespace moe {
 
+// Hands one chunk of the transfer into reservation `reservation` to `engine`:
+// a data chunk's blocks to ReceiveKv, or the last chunk's summary (`done`
+// set) to CompleteKvTransfer; their errors as they return them. The chunk's
+// own reservation_id is not looked at (the caller matches it).
+absl::Status ApplyKvChunk(AttentionEngine& engine, uint64_t reservation,
+                          const v1::KvTransferChunk& chunk);
+
 class KvReceiver : public grpc::ServerReadReactor<v1::KvTransferChunk> {
  public:
   // `engine`, `ack` and `metrics` are borrowed (the ack is the call's

@@ -55,6 +55,21 @@ absl::StatusOr<double> OptionalNumber(const Json& j, const char* field,
   return v;
 }
 
+// A positive number stored as a float: one that rounds to 0 or to infinity
+// in float (1e-50, 1e300) is refused, as it would silently become no epsilon
+// or no clipping.
+absl::StatusOr<float> OptionalPositiveFloat(const Json& j, const char* field,
+                                            double dflt) {
+  double v;
+  ASSIGN_OR_RETURN(v, OptionalNumber(j, field, dflt));
+  const float f = static_cast<float>(v);
+  if (!(f > 0) || !std::isfinite(f)) {
+    return FieldError(field,
+                      absl::StrCat("is outside the float range: ", v));
+  }
+  return f;
+}
+
 absl::StatusOr<bool> OptionalBool(const Json& j, const char* field, bool dflt) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return dflt;
@@ -143,11 +158,16 @@ absl::Status ParseInto(const Json& j, ModelConfig& c) {
   } else {
     ASSIGN_OR_RETURN(c.head_dim,
                      OptionalInt(j, "head_dim", c.hidden_size / c.num_heads, 1));
+    if (c.head_dim < 1) {  // the default, with more heads than hidden units
+      return FieldError(
+          "head_dim", absl::StrCat("is missing and hidden_size / "
+                                   "num_attention_heads = ", c.hidden_size,
+                                   " / ", c.num_heads, " rounds down to 0"));
+    }
   }
   const bool qwen = f == ModelFamily::kQwen2Moe || f == ModelFamily::kQwen3Moe;
-  double eps;
-  ASSIGN_OR_RETURN(eps, OptionalNumber(j, "rms_norm_eps", qwen ? 1e-6 : 1e-5));
-  c.rms_norm_eps = static_cast<float>(eps);
+  ASSIGN_OR_RETURN(c.rms_norm_eps,
+                   OptionalPositiveFloat(j, "rms_norm_eps", qwen ? 1e-6 : 1e-5));
   ASSIGN_OR_RETURN(c.rope_theta,
                    OptionalNumber(j, "rope_theta",
                                   f == ModelFamily::kMixtral ? 1e6 : 1e4));
@@ -239,9 +259,7 @@ absl::Status ParseInto(const Json& j, ModelConfig& c) {
       c.qkv_bias = c.o_bias = bias;
       c.qk_norm = QkNorm::kWholeProjection;
       if (auto it = j.find("clip_qkv"); it != j.end() && !it->is_null()) {
-        double clip;
-        ASSIGN_OR_RETURN(clip, OptionalNumber(j, "clip_qkv", 0));
-        c.clip_qkv = static_cast<float>(clip);
+        ASSIGN_OR_RETURN(c.clip_qkv, OptionalPositiveFloat(j, "clip_qkv", 0));
       }
       break;
     }

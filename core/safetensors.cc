@@ -54,7 +54,10 @@ absl::StatusOr<SafetensorsEntry> ParseEntry(const std::string& path,
       return TensorError(path, name, "shape holds a negative or non-integer dim");
     }
     const uint64_t dim = d.get<uint64_t>();
-    if (dim != 0 && numel > (uint64_t{1} << 62) / dim) {
+    // Each dim on its own too: after a 0 dim the product stays 0, and a dim
+    // above INT64_MAX would become negative in `shape`.
+    if (dim > (uint64_t{1} << 62) ||
+        (dim != 0 && numel > (uint64_t{1} << 62) / dim)) {
       return TensorError(path, name, "shape is too large");
     }
     numel *= dim;

@@ -10,32 +10,43 @@
 
 namespace moe {
 
-void ExpertServiceImpl::Process(const v1::RunExpertsRequest& request,
-                                v1::RunExpertsResponse* response,
-                                std::function<void(absl::Status)> done) {
-  const int64_t hidden = engine_->config().hidden_size;
-  // Decoded inputs stay alive (with any aligned copies) until the engine is
-  // done; the request and response outlive `done`.
-  auto inputs = std::make_shared<std::vector<F32Rows>>();
-  inputs->reserve(request.groups_size());
-  std::vector<ExpertWork> work;
-  work.reserve(request.groups_size());
+absl::StatusOr<DecodedExpertRequest> DecodeRunExpertsRequest(
+    const v1::RunExpertsRequest& request, const ExpertEngine& engine) {
+  const int64_t hidden = engine.config().hidden_size;
+  DecodedExpertRequest out;
+  // Reserved up front: `work` points into `inputs`' aligned copies.
+  out.inputs.reserve(request.groups_size());
+  out.work.reserve(request.groups_size());
   for (int i = 0; i < request.groups_size(); ++i) {
     const v1::ExpertGroup& group = request.groups(i);
     absl::StatusOr<F32Rows> rows = DecodeF32Rows(
         group.hidden(), hidden, absl::StrCat("groups[", i, "].hidden"));
-    if (!rows.ok()) {
-      done(rows.status());
-      return;
-    }
-    inputs->push_back(*std::move(rows));
-    work.push_back({group.layer(), group.expert(), inputs->back().data,
-                    inputs->back().rows, nullptr});
+    if (!rows.ok()) return rows.status();
+    out.inputs.push_back(*std::move(rows));
+    out.work.push_back({group.layer(), group.expert(), out.inputs.back().data,
+                        out.inputs.back().rows, nullptr});
   }
-  if (absl::Status valid = engine_->Validate(work); !valid.ok()) {
-    done(valid);
+  if (absl::Status valid = engine.Validate(out.work); !valid.ok()) {
+    return valid;
+  }
+  return out;
+}
+
+void ExpertServiceImpl::Process(const v1::RunExpertsRequest& request,
+                                v1::RunExpertsResponse* response,
+                                std::function<void(absl::Status)> done) {
+  const int64_t hidden = engine_->config().hidden_size;
+  absl::StatusOr<DecodedExpertRequest> decoded =
+      DecodeRunExpertsRequest(request, *engine_);
+  if (!decoded.ok()) {
+    done(decoded.status());
     return;
   }
+  // Decoded inputs stay alive (with any aligned copies) until the engine is
+  // done; the request and response outlive `done`.
+  auto inputs =
+      std::make_shared<std::vector<F32Rows>>(std::move(decoded->inputs));
+  std::vector<ExpertWork> work = std::move(decoded->work);
   // Output tensors are allocated in the response and written in place.
   int64_t bytes_in = 0;
   int64_t bytes_out = 0;

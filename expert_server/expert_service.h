@@ -5,12 +5,29 @@
 #define MOE_EXPERT_SERVER_EXPERT_SERVICE_H_
 
 #include <functional>
+#include <vector>
 
+#include "absl/status/statusor.h"
+#include "core/rpc/tensor_codec.h"
 #include "expert_server/expert_engine.h"
 #include "expert_server/expert_metrics.h"
 #include "moe/v1/expert.grpc.pb.h"
 
 namespace moe {
+
+// A RunExperts request checked and converted for the engine. `work[i].x`
+// points into the request's tensor bytes or into `inputs` (aligned copies),
+// so both must outlive the work; `work[i].out` is left null.
+struct DecodedExpertRequest {
+  std::vector<F32Rows> inputs;
+  std::vector<ExpertWork> work;
+};
+
+// Decodes each group's hidden tensor (F32 [tokens, hidden size]) and checks
+// that `engine` hosts each group's (layer, expert). INVALID_ARGUMENT naming
+// the group otherwise.
+absl::StatusOr<DecodedExpertRequest> DecodeRunExpertsRequest(
+    const v1::RunExpertsRequest& request, const ExpertEngine& engine);
 
 class ExpertServiceImpl final : public v1::ExpertService::CallbackService {
  public:

@@ -632,6 +632,34 @@ TEST(ModelConfigTest, HugeEosIdsDoNotWrapIntoTheVocabulary) {
   ExpectErrorNaming(j, "eos_token_id");
 }
 
+TEST(ModelConfigTest, FloatFieldsOutsideTheFloatRangeAreNamed) {
+  // Valid doubles that become 0 or infinity as floats: no epsilon would
+  // divide by zero in RMSNorm, and clip_qkv 0 means no clipping (found by
+  // tests/fuzz/model_config_fuzzer: the config did not survive a round trip).
+  for (double v : {1e-50, 1e300}) {
+    SCOPED_TRACE(v);
+    Json j = MixtralJson();
+    j["rms_norm_eps"] = v;
+    ExpectErrorNaming(j, "rms_norm_eps");
+    Json o = OlmoeJson();
+    o["clip_qkv"] = v;
+    ExpectErrorNaming(o, "clip_qkv");
+  }
+  Json j = MixtralJson();
+  j["rms_norm_eps"] = 1e-30;  // tiny but a normal float
+  EXPECT_FLOAT_EQ(ParseOk(j).rms_norm_eps, 1e-30f);
+}
+
+TEST(ModelConfigTest, DefaultHeadDimOfZeroIsRefused) {
+  // More heads than hidden units: hidden_size / num_attention_heads is 0
+  // (found by tests/fuzz/model_config_fuzzer).
+  Json j = MixtralJson();  // hidden 64
+  j["num_attention_heads"] = 128;
+  ExpectErrorNaming(j, "head_dim");
+  j["head_dim"] = 16;  // given explicitly, it is fine
+  EXPECT_EQ(ParseOk(j).head_dim, 16);
+}
+
 TEST(ModelConfigTest, RoundTripsThroughJsonForAllFamilies) {
   std::vector<ModelConfig> configs;
   for (const char* fixture : {"tiny-mixtral", "tiny-qwen2-moe"}) {

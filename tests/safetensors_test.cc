@@ -348,6 +348,29 @@ TEST_F(SafetensorsTest, ByteSizeOfHugeShapesMustNotWrap) {
   }
 }
 
+TEST_F(SafetensorsTest, HugeDimAfterAZeroDimIsRejected) {
+  // A 0 dim makes the element count 0 whatever follows, so the dims after it
+  // must be bounded on their own: 2^63 + 5 would become a negative int64 dim
+  // of an "empty" tensor (tests/fuzz/safetensors_fuzzer checks this too).
+  for (const Json& shape :
+       {Json::array({0, (uint64_t{1} << 63) + 5}),
+        Json::array({0, (uint64_t{1} << 62) + 1, 2})}) {
+    SCOPED_TRACE(shape.dump());
+    std::string data;
+    Json header = GoodHeader(&data);
+    header["empty.weight"] = {
+        {"dtype", "F32"}, {"shape", shape}, {"data_offsets", {0, 0}}};
+    ExpectOpenError(SafetensorsBytes(header.dump(), data),
+                    {"empty.weight", "shape is too large"});
+  }
+  // A zero-sized tensor with ordinary dims still opens.
+  std::string data;
+  Json header = GoodHeader(&data);
+  header["empty.weight"] = {
+      {"dtype", "F32"}, {"shape", {0, 1 << 20}}, {"data_offsets", {0, 0}}};
+  EXPECT_TRUE(OpenBytes(SafetensorsBytes(header.dump(), data)).ok());
+}
+
 TEST_F(SafetensorsTest, EntryNotAnObject) {
   std::string data;
   Json header = GoodHeader(&data);

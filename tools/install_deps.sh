@@ -17,6 +17,8 @@ packages=(
                        # scrape test and the config/rule checks
   curl                 # the scrape test reads /metrics and Prometheus' API
   gnuplot-nox          # moe-loadgen --plot (latency/throughput of a sweep)
+  clang libclang-rt-14-dev  # make fuzz: Clang 14 (Debian 12's), libFuzzer
+                            # and the sanitizer runtimes
   "$@"
 )
 
