@@ -3,6 +3,9 @@
 #   make run    install what is missing, build, start the demo cluster and
 #               stream a generation through it
 #   make test   install what is missing, build, run the whole test suite
+#               under ASan + UBSan (Clang), then every fuzzer for 30 s (CI)
+#   make test-release / test-tsan   the suite on the Release / a TSan build
+#   make fuzz   every fuzzer for FUZZ_SECONDS (60)
 #   make bench  build and run the benchmarks (report in build/bench/report.json,
 #               micro-benchmarks in build/bench/micro.json, a summary table last)
 
@@ -13,8 +16,8 @@ DEMO_DIR ?= $(BUILD_DIR)/demo/model
 DEMO_PROMPT ?= 1,15,27,300,42,7
 DEMO_TOKENS ?= 24
 
-.PHONY: all deps configure build test run bench clean test-asan test-tsan \
-  fuzz fuzz-build fuzz-brief
+.PHONY: all deps configure build test test-release run bench clean \
+  san-configure test-asan test-tsan fuzz fuzz-build fuzz-brief
 
 all: build
 
@@ -28,7 +31,13 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD_DIR) -j$(JOBS)
 
-test: build
+# The whole suite under ASan + UBSan, then every fuzzer briefly (what CI
+# runs). `make test-release` runs the suite on the Release build instead.
+test:
+	@$(MAKE) --no-print-directory test-asan
+	@$(MAKE) --no-print-directory fuzz-brief
+
+test-release: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS)
 
 # A small generated Mixtral-family model served by the local cluster of
@@ -56,43 +65,51 @@ bench: build
 	  --work_dir $(BUILD_DIR)/bench/cluster
 	@$(BUILD_DIR)/bin/moe-bench-report --report $(BUILD_DIR)/bench/report.json
 
-# The suite under sanitizers, each in a build directory of its own
-# (RelWithDebInfo, so reports carry line numbers).
-test-asan: deps
-	@mkdir -p $(BUILD_DIR)-asan && cmake -S . -B $(BUILD_DIR)-asan \
-	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOE_SANITIZE=address,undefined \
-	  > $(BUILD_DIR)-asan/configure.log 2>&1 || { cat $(BUILD_DIR)-asan/configure.log; exit 1; }
-	@cmake --build $(BUILD_DIR)-asan -j$(JOBS)
-	@cd $(BUILD_DIR)-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+# The suite under ASan + UBSan, and the fuzzers, share one Clang tree,
+# $(BUILD_DIR)-asan, configured with MOE_FUZZ=ON: every library and test is
+# built with ASan, UBSan (errors abort) and libFuzzer's coverage
+# instrumentation at -O1, and the fuzz targets link libFuzzer. One build
+# serves both halves of `make test`.
+SAN_DIR = $(BUILD_DIR)-asan
+
+san-configure: deps
+	@mkdir -p $(SAN_DIR) && CC=clang CXX=clang++ cmake -S . -B $(SAN_DIR) \
+	  -DCMAKE_BUILD_TYPE=Debug -DMOE_FUZZ=ON \
+	  > $(SAN_DIR)/configure.log 2>&1 || { cat $(SAN_DIR)/configure.log; exit 1; }
+
+test-asan: san-configure
+	@cmake --build $(SAN_DIR) -j$(JOBS)
+	@cd $(SAN_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j$(JOBS)
 
+# TSan: Debian's Abseil and gRPC are not built with TSan; every executable
+# links tests/tsan/absl_sync_annotations.cc to make Abseil's mutexes visible,
+# and tests/tsan/suppressions.txt lists, with reasons, the reports that lie
+# wholly inside those libraries.
 test-tsan: deps
 	@mkdir -p $(BUILD_DIR)-tsan && cmake -S . -B $(BUILD_DIR)-tsan \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOE_SANITIZE=thread \
 	  > $(BUILD_DIR)-tsan/configure.log 2>&1 || { cat $(BUILD_DIR)-tsan/configure.log; exit 1; }
 	@cmake --build $(BUILD_DIR)-tsan -j$(JOBS)
-	@cd $(BUILD_DIR)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	@cd $(BUILD_DIR)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan/suppressions.txt \
 	  ctest --output-on-failure -j$(JOBS)
 
 # libFuzzer targets (tests/fuzz/README.md), built with Clang, ASan and UBSan
-# in $(BUILD_DIR)-fuzz: `make fuzz` runs each for FUZZ_SECONDS on a copy of
+# in $(SAN_DIR): `make fuzz` runs each for FUZZ_SECONDS on a copy of
 # its seed corpus (two at a time) and fails on any crash or sanitizer report;
 # `make fuzz-brief` is the short run of `make test`.
 FUZZ_SECONDS ?= 60
 FUZZ_BRIEF_SECONDS ?= 30
 
-fuzz-build: deps
-	@mkdir -p $(BUILD_DIR)-fuzz && CC=clang CXX=clang++ cmake -S . -B $(BUILD_DIR)-fuzz \
-	  -DCMAKE_BUILD_TYPE=Debug -DMOE_FUZZ=ON \
-	  > $(BUILD_DIR)-fuzz/configure.log 2>&1 || { cat $(BUILD_DIR)-fuzz/configure.log; exit 1; }
-	@cmake --build $(BUILD_DIR)-fuzz -j$(JOBS) --target moe_fuzzers
+fuzz-build: san-configure
+	@cmake --build $(SAN_DIR) -j$(JOBS) --target moe_fuzzers
 
 fuzz: fuzz-build
-	@tests/fuzz/run_fuzzers.sh $(BUILD_DIR)-fuzz $(FUZZ_SECONDS)
+	@tests/fuzz/run_fuzzers.sh $(SAN_DIR) $(FUZZ_SECONDS)
 
 fuzz-brief: fuzz-build
-	@tests/fuzz/run_fuzzers.sh $(BUILD_DIR)-fuzz $(FUZZ_BRIEF_SECONDS)
+	@tests/fuzz/run_fuzzers.sh $(SAN_DIR) $(FUZZ_BRIEF_SECONDS)
 
 clean:
-	rm -rf $(BUILD_DIR) $(BUILD_DIR)-asan $(BUILD_DIR)-tsan $(BUILD_DIR)-fuzz
+	rm -rf $(BUILD_DIR) $(BUILD_DIR)-asan $(BUILD_DIR)-tsan

@@ -502,7 +502,8 @@ TEST_F(BadInputTest,
     }
   }
   ASSERT_FALSE(hosted.empty());
-  const auto [host_layer, host_expert] = hosted[0];
+  const int host_layer = hosted[0].first;
+  const int host_expert = hosted[0].second;
   int foreign_expert = -1;  // an expert of host_layer placed elsewhere
   for (int e = 0; e < config_.num_experts; ++e) {
     if (std::find(hosted.begin(), hosted.end(),

@@ -184,6 +184,7 @@ TEST(OverloadTest, ExcessIsRefusedWithARetryHintAndAdmittedCallsComplete) {
       absl::StrCat(R"({"expert_servers": 2, "attention_servers": [)",
                    R"({"name": "attention-0", "kv_cache_mb": )", kKvCacheMb,
                    R"(}], "gateway": {"max_in_flight": )", kMaxInFlight, "}}"));
+  testing::ResidentMemoryMeaningfulUnderAsan();
   std::unique_ptr<LaunchedCluster> cluster =
       LaunchedCluster::Start(topology, testing::FixtureDir("tiny-mixtral"));
   ASSERT_NE(cluster, nullptr);

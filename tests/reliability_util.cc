@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <thread>
 
@@ -105,6 +106,21 @@ bool WaitForGatewayIdle(const std::string& metrics_url) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return false;
+}
+
+void ResidentMemoryMeaningfulUnderAsan() {
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MOE_ASAN_BUILD 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(MOE_ASAN_BUILD)
+  const char* current = std::getenv("ASAN_OPTIONS");
+  std::string options = current == nullptr ? "" : current;
+  if (!options.empty()) options += ":";
+  options += "quarantine_size_mb=0:thread_local_quarantine_size_kb=0";
+  setenv("ASAN_OPTIONS", options.c_str(), /*overwrite=*/1);
+#endif
 }
 
 }  // namespace moe::testing

@@ -194,6 +194,7 @@ TEST(SoakTest, CancellationsAndDisconnectsLeaveKvAndMemoryAtBaseline) {
   testing::WriteFileOrDie(
       topology, absl::StrCat(R"({"expert_servers": 2, "attention_servers": [)",
                              absl::StrJoin(servers, ", "), "]}"));
+  testing::ResidentMemoryMeaningfulUnderAsan();
   std::unique_ptr<LaunchedCluster> cluster =
       LaunchedCluster::Start(topology, testing::FixtureDir("tiny-mixtral"));
   ASSERT_NE(cluster, nullptr);
