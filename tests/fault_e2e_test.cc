@@ -11,13 +11,13 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/engine.h"
@@ -29,6 +29,7 @@
 #include "tests/generate_client.h"
 #include "tests/launched_cluster.h"
 #include "tests/process_util.h"
+#include "tests/reliability_util.h"
 #include "tests/test_util.h"
 
 namespace moe {
@@ -55,21 +56,16 @@ bool Eventually(const std::function<bool()>& condition, double seconds = 30) {
   return false;
 }
 
-std::string Scrape(const std::string& url) {
-  const testing::ProcessResult r =
-      testing::RunProcess({"/usr/bin/curl", "-sf", url}, {}, 30);
-  return r.exit_code == 0 ? r.out : "";
-}
-
-// The value of the sample `series` (name with its labels, as exposed) in
-// `text`; -1 when absent.
-double Sample(const std::string& text, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (!absl::StartsWith(line, series + " ")) continue;
-    double value = 0;
-    if (absl::SimpleAtod(line.substr(series.size() + 1), &value)) return value;
-  }
-  return -1;
+// 1 while the router sends expert server `address` work, 0 while it is
+// marked down (moe_router_expert_server_up); nullopt when the router's
+// /metrics cannot be read or lacks the series.
+std::optional<double> ExpertServerUp(LaunchedCluster& cluster,
+                                     const std::string& address) {
+  const std::optional<std::string> text =
+      testing::HttpGet(cluster.metrics_url("router"));
+  const std::string labels = absl::StrCat("server=\"", address, "\"");
+  if (!text.has_value() || !absl::StrContains(*text, labels)) return std::nullopt;
+  return testing::SeriesValue(*text, "moe_router_expert_server_up", labels);
 }
 
 std::string WriteTopology(const testing::TempDir& dir, const std::string& json) {
@@ -200,8 +196,6 @@ TEST_F(FaultTest, KilledExpertServerWithReplicasIsRoutedAroundAndRejoins) {
       LaunchedCluster::Start(topology, FixtureDir("tiny-mixtral"));
   ASSERT_NE(cluster, nullptr);
   const std::string victim = cluster->address("expert-1");
-  const std::string up_series =
-      absl::StrCat("moe_router_expert_server_up{server=\"", victim, "\"}");
   const int kTokens = 400;
   std::vector<std::unique_ptr<BackgroundStream>> streams;
   for (int i = 0; i < 3; ++i) {
@@ -219,7 +213,7 @@ TEST_F(FaultTest, KilledExpertServerWithReplicasIsRoutedAroundAndRejoins) {
   const Clock::time_point killed = Clock::now();
   ASSERT_EQ(kill(pid, SIGKILL), 0);
   ASSERT_TRUE(Eventually([&] {
-    return Sample(Scrape(cluster->metrics_url("router")), up_series) == 0;
+    return ExpertServerUp(*cluster, victim) == 0.0;
   })) << "the router never marked " << victim << " down";
   const double marked_down = SecondsSince(killed);
   int finished_after_kill = 0;
@@ -237,7 +231,7 @@ TEST_F(FaultTest, KilledExpertServerWithReplicasIsRoutedAroundAndRejoins) {
   ASSERT_NE(restarted, nullptr);
   const Clock::time_point restart = Clock::now();
   ASSERT_TRUE(Eventually([&] {
-    return Sample(Scrape(cluster->metrics_url("router")), up_series) == 1;
+    return ExpertServerUp(*cluster, victim) == 1.0;
   })) << "the restarted " << victim << " never rejoined";
   const double rejoined = SecondsSince(restart);
   v1::RouterStats before;
@@ -338,10 +332,8 @@ TEST_F(FaultTest, KilledExpertServerWithoutReplicaFailsOnlyTheRequestsThatNeedIt
 
   std::unique_ptr<testing::ChildProcess> restarted = Restart(argv, victim, dir);
   ASSERT_NE(restarted, nullptr);
-  const std::string up_series =
-      absl::StrCat("moe_router_expert_server_up{server=\"", victim, "\"}");
   ASSERT_TRUE(Eventually([&] {
-    return Sample(Scrape(cluster->metrics_url("router")), up_series) == 1;
+    return ExpertServerUp(*cluster, victim) == 1.0;
   }));
   for (int i : failed_ids) {
     const StreamResult r = testing::RunGenerate(
@@ -503,8 +495,11 @@ TEST_F(FaultTest, KilledDecodeServerMigratesItsStreamsWithoutGapOrRepeat) {
     }
     max_gap = std::max(max_gap, streams[i]->max_gap_seconds());
   }
-  const double migrations = Sample(Scrape(cluster->metrics_url("gateway")),
-                                   "moe_gateway_migrations_total");
+  const std::optional<std::string> gateway_metrics =
+      testing::HttpGet(cluster->metrics_url("gateway"));
+  ASSERT_TRUE(gateway_metrics.has_value());
+  const double migrations =
+      testing::SeriesValue(*gateway_metrics, "moe_gateway_migrations_total");
   EXPECT_GE(migrations, 1);
   EXPECT_EQ(migrations, on_victim);
   std::printf("[fault] decode SIGKILL mid-stream: %d of 6 streams were on it "

@@ -2,7 +2,7 @@
 # without replicas) or hung, a decode server killed mid-stream.
 moe_test(fault_e2e_test fault_e2e_test.cc launched_cluster.cc)
 target_link_libraries(fault_e2e_test PRIVATE moe_process_test_util
-  moe_cluster_checks moe_rpc absl::strings)
+  moe_reliability_test_util moe_cluster_checks moe_rpc absl::strings)
 add_dependencies(fault_e2e_test moe-cluster expert_server router
   attention_server gateway)
 target_compile_definitions(fault_e2e_test PRIVATE
