@@ -299,7 +299,8 @@ grpc::ServerUnaryReactor* GatewayServiceImpl::Abort(
     if (it != running_.end()) {
       found = true;
       relay = it->second.relay;
-      if (relay == nullptr) it->second.abort_requested = true;
+      // Also kept for a relay that a migration starts later.
+      it->second.abort_requested = true;
     }
   }
   if (relay != nullptr) relay->Abort();

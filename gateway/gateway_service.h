@@ -118,7 +118,8 @@ class GatewayServiceImpl final : public v1::Inference::CallbackService {
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
   // Running requests by id, for Abort. `relay` is null between admission and
-  // the upstream call's start; an Abort in that window sets abort_requested.
+  // the upstream call's start; an Abort sets abort_requested, which a relay
+  // started after it (the first, or a migration's) honours at once.
   struct Running {
     std::shared_ptr<GenerateRelay> relay;
     bool abort_requested = false;
