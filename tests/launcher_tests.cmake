@@ -99,6 +99,7 @@ target_compile_definitions(server_lifecycle_test PRIVATE
 # moe-loadgen against a local cluster (issue 6).
 moe_test(loadgen_e2e_test loadgen_e2e_test.cc launched_cluster.cc)
 target_link_libraries(loadgen_e2e_test PRIVATE moe_process_test_util
+  moe_reliability_test_util
   moe_rpc absl::strings nlohmann_json::nlohmann_json)
 add_dependencies(loadgen_e2e_test moe-cluster expert_server router
   attention_server gateway moe-loadgen)

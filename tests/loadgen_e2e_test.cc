@@ -5,6 +5,7 @@
 // tools/moe_loadgen/README.md documents; a run whose deadline is too short
 // counts its failures by status code; a sweep writes its PNG plot.
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/launched_cluster.h"
+#include "tests/reliability_util.h"
 #include "tests/process_util.h"
 #include "tests/test_util.h"
 
@@ -25,28 +27,6 @@ namespace {
 using ::moe::testing::LaunchedCluster;
 using ::moe::testing::ProcessResult;
 using ::moe::testing::RunProcess;
-
-// The value of an unlabelled series (or the sum of a labelled one's series
-// matching `labels`) in a Prometheus exposition.
-double SeriesValue(const std::string& exposition, const std::string& name,
-                   const std::string& labels = "") {
-  double total = 0;
-  for (absl::string_view line : absl::StrSplit(exposition, '\n')) {
-    if (!absl::StartsWith(line, name)) continue;
-    const absl::string_view rest = line.substr(name.size());
-    if (!rest.empty() && rest[0] != ' ' && rest[0] != '{') continue;
-    if (!labels.empty() && !absl::StrContains(rest, labels)) continue;
-    double v = 0;
-    if (absl::SimpleAtod(rest.substr(rest.rfind(' ') + 1), &v)) total += v;
-  }
-  return total;
-}
-
-std::string Scrape(const std::string& url) {
-  const ProcessResult r = RunProcess({"/usr/bin/curl", "-sf", url}, {}, 30);
-  EXPECT_EQ(r.exit_code, 0) << "curl " << url << ": " << r.err;
-  return r.out;
-}
 
 // The dotted paths of the README's "JSON fields" table ("runs[].ttft_ms.p99").
 std::vector<std::string> DocumentedFields() {
@@ -133,12 +113,15 @@ TEST_F(LoadgenTest, AFixedRunAccountsForEveryRequestAndAgreesWithTheGateway) {
   EXPECT_LE(r["ttft_ms"]["p90"].get<double>(), r["ttft_ms"]["p99"].get<double>());
 
   // The gateway counted exactly what moe-loadgen received.
-  const std::string metrics = Scrape(cluster_->metrics_url("gateway"));
-  EXPECT_EQ(SeriesValue(metrics, "moe_gateway_generation_tokens_total"),
+  const std::optional<std::string> scraped =
+      testing::HttpGet(cluster_->metrics_url("gateway"));
+  ASSERT_TRUE(scraped.has_value()) << cluster_->metrics_url("gateway");
+  const std::string& metrics = *scraped;
+  EXPECT_EQ(testing::SeriesValue(metrics, "moe_gateway_generation_tokens_total"),
             r["output_tokens"].get<double>());
-  EXPECT_EQ(SeriesValue(metrics, "moe_gateway_prompt_tokens_total"),
+  EXPECT_EQ(testing::SeriesValue(metrics, "moe_gateway_prompt_tokens_total"),
             r["input_tokens"].get<double>());
-  EXPECT_EQ(SeriesValue(metrics, "moe_gateway_requests_total", "code=\"OK\""),
+  EXPECT_EQ(testing::SeriesValue(metrics, "moe_gateway_requests_total", "code=\"OK\""),
             24.0);
   std::ifstream md(md_path);
   std::string table((std::istreambuf_iterator<char>(md)), {});

@@ -167,15 +167,6 @@ class InFlightSampler {
   std::thread thread_;
 };
 
-std::map<std::string, int64_t> ResidentKiBByServer(
-    const LaunchedCluster& cluster) {
-  std::map<std::string, int64_t> rss;
-  for (const std::string& name : cluster.names()) {
-    rss[name] = testing::ResidentKiB(cluster.pid(name));
-  }
-  return rss;
-}
-
 TEST(OverloadTest, ExcessIsRefusedWithARetryHintAndAdmittedCallsComplete) {
   testing::TempDir dir;
   const std::string topology = dir.Join("overload.json");
@@ -228,7 +219,7 @@ TEST(OverloadTest, ExcessIsRefusedWithARetryHintAndAdmittedCallsComplete) {
   ASSERT_GT(capacity_completed, 0);
   ASSERT_TRUE(cluster->WaitForIdleKv());
   const std::map<std::string, int64_t> rss_before =
-      ResidentKiBByServer(*cluster);
+      testing::ResidentKiBByServer(*cluster);
   const std::optional<std::string> metrics_before =
       testing::HttpGet(gateway_metrics);
   ASSERT_TRUE(metrics_before.has_value());
@@ -321,7 +312,7 @@ TEST(OverloadTest, ExcessIsRefusedWithARetryHintAndAdmittedCallsComplete) {
   EXPECT_TRUE(testing::WaitForGatewayIdle(gateway_metrics))
       << testing::GatewayInFlight(gateway_metrics) << " streams still tracked";
   const std::map<std::string, int64_t> rss_after =
-      ResidentKiBByServer(*cluster);
+      testing::ResidentKiBByServer(*cluster);
   std::string rss_line;
   for (const auto& [name, before] : rss_before) {
     const int64_t after = rss_after.at(name);

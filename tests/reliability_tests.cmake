@@ -2,7 +2,7 @@
 # by the real launcher (issue: reliability): open-loop overload at about 3x
 # capacity, and soak rounds with cancellations and client disconnects.
 add_library(moe_reliability_test_util STATIC reliability_util.cc)
-target_link_libraries(moe_reliability_test_util PUBLIC moe_test_support
+target_link_libraries(moe_reliability_test_util PUBLIC moe_test_support moe_rpc
   absl::strings)
 
 moe_test(overload_e2e_test overload_e2e_test.cc launched_cluster.cc)

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "tests/launched_cluster.h"
 
 namespace moe::testing {
 
@@ -106,6 +107,15 @@ bool WaitForGatewayIdle(const std::string& metrics_url) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return false;
+}
+
+std::map<std::string, int64_t> ResidentKiBByServer(
+    const LaunchedCluster& cluster) {
+  std::map<std::string, int64_t> rss;
+  for (const std::string& name : cluster.names()) {
+    rss[name] = ResidentKiB(cluster.pid(name));
+  }
+  return rss;
 }
 
 void ResidentMemoryMeaningfulUnderAsan() {

@@ -7,10 +7,13 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 
 namespace moe::testing {
+
+class LaunchedCluster;
 
 // Under AddressSanitizer (make test), freed memory waits in a quarantine of
 // up to 256 MiB per process before reuse, so resident memory grows through
@@ -23,6 +26,10 @@ void ResidentMemoryMeaningfulUnderAsan();
 
 // VmRSS of `pid` from /proc/<pid>/status, in KiB; -1 if unreadable.
 int64_t ResidentKiB(pid_t pid);
+
+// ResidentKiB of every server of `cluster`, by name.
+std::map<std::string, int64_t> ResidentKiBByServer(
+    const LaunchedCluster& cluster);
 
 // The body of `url` ("http://HOST:PORT/PATH", HTTP/1.0, no redirects);
 // nullopt on a connection error or a status other than 200 (5 s timeout).

@@ -171,15 +171,6 @@ void RunKill(const std::string& address, const Stream& s, Counts& counts) {
   }
 }
 
-std::map<std::string, int64_t> ResidentKiBByServer(
-    const LaunchedCluster& cluster) {
-  std::map<std::string, int64_t> rss;
-  for (const std::string& name : cluster.names()) {
-    rss[name] = testing::ResidentKiB(cluster.pid(name));
-  }
-  return rss;
-}
-
 TEST(SoakTest, CancellationsAndDisconnectsLeaveKvAndMemoryAtBaseline) {
   testing::TempDir dir;
   const std::string topology = dir.Join("soak.json");
@@ -268,7 +259,7 @@ TEST(SoakTest, CancellationsAndDisconnectsLeaveKvAndMemoryAtBaseline) {
         << "round " << round + 1 << ": the gateway still tracks "
         << testing::GatewayInFlight(cluster->metrics_url("gateway"))
         << " streams";
-    rss[round] = ResidentKiBByServer(*cluster);
+    rss[round] = testing::ResidentKiBByServer(*cluster);
 
     std::string rss_line;
     for (const auto& [name, kib] : rss[round]) {
