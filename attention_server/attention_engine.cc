@@ -224,6 +224,12 @@ absl::Status AttentionEngine::CompleteKvTransfer(
   } else if (summary.tokens.empty()) {
     status = absl::InvalidArgumentError(
         "tokens: the prefill sampled no first token");
+  } else if (static_cast<int64_t>(summary.tokens.size()) >
+             seq.spec.request.max_tokens) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "tokens: the prefill sent ", summary.tokens.size(),
+        " tokens, more than the request's max_tokens ",
+        seq.spec.request.max_tokens));
   } else if (seq.missing > 0) {
     const auto first_missing =
         std::find(seq.received.begin(), seq.received.end(), false) -
