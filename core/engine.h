@@ -12,12 +12,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "core/backends.h"
+#include "core/forward_pass.h"
 #include "core/gating.h"
 #include "core/kv_cache.h"
 #include "core/local_moe_executor.h"
 #include "core/model_weights.h"
 #include "core/thread_pool.h"
-#include "core/transformer.h"
 
 namespace moe {
 
@@ -27,6 +28,9 @@ struct EngineOptions {
   int kv_block_size = 16;         // tokens per KV block
   int64_t kv_cache_bytes = int64_t{1} << 30;
   bool populate_weights = true;   // fault weights in at load
+  // cpu, or a CUDA device: the whole forward pass (routed experts included)
+  // runs there, with the KV rows in device memory (kv_cache_bytes of it).
+  DeviceSpec device;
 };
 
 // Not thread-safe: one thread drives an Engine.
@@ -46,16 +50,22 @@ class Engine {
   }
   void EndSequence(KvCache::SeqId seq) { cache_->FreeSequence(seq); }
 
-  // See Transformer::Forward.
+  // See ForwardPass::Forward.
   absl::StatusOr<std::vector<float>> Forward(
       absl::Span<const SequenceChunk> chunks) {
-    return transformer_->Forward(chunks);
+    return forward_->Forward(chunks);
   }
 
   // Observer of every routing decision (layer, routing), for tests and
-  // statistics; pass nullptr to remove.
-  void SetRoutingObserver(LocalMoeExecutor::RoutingObserver observer) {
+  // statistics; pass nullptr to remove. FAILED_PRECONDITION on a CUDA
+  // device, where routing stays on the device.
+  absl::Status SetRoutingObserver(LocalMoeExecutor::RoutingObserver observer) {
+    if (moe_ == nullptr) {
+      return absl::FailedPreconditionError(
+          "routing observers need the CPU backend");
+    }
     moe_->SetRoutingObserver(std::move(observer));
+    return absl::OkStatus();
   }
 
  private:
@@ -63,8 +73,8 @@ class Engine {
   ModelWeights weights_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<KvCache> cache_;
-  std::unique_ptr<LocalMoeExecutor> moe_;
-  std::unique_ptr<Transformer> transformer_;
+  std::unique_ptr<LocalMoeExecutor> moe_;  // null on a CUDA device
+  std::unique_ptr<ForwardPass> forward_;
 };
 
 }  // namespace moe

@@ -7,6 +7,11 @@
 
 namespace moe {
 
+bool TopKIsRenormalised(const ModelConfig& config) {
+  // Mixtral renormalises whatever the flag says (the parser also sets it).
+  return config.norm_topk_prob || config.family == ModelFamily::kMixtral;
+}
+
 Routing RouteFromLogits(const ModelConfig& config, const float* logits,
                         int64_t tokens) {
   const int e = config.num_experts;
@@ -16,9 +21,7 @@ Routing RouteFromLogits(const ModelConfig& config, const float* logits,
   r.k = k;
   r.experts.resize(tokens * k);
   r.weights.resize(tokens * k);
-  // Mixtral renormalises whatever the flag says (the parser also sets it).
-  const bool renormalise =
-      config.norm_topk_prob || config.family == ModelFamily::kMixtral;
+  const bool renormalise = TopKIsRenormalised(config);
   std::vector<float> probs(e);
   std::vector<int32_t> order(e);
   for (int64_t t = 0; t < tokens; ++t) {

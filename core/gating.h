@@ -25,6 +25,10 @@ struct Routing {
 Routing RouteFromLogits(const ModelConfig& config, const float* logits,
                         int64_t tokens);
 
+// Whether the top-k weights are divided by their sum (Mixtral always;
+// others when norm_topk_prob).
+bool TopKIsRenormalised(const ModelConfig& config);
+
 // Logits = x [tokens, hidden] · gate^T, then RouteFromLogits.
 Routing ComputeRouting(const ModelConfig& config, const TensorView& gate,
                        const float* x, int64_t tokens, ThreadPool* pool);

@@ -18,81 +18,24 @@ Transformer::Transformer(const ModelWeights* weights, KvCache* cache,
       moe_(moe),
       pool_(pool) {}
 
-absl::StatusOr<std::vector<float>> Transformer::Forward(
-    absl::Span<const SequenceChunk> chunks,
-    const std::function<void(int layer)>& after_layer_kv) {
-  RETURN_IF_ERROR(Begin(chunks));
-  for (int l = 0; l < config_.num_layers; ++l) {
-    RETURN_IF_ERROR(AttentionLayer(l));
-    if (after_layer_kv) after_layer_kv(l);
-    RETURN_IF_ERROR(StartFfn(l));
-    RETURN_IF_ERROR(FinishFfn(l));
-  }
-  return End();
-}
-
 absl::Status Transformer::Begin(absl::Span<const SequenceChunk> chunks) {
-  const ModelConfig& c = config_;
-  const int64_t h = c.hidden_size;
+  const int64_t h = config_.hidden_size;
   moe_pending_ = false;
   failed_chunks_.clear();
-
-  // Validate everything before touching the cache.
-  int64_t total = 0;
-  int blocks_needed = 0;
-  for (const SequenceChunk& chunk : chunks) {
-    if (!cache_->HasSequence(chunk.seq)) {
-      return absl::NotFoundError(
-          absl::StrCat("sequence ", chunk.seq, " has no KV state"));
-    }
-    if (chunk.tokens.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("sequence ", chunk.seq, ": empty chunk"));
-    }
-    for (int32_t id : chunk.tokens) {
-      if (id < 0 || id >= c.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token id ", id, " is outside the vocabulary [0, ",
-                         c.vocab_size, ")"));
-      }
-    }
-    const int64_t have = cache_->NumTokens(chunk.seq);
-    if (have + static_cast<int64_t>(chunk.tokens.size()) >
-        c.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sequence ", chunk.seq, " would reach ", have + chunk.tokens.size(),
-          " tokens, over max_position_embeddings ", c.max_position_embeddings));
-    }
-    blocks_needed += cache_->BlocksFor(have + chunk.tokens.size()) -
-                     static_cast<int>(cache_->BlockTable(chunk.seq).size());
-    total += chunk.tokens.size();
-  }
-  if (blocks_needed > cache_->num_free_blocks()) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("KV cache full: this step needs ", blocks_needed,
-                     " blocks, ", cache_->num_free_blocks(), " free"));
-  }
-
-  segments_.clear();
-  total_ = total;
-  positions_.resize(total);
-  hidden_.resize(total * h);
-  int64_t row = 0;
-  for (const SequenceChunk& chunk : chunks) {
-    const int first_pos = cache_->NumTokens(chunk.seq);
-    RETURN_IF_ERROR(cache_->Append(chunk.seq, chunk.tokens.size()));
-    segments_.push_back({row, static_cast<int64_t>(chunk.tokens.size()),
-                         first_pos, cache_->BlockTable(chunk.seq),
-                         chunk.want_logits});
+  RETURN_IF_ERROR(
+      AppendChunksToCache(config_, *cache_, chunks, &segments_, &positions_));
+  total_ = static_cast<int64_t>(positions_.size());
+  hidden_.resize(total_ * h);
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    const SequenceChunk& chunk = chunks[c];
+    const int64_t row = segments_[c].first_row;
     for (size_t t = 0; t < chunk.tokens.size(); ++t) {
-      positions_[row + t] = first_pos + static_cast<int>(t);
       const void* src = weights_->embed_tokens.Row(chunk.tokens[t]);
       float* dst = hidden_.data() + (row + t) * h;
       for (int64_t i = 0; i < h; ++i) {
         dst[i] = LoadAsFloat(src, weights_->embed_tokens.dtype, i);
       }
     }
-    row += chunk.tokens.size();
   }
   return absl::OkStatus();
 }
@@ -103,7 +46,7 @@ absl::StatusOr<std::vector<float>> Transformer::End() {
   // Final norm and lm_head for the last token of chunks that want logits.
   int64_t wanted = 0;
   normed_.resize(std::max<int64_t>(total_, 1) * h);
-  for (const Segment& s : segments_) {
+  for (const BatchSegment& s : segments_) {
     if (!s.want_logits) continue;
     cpu::RmsNorm(hidden_.data() + (s.first_row + s.tokens - 1) * h, 1, h, h,
                  weights_->final_norm, c.rms_norm_eps,
@@ -169,7 +112,7 @@ absl::Status Transformer::AttentionBlock(int l, int64_t tokens) {
   attn_.resize(tokens * qd);
   std::vector<cpu::AttentionSegment> segs;
   segs.reserve(segments_.size());
-  for (const Segment& s : segments_) {
+  for (const BatchSegment& s : segments_) {
     cpu::WriteKv(*cache_, l, s.block_table, s.first_pos, s.tokens,
                  k_.data() + s.first_row * kvd, v_.data() + s.first_row * kvd,
                  kvd);
@@ -241,7 +184,7 @@ absl::Status Transformer::FinishFfn(int l) {
   if (moe_->WaitsOnRemote()) pool_->Park();
   MoeTokenFailures failed;
   RETURN_IF_ERROR(moe_->WaitMoe(moe_handle_, &failed));
-  if (!failed.tokens.empty()) RecordFailedTokens(failed);
+  if (!failed.tokens.empty()) RecordFailedTokens(failed, segments_);
   // The same additions in the same order as a single-process pass: the
   // routed experts, then the gated shared expert.
   for (int64_t i = 0; i < tokens * h; ++i) hidden_[i] += mlp_[i];
@@ -252,22 +195,6 @@ absl::Status Transformer::FinishFfn(int l) {
     }
   }
   return absl::OkStatus();
-}
-
-void Transformer::RecordFailedTokens(const MoeTokenFailures& failed) {
-  for (int64_t row : failed.tokens) {
-    // The segment holding `row`: the last one starting at or before it.
-    auto it = std::upper_bound(
-        segments_.begin(), segments_.end(), row,
-        [](int64_t r, const Segment& s) { return r < s.first_row; });
-    if (it == segments_.begin()) continue;
-    const size_t chunk = static_cast<size_t>(it - segments_.begin()) - 1;
-    auto pos = std::lower_bound(
-        failed_chunks_.begin(), failed_chunks_.end(), chunk,
-        [](const FailedChunk& f, size_t c) { return f.chunk < c; });
-    if (pos != failed_chunks_.end() && pos->chunk == chunk) continue;
-    failed_chunks_.insert(pos, {chunk, failed.status});
-  }
 }
 
 }  // namespace moe

@@ -19,8 +19,18 @@ absl::StatusOr<std::unique_ptr<ExpertEngine>> ExpertEngine::Load(
   ASSIGN_OR_RETURN(engine->weights_,
                    LoadModelWeightsFromDir(options.model_dir, selection,
                                            /*populate=*/true));
-  engine->pool_ = std::make_unique<ThreadPool>(options.num_threads,
-                                              options.spin_microseconds);
+  RETURN_IF_ERROR(CheckDeviceUsable(options.device));
+  // A GPU server's FFNs run on the device: one host thread is enough.
+  engine->pool_ = std::make_unique<ThreadPool>(
+      options.device.is_cuda() ? 1 : options.num_threads,
+      options.spin_microseconds);
+  std::vector<const FfnWeights*> hosted;
+  for (const LayerWeights& layer : engine->weights_.layers) {
+    for (const auto& entry : layer.experts) hosted.push_back(&entry.second);
+  }
+  ASSIGN_OR_RETURN(engine->backend_,
+                   CreateExpertFfnBackend(options.device, hosted,
+                                          engine->pool_.get()));
   engine->executor_ = std::thread([e = engine.get()] { e->ExecutorLoop(); });
   return engine;
 }
@@ -78,20 +88,26 @@ absl::Status ExpertEngine::Validate(absl::Span<const ExpertWork> work) const {
 
 void ExpertEngine::Submit(std::vector<ExpertWork> work, DoneCallback done) {
   absl::MutexLock lock(&mu_);
-  queue_.push_back({std::move(work), std::move(done)});
+  queue_.push_back({std::move(work), nullptr, std::move(done)});
 }
 
-absl::Status ExpertEngine::Run(absl::Span<const ExpertWork> work) {
-  RETURN_IF_ERROR(Validate(work));
+void ExpertEngine::SubmitTask(std::vector<ExpertWork> work, BackendTask task,
+                              DoneCallback done) {
+  absl::MutexLock lock(&mu_);
+  queue_.push_back({std::move(work), std::move(task), std::move(done)});
+}
+
+absl::Status ExpertEngine::Run(const Batch& batch) {
+  RETURN_IF_ERROR(Validate(batch.work));
   std::vector<FfnGroup> groups;
-  groups.reserve(work.size());
-  for (const ExpertWork& w : work) {
+  groups.reserve(batch.work.size());
+  for (const ExpertWork& w : batch.work) {
     if (w.tokens == 0) continue;
     groups.push_back({&weights_.layers[w.layer].experts.at(w.expert), w.x,
                       w.tokens, w.out});
   }
-  runner_.Run(groups, pool_.get());
-  return absl::OkStatus();
+  if (batch.task) return batch.task(*backend_, groups);
+  return backend_->Run(groups);
 }
 
 bool ExpertEngine::HasWorkOrStopping() const {
@@ -109,7 +125,7 @@ void ExpertEngine::ExecutorLoop() {
       queue_.pop_front();
     }
     const auto start = std::chrono::steady_clock::now();
-    absl::Status status = Run(batch.work);
+    absl::Status status = Run(batch);
     batch.done(std::move(status),
                std::chrono::duration<double>(std::chrono::steady_clock::now() -
                                              start)

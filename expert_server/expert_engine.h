@@ -18,7 +18,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
-#include "core/expert_ffn.h"
+#include "core/backends.h"
+#include "core/expert_backend.h"
 #include "core/model_weights.h"
 #include "core/thread_pool.h"
 
@@ -32,6 +33,9 @@ struct ExpertEngineOptions {
   int num_threads = 0;  // compute threads; 0 = one per core
   // How long idle compute threads spin before sleeping (see ThreadPool).
   int spin_microseconds = ThreadPool::kServerSpinMicroseconds;
+  // Where the FFNs run: the CPU, or a CUDA device (the experts' weights are
+  // uploaded to it as BF16 at load).
+  DeviceSpec device;
 };
 
 // One group of tokens for one hosted expert. `x` is [tokens, hidden] and
@@ -55,6 +59,8 @@ class ExpertEngine {
   ~ExpertEngine();
 
   const ModelConfig& config() const { return weights_.config; }
+  // The compute backend's name ("cpu", "cuda:0 (NVIDIA H100 ...)").
+  std::string backend_name() const { return backend_->name(); }
   std::vector<std::pair<int, int>> HostedExperts() const;
   bool Hosts(int layer, int expert) const;
 
@@ -69,20 +75,31 @@ class ExpertEngine {
   // Queues a validated batch.
   void Submit(std::vector<ExpertWork> work, DoneCallback done);
 
+  // Work whose rows are not in host memory (the NCCL data plane receives
+  // them on the device): runs `task(backend, groups)` on the executor
+  // thread instead of the backend's Run, in queue order with Submit's
+  // batches; `groups` are `work`'s groups with their weights (x and out
+  // null; groups without tokens left out). `work` must pass Validate; `done`
+  // as for Submit.
+  using BackendTask = std::function<absl::Status(
+      ExpertFfnBackend& backend, absl::Span<const FfnGroup> groups)>;
+  void SubmitTask(std::vector<ExpertWork> work, BackendTask task,
+                  DoneCallback done);
+
  private:
   ExpertEngine() = default;
   void ExecutorLoop();
   bool HasWorkOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Run(absl::Span<const ExpertWork> work);
-
   struct Batch {
     std::vector<ExpertWork> work;
+    BackendTask task;  // null: the backend's Run
     DoneCallback done;
   };
+  absl::Status Run(const Batch& batch);
 
   ModelWeights weights_;
   std::unique_ptr<ThreadPool> pool_;
-  GroupedFfnRunner runner_;  // executor thread only
+  std::unique_ptr<ExpertFfnBackend> backend_;  // executor thread only
   absl::Mutex mu_;
   std::deque<Batch> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

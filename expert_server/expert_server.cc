@@ -11,6 +11,13 @@ namespace moe {
 absl::StatusOr<std::unique_ptr<ExpertServer>> ExpertServer::Start(
     const ExpertServerOptions& options) {
   std::unique_ptr<ExpertServer> server(new ExpertServer());
+  if (options.data_plane == DataPlane::kNccl) {
+    if (absl::Status usable = CheckNcclUsable(options.engine.device);
+        !usable.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("--data_plane=nccl: ", usable.message()));
+    }
+  }
   ASSIGN_OR_RETURN(server->engine_, ExpertEngine::Load(options.engine));
   server->registry_ = options.registry != nullptr
                           ? options.registry
@@ -19,7 +26,8 @@ absl::StatusOr<std::unique_ptr<ExpertServer>> ExpertServer::Start(
       *server->registry_, server->engine_->HostedExperts(),
       options.metrics_per_expert);
   server->service_ = std::make_unique<ExpertServiceImpl>(
-      server->engine_.get(), server->metrics_.get());
+      server->engine_.get(), server->metrics_.get(), options.data_plane,
+      options.engine.device);
 
   ASSIGN_OR_RETURN(StartedServer started,
                    StartGrpcServer("expert server", options.listen_address,

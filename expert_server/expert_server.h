@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "core/nccl_data_plane.h"
 #include "expert_server/expert_engine.h"
 #include "expert_server/expert_metrics.h"
 #include "expert_server/expert_service.h"
@@ -19,6 +20,10 @@ struct ExpertServerOptions {
   // host:port; port 0 picks a free port (see ExpertServer::port()).
   std::string listen_address = "127.0.0.1:0";
   ExpertEngineOptions engine;
+  // kNccl: a router may move the groups' rows over NCCL
+  // (ExpertService.JoinDataPlane); needs a CUDA `engine.device` and NCCL in
+  // this build, else Start fails with FAILED_PRECONDITION saying why.
+  DataPlane data_plane = DataPlane::kGrpc;
   // Where the server's metrics go (deploy/metrics.md); null = a private
   // registry nobody scrapes.
   std::shared_ptr<prometheus::Registry> registry;

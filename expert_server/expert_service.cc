@@ -1,14 +1,26 @@
 #include "expert_server/expert_service.h"
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "core/rpc/call_stream_reactor.h"
 #include "core/rpc/grpc_status.h"
 #include "core/rpc/tensor_codec.h"
 
 namespace moe {
+namespace {
+
+// A serve step of the NCCL data plane: computes `groups` (the request's
+// groups with their weights; x and out unused) with the engine's backend.
+using ServeTask = ExpertEngine::BackendTask;
+
+}  // namespace
 
 absl::StatusOr<DecodedExpertRequest> DecodeRunExpertsRequest(
     const v1::RunExpertsRequest& request, const ExpertEngine& engine) {
@@ -32,9 +44,52 @@ absl::StatusOr<DecodedExpertRequest> DecodeRunExpertsRequest(
   return out;
 }
 
+absl::StatusOr<std::vector<ExpertWork>> DecodeNcclExpertRequest(
+    const v1::RunExpertsRequest& request, const ExpertEngine& engine) {
+  const int64_t hidden = engine.config().hidden_size;
+  std::vector<ExpertWork> work;
+  work.reserve(request.groups_size());
+  for (int i = 0; i < request.groups_size(); ++i) {
+    const v1::ExpertGroup& group = request.groups(i);
+    const v1::Tensor& t = group.hidden();
+    const std::string what = absl::StrCat("groups[", i, "].hidden");
+    if (t.dtype() != v1::DTYPE_F32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": dtype must be F32"));
+    }
+    if (t.shape_size() != 2 || t.shape(0) < 0 || t.shape(1) != hidden) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": shape must be [tokens, ", hidden, "] with tokens >= 0"));
+    }
+    if (!t.data().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": carries ", t.data().size(),
+                       " bytes, but its rows travel over NCCL (nccl is set)"));
+    }
+    work.push_back(
+        {group.layer(), group.expert(), nullptr, t.shape(0), nullptr});
+  }
+  if (absl::Status valid = engine.Validate(work); !valid.ok()) return valid;
+  return work;
+}
+
+ExpertServiceImpl::~ExpertServiceImpl() {
+  std::vector<std::thread> joins;
+  {
+    absl::MutexLock lock(&mu_);
+    if (link_ != nullptr) link_->closing.store(true);
+    joins.swap(joins_);
+  }
+  for (std::thread& t : joins) t.join();
+}
+
 void ExpertServiceImpl::Process(const v1::RunExpertsRequest& request,
                                 v1::RunExpertsResponse* response,
                                 std::function<void(absl::Status)> done) {
+  if (request.has_nccl()) {
+    ProcessNccl(request, response, std::move(done));
+    return;
+  }
   const int64_t hidden = engine_->config().hidden_size;
   absl::StatusOr<DecodedExpertRequest> decoded =
       DecodeRunExpertsRequest(request, *engine_);
@@ -74,6 +129,141 @@ void ExpertServiceImpl::Process(const v1::RunExpertsRequest& request,
         }
         done(std::move(status));
       });
+}
+
+void ExpertServiceImpl::ProcessNccl(const v1::RunExpertsRequest& request,
+                                    v1::RunExpertsResponse* response,
+                                    std::function<void(absl::Status)> done) {
+  const v1::NcclTransfer& transfer = request.nccl();
+  std::shared_ptr<NcclLink> link;
+  {
+    absl::MutexLock lock(&mu_);
+    if (link_ == nullptr || link_->id != transfer.link()) {
+      done(absl::FailedPreconditionError(absl::StrCat(
+          "nccl.link: this expert server has no NCCL data plane link ",
+          transfer.link(), " (JoinDataPlane first)")));
+      return;
+    }
+    if (link_->communicator->aborted()) {
+      done(absl::FailedPreconditionError(
+          absl::StrCat("nccl.link: the NCCL data plane link ", transfer.link(),
+                       " was aborted by an earlier failure")));
+      return;
+    }
+    if (transfer.sequence() != link_->next_sequence) {
+      // The two sides no longer post their operations in the same order:
+      // the link is unusable (the router aborts its side too).
+      const uint64_t expected = link_->next_sequence;
+      link_->closing.store(true);
+      link_ = nullptr;
+      done(absl::FailedPreconditionError(absl::StrCat(
+          "nccl.sequence: expected exchange ", expected, " of the link, got ",
+          transfer.sequence(), "; the link is dropped")));
+      return;
+    }
+    ++link_->next_sequence;
+    link = link_;
+  }
+  absl::StatusOr<std::vector<ExpertWork>> work =
+      DecodeNcclExpertRequest(request, *engine_);
+  if (!work.ok()) {
+    done(work.status());
+    return;
+  }
+  const int64_t hidden = engine_->config().hidden_size;
+  int64_t rows = 0;
+  for (const ExpertWork& w : *work) {
+    rows += w.tokens;
+    v1::Tensor* out = response->add_outputs();
+    out->set_dtype(v1::DTYPE_F32);
+    out->add_shape(w.tokens);
+    out->add_shape(hidden);
+  }
+  // BF16 on the wire, each way.
+  const int64_t bytes = rows * hidden * 2;
+  const int64_t timeout_ms =
+      std::clamp<int64_t>(transfer.timeout_ms(), 1, 600'000);
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(timeout_ms);
+  ServeTask task = [link, deadline](ExpertFfnBackend& backend,
+                                    absl::Span<const FfnGroup> groups) {
+    return link->communicator->ServeExperts(
+        /*peer=*/0, backend, groups, deadline,
+        [&link] { return link->closing.load(); });
+  };
+  std::vector<ExpertWork> recorded = *work;
+  // On the engine's executor thread (the only one that may use its
+  // backend), after the batches queued before it.
+  engine_->SubmitTask(
+      *std::move(work), std::move(task),
+      [this, response, recorded = std::move(recorded), bytes,
+       done = std::move(done)](absl::Status status, double seconds) {
+        response->set_compute_seconds(seconds);
+        if (status.ok()) {
+          metrics_->RecordCall(recorded, bytes, bytes, seconds);
+        }
+        done(std::move(status));
+      });
+}
+
+grpc::ServerUnaryReactor* ExpertServiceImpl::JoinDataPlane(
+    grpc::CallbackServerContext* context,
+    const v1::JoinDataPlaneRequest* request,
+    v1::JoinDataPlaneResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto refuse = [reactor](absl::Status status) {
+    reactor->Finish(ToGrpcStatus(status));
+    return reactor;
+  };
+  if (data_plane_ != DataPlane::kNccl) {
+    return refuse(absl::FailedPreconditionError(
+        "this expert server was started with --data_plane=grpc; the NCCL "
+        "data plane needs --data_plane=nccl and --device=cuda:N"));
+  }
+  if (request->rank() < 1 || request->nranks() <= request->rank()) {
+    return refuse(absl::InvalidArgumentError(absl::StrCat(
+        "rank: ", request->rank(), " of nranks ", request->nranks(),
+        ": an expert server's rank must be in [1, nranks) (the router is "
+        "rank 0)")));
+  }
+  if (request->link() == 0) {
+    return refuse(absl::InvalidArgumentError("link: must not be 0"));
+  }
+  const double timeout = request->timeout_seconds();
+  if (!std::isfinite(timeout) || timeout <= 0 || timeout > 3600) {
+    return refuse(absl::InvalidArgumentError(
+        absl::StrCat("timeout_seconds: must be in (0, 3600], got ", timeout)));
+  }
+  NcclJoinOptions options;
+  options.unique_id = request->nccl_unique_id();
+  options.nranks = request->nranks();
+  options.rank = request->rank();
+  options.device = device_;
+  options.peer = absl::StrCat("the router (", context->peer(), ")");
+  options.timeout = absl::Seconds(timeout);
+  // A server shutting down cancels the call, which ends the wait.
+  options.cancelled = [context] { return context->IsCancelled(); };
+  const uint64_t id = request->link();
+  absl::MutexLock lock(&mu_);
+  joins_.emplace_back(
+      [this, reactor, response, options = std::move(options), id] {
+        absl::StatusOr<std::unique_ptr<NcclCommunicator>> communicator =
+            JoinNcclCommunicator(options);
+        if (!communicator.ok()) {
+          reactor->Finish(ToGrpcStatus(communicator.status()));
+          return;
+        }
+        auto link = std::make_shared<NcclLink>();
+        link->id = id;
+        link->communicator = *std::move(communicator);
+        {
+          absl::MutexLock lock(&mu_);
+          if (link_ != nullptr) link_->closing.store(true);
+          link_ = std::move(link);
+        }
+        response->set_device(engine_->backend_name());
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ExpertServiceImpl::RunExperts(

@@ -1,13 +1,30 @@
 // gRPC adapter of the expert server: converts RunExperts requests into
 // ExpertWork for the ExpertEngine and completes the reactor when the engine
 // is done. Never blocks inside a callback.
+//
+// The NCCL data plane (core/nccl_data_plane.h), with --data_plane=nccl: a
+// router joins a communicator with JoinDataPlane (the join runs on its own
+// thread), and then sends requests whose rows travel over it
+// (RunExpertsRequest.nccl). Such a request is checked like any other, and
+// its serve step (receive the rows, compute them on the CUDA backend, send
+// the outputs) runs on the engine's executor thread in the order the
+// requests arrived, which is the order the router posted its NCCL
+// operations in. A failed serve step aborts the link; later NCCL requests
+// are refused with FAILED_PRECONDITION until a router joins again.
 #ifndef MOE_EXPERT_SERVER_EXPERT_SERVICE_H_
 #define MOE_EXPERT_SERVER_EXPERT_SERVICE_H_
 
+#include <atomic>
 #include <functional>
+#include <memory>
+#include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "core/backends.h"
+#include "core/nccl_data_plane.h"
 #include "core/rpc/tensor_codec.h"
 #include "expert_server/expert_engine.h"
 #include "expert_server/expert_metrics.h"
@@ -29,11 +46,28 @@ struct DecodedExpertRequest {
 absl::StatusOr<DecodedExpertRequest> DecodeRunExpertsRequest(
     const v1::RunExpertsRequest& request, const ExpertEngine& engine);
 
+// The groups of a request whose rows travel over NCCL: each hidden must be
+// F32 [tokens, hidden size] without bytes, and `engine` must host each
+// group's (layer, expert). The work's x and out are null. INVALID_ARGUMENT
+// naming the group otherwise.
+absl::StatusOr<std::vector<ExpertWork>> DecodeNcclExpertRequest(
+    const v1::RunExpertsRequest& request, const ExpertEngine& engine);
+
 class ExpertServiceImpl final : public v1::ExpertService::CallbackService {
  public:
-  // `engine` and `metrics` are borrowed and must outlive the service.
-  ExpertServiceImpl(ExpertEngine* engine, ExpertMetrics* metrics)
-      : engine_(engine), metrics_(metrics) {}
+  // `engine` and `metrics` are borrowed and must outlive the service. With
+  // `data_plane` kNccl, routers may join an NCCL communicator on `device`
+  // (the engine's CUDA device); otherwise JoinDataPlane is refused.
+  ExpertServiceImpl(ExpertEngine* engine, ExpertMetrics* metrics,
+                    DataPlane data_plane = DataPlane::kGrpc,
+                    DeviceSpec device = DeviceSpec())
+      : engine_(engine),
+        metrics_(metrics),
+        data_plane_(data_plane),
+        device_(device) {}
+  // Waits for joins in progress (each ends by its timeout or its call's
+  // cancellation) and aborts any serve step still waiting for its router.
+  ~ExpertServiceImpl() override;
 
   grpc::ServerUnaryReactor* RunExperts(
       grpc::CallbackServerContext* context,
@@ -48,16 +82,42 @@ class ExpertServiceImpl final : public v1::ExpertService::CallbackService {
       const v1::GetPlacementRequest* request,
       v1::Placement* response) override;
 
+  grpc::ServerUnaryReactor* JoinDataPlane(
+      grpc::CallbackServerContext* context,
+      const v1::JoinDataPlaneRequest* request,
+      v1::JoinDataPlaneResponse* response) override;
+
  private:
+  // The link a router joined. The communicator is used by one serve step at
+  // a time, on the engine's executor thread; serve steps hold the link, so
+  // a replaced link lives until its last one ends.
+  struct NcclLink {
+    uint64_t id = 0;
+    std::unique_ptr<NcclCommunicator> communicator;
+    // Set when the link is replaced or the service ends: a serve step
+    // waiting for its router gives up.
+    std::atomic<bool> closing{false};
+    uint64_t next_sequence = 1;  // guarded by the service's mu_
+  };
+
   // Validates `request` and queues its groups on the engine; `done` runs
   // once `response` holds every output (or with the error). `request` and
   // `response` must stay valid until then.
   void Process(const v1::RunExpertsRequest& request,
                v1::RunExpertsResponse* response,
                std::function<void(absl::Status)> done);
+  // Process for a request whose rows travel over NCCL.
+  void ProcessNccl(const v1::RunExpertsRequest& request,
+                   v1::RunExpertsResponse* response,
+                   std::function<void(absl::Status)> done);
 
   ExpertEngine* engine_;
   ExpertMetrics* metrics_;
+  const DataPlane data_plane_;
+  const DeviceSpec device_;
+  absl::Mutex mu_;
+  std::shared_ptr<NcclLink> link_ ABSL_GUARDED_BY(mu_);  // null: none
+  std::vector<std::thread> joins_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace moe

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/expert_list.h"
 #include "core/model_config.h"
+#include "core/nccl_data_plane.h"
 #include "core/server/server_process.h"
 #include "expert_server/auto_placement.h"
 #include "expert_server/expert_server.h"
@@ -37,6 +38,14 @@ ABSL_FLAG(int, spin_us, moe::ThreadPool::kServerSpinMicroseconds,
           "saves wake-ups when the server has its cores to itself, shorter "
           "leaves them to other servers on the same cores.");
 ABSL_FLAG(int, threads, 0, "Compute threads; 0 = one per core.");
+ABSL_FLAG(std::string, device, "cpu",
+          "Where the experts' FFNs run: cpu, cuda (device 0) or cuda:N. On a "
+          "CUDA device the hosted experts are uploaded as BF16 at start.");
+ABSL_FLAG(std::string, data_plane, "grpc",
+          "How the router sends the groups' rows: grpc (in the requests) or "
+          "nccl (GPU to GPU as BF16 over an NCCL communicator the router "
+          "sets up; needs --device=cuda:N and NCCL). gRPC carries the calls "
+          "either way.");
 ABSL_FLAG(double, drain_seconds, 5.0,
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
 
@@ -109,6 +118,28 @@ int main(int argc, char** argv) {
     return fail("--drain_seconds must be >= 0");
   }
   options.engine.spin_microseconds = absl::GetFlag(FLAGS_spin_us);
+  absl::StatusOr<moe::DeviceSpec> device =
+      moe::ParseDeviceSpec(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) return fail(absl::StrCat("--device: ", device.status().message()));
+  if (absl::Status s = moe::CheckDeviceUsable(*device); !s.ok()) {
+    return fail(absl::StrCat("--device: ", s.message()));
+  }
+  options.engine.device = *device;
+  absl::StatusOr<moe::DataPlane> data_plane =
+      moe::ParseDataPlane(absl::GetFlag(FLAGS_data_plane));
+  if (!data_plane.ok()) {
+    return fail(absl::StrCat("--data_plane: ", data_plane.status().message()));
+  }
+  if (*data_plane == moe::DataPlane::kNccl) {
+    if (!device->is_cuda()) {
+      return fail("--data_plane=nccl needs --device=cuda:N (the rows arrive "
+                  "in GPU memory), got --device=" + device->ToString());
+    }
+    if (absl::Status s = moe::CheckNcclUsable(*device); !s.ok()) {
+      return fail(absl::StrCat("--data_plane=nccl: ", s.message()));
+    }
+  }
+  options.data_plane = *data_plane;
   if (absl::Status s = ChoosePlacement(options.engine.model_dir, options.engine);
       !s.ok()) {
     return fail(std::string(s.message()));
@@ -126,7 +157,8 @@ int main(int argc, char** argv) {
     return moe::ExpertServer::Start(options);
   };
   process.detail = [](moe::ExpertServer& server) {
-    return absl::StrCat(server.engine().HostedExperts().size(), " experts");
+    return absl::StrCat(server.engine().HostedExperts().size(), " experts on ",
+                        server.engine().backend_name());
   };
   return moe::RunServerProcess(process);
 }

@@ -175,6 +175,7 @@ ExpertConnection::ExpertConnection(std::string address)
       stub_(v1::ExpertService::NewStub(MakeChannel(address_))) {}
 
 ExpertConnection::~ExpertConnection() {
+  data_plane_.reset();
   std::shared_ptr<Stream> stream;
   {
     absl::MutexLock lock(&mu_);
@@ -186,9 +187,31 @@ ExpertConnection::~ExpertConnection() {
   }
 }
 
+void ExpertConnection::AttachDataPlane(
+    std::unique_ptr<NcclExpertLink> link,
+    std::function<void(const absl::Status&)> on_broken) {
+  data_plane_ = std::move(link);
+  data_plane_->Start(
+      [this](std::unique_ptr<v1::RunExpertsRequest> request,
+             std::chrono::system_clock::time_point deadline, Done done) {
+        CallOverStream(std::move(request), deadline, std::move(done));
+      },
+      std::move(on_broken));
+}
+
 void ExpertConnection::Call(std::unique_ptr<v1::RunExpertsRequest> request,
                             std::chrono::system_clock::time_point deadline,
                             Done done) {
+  if (nccl_active()) {
+    data_plane_->Call(std::move(request), deadline, std::move(done));
+    return;
+  }
+  CallOverStream(std::move(request), deadline, std::move(done));
+}
+
+void ExpertConnection::CallOverStream(
+    std::unique_ptr<v1::RunExpertsRequest> request,
+    std::chrono::system_clock::time_point deadline, Done done) {
   // A stream can end between the check and the send (the server went
   // away); one retry on a fresh stream covers that.
   for (int attempt = 0; attempt < 2; ++attempt) {

@@ -6,6 +6,11 @@
 // DEADLINE_EXCEEDED and the stream is cancelled (a server that misses a
 // deadline is treated as stuck), which fails every other call on it with
 // UNAVAILABLE. The next call opens a new stream.
+//
+// With the NCCL data plane attached (AttachDataPlane) the groups' rows go
+// GPU to GPU instead (router/nccl_expert_link.h) and the stream carries the
+// calls' control messages; when that link breaks, calls go back to the
+// stream with their rows.
 #ifndef MOE_ROUTER_EXPERT_CONNECTION_H_
 #define MOE_ROUTER_EXPERT_CONNECTION_H_
 
@@ -19,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "core/deadline_watchdog.h"
 #include "moe/v1/expert.grpc.pb.h"
+#include "router/nccl_expert_link.h"
 
 namespace moe {
 
@@ -34,6 +40,7 @@ class ExpertConnection {
   ~ExpertConnection();
 
   const std::string& address() const { return address_; }
+  v1::ExpertService::Stub& stub() { return *stub_; }
 
   // Sends `request` (its call_id is assigned here) and runs `done` once.
   // Errors: the server's own error for the request (its code), UNAVAILABLE
@@ -41,8 +48,24 @@ class ExpertConnection {
   void Call(std::unique_ptr<v1::RunExpertsRequest> request,
             std::chrono::system_clock::time_point deadline, Done done);
 
+  // Sends the rows of later calls over `link` while it works; `on_broken`
+  // runs once, with the reason, when it breaks (calls then go over the
+  // stream with their rows again). Call at most once, before the first
+  // Call.
+  void AttachDataPlane(std::unique_ptr<NcclExpertLink> link,
+                       std::function<void(const absl::Status&)> on_broken);
+  // True while calls go over the NCCL data plane.
+  bool nccl_active() const {
+    return data_plane_ != nullptr && data_plane_->usable();
+  }
+
  private:
   class Stream;
+
+  // Call over the ExpertStream, rows in the request.
+  void CallOverStream(std::unique_ptr<v1::RunExpertsRequest> request,
+                      std::chrono::system_clock::time_point deadline,
+                      Done done);
 
   const std::string address_;
   std::unique_ptr<v1::ExpertService::Stub> stub_;
@@ -50,6 +73,9 @@ class ExpertConnection {
   absl::Mutex mu_;
   std::shared_ptr<Stream> stream_ ABSL_GUARDED_BY(mu_);  // null: none open
   uint64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;
+  // Set before the first call; destroyed before the stream (its thread
+  // sends on it).
+  std::unique_ptr<NcclExpertLink> data_plane_;
 };
 
 }  // namespace moe

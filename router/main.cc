@@ -39,6 +39,15 @@ ABSL_FLAG(bool, metrics_per_expert, true,
           "Label token counters by expert (off for models with many experts).");
 ABSL_FLAG(double, drain_seconds, 5.0,
           "Grace period for in-flight calls on SIGTERM.");
+ABSL_FLAG(std::string, data_plane, "grpc",
+          "How the groups' rows reach the expert servers: grpc (float32 in "
+          "the requests) or nccl (BF16, GPU to GPU from --device over one "
+          "NCCL communicator per expert server, each started with "
+          "--data_plane=nccl on its own GPU; gRPC still carries the calls, "
+          "and a server whose link breaks gets its rows over gRPC again).");
+ABSL_FLAG(std::string, device, "cuda:0",
+          "With --data_plane=nccl: the router's GPU (cuda or cuda:N), which "
+          "must not be an expert server's.");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -90,6 +99,24 @@ int main(int argc, char** argv) {
     return fail("--drain_seconds must be >= 0");
   }
 
+  absl::StatusOr<moe::DataPlane> data_plane =
+      moe::ParseDataPlane(absl::GetFlag(FLAGS_data_plane));
+  if (!data_plane.ok()) {
+    return fail(absl::StrCat("--data_plane: ", data_plane.status().message()));
+  }
+  absl::StatusOr<moe::DeviceSpec> device =
+      moe::ParseDeviceSpec(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) {
+    return fail(absl::StrCat("--device: ", device.status().message()));
+  }
+  if (*data_plane == moe::DataPlane::kNccl) {
+    if (absl::Status s = moe::CheckNcclUsable(*device); !s.ok()) {
+      return fail(absl::StrCat("--data_plane=nccl: ", s.message()));
+    }
+  }
+  options.data_plane = *data_plane;
+  options.device = *device;
+
   options.metrics_per_expert = absl::GetFlag(FLAGS_metrics_per_expert);
   options.registry = std::make_shared<prometheus::Registry>();
 
@@ -103,7 +130,11 @@ int main(int argc, char** argv) {
     return moe::RouterServer::Start(options);
   };
   process.detail = [&options](moe::RouterServer&) {
-    return absl::StrCat(options.expert_addresses.size(), " expert servers");
+    return absl::StrCat(
+        options.expert_addresses.size(), " expert servers",
+        options.data_plane == moe::DataPlane::kNccl
+            ? absl::StrCat(", NCCL data plane from ", options.device.ToString())
+            : "");
   };
   return moe::RunServerProcess(process);
 }

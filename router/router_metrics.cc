@@ -70,10 +70,18 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry,
                    .Name("moe_router_expert_server_down_total")
                    .Help("Times an expert server was marked down.")
                    .Register(registry);
+  auto& fallbacks =
+      prometheus::BuildCounter()
+          .Name("moe_router_data_plane_fallbacks_total")
+          .Help(
+              "Times the NCCL data plane to an expert server broke, after "
+              "which its calls carried their rows over gRPC again.")
+          .Register(registry);
   for (const std::string& address : server_addresses) {
     const prometheus::Labels labels = {{"server", address}};
     servers_.push_back({&dispatched.Add(labels), &replica_choices.Add(labels),
-                        &up.Add(labels), &down.Add(labels)});
+                        &up.Add(labels), &down.Add(labels),
+                        &fallbacks.Add(labels)});
     servers_.back().up->Set(1.0);
   }
   fanout_seconds_ = &prometheus::BuildHistogram()
@@ -122,6 +130,11 @@ void RouterMetrics::RecordServerState(int server, bool up) {
   ServerSeries& series = servers_[server];
   series.up->Set(up ? 1.0 : 0.0);
   if (!up) series.down->Increment();
+}
+
+void RouterMetrics::RecordDataPlaneFallback(int server) {
+  if (server < 0 || server >= static_cast<int>(servers_.size())) return;
+  servers_[server].data_plane_fallbacks->Increment();
 }
 
 }  // namespace moe

@@ -1,6 +1,7 @@
 // The router's Prometheus metrics (deploy/metrics.md, "Router"): slots per
 // layer and expert, overflow, balancedness, fan-out latency, which servers
-// and replicas took the slots, and expert servers marked down.
+// and replicas took the slots, expert servers marked down, and NCCL data
+// plane links that broke.
 #ifndef MOE_ROUTER_ROUTER_METRICS_H_
 #define MOE_ROUTER_ROUTER_METRICS_H_
 
@@ -39,6 +40,9 @@ class RouterMetrics {
   // Expert server `server` was marked up or down (ExpertHealth's
   // transitions).
   void RecordServerState(int server, bool up);
+  // The NCCL data plane to expert server `server` broke: its calls went
+  // back to gRPC bytes.
+  void RecordDataPlaneFallback(int server);
 
  private:
   struct LayerSeries {
@@ -53,6 +57,7 @@ class RouterMetrics {
     prometheus::Counter* replica_choices = nullptr;
     prometheus::Gauge* up = nullptr;
     prometheus::Counter* down = nullptr;
+    prometheus::Counter* data_plane_fallbacks = nullptr;
   };
 
   const PlacementTable& placement_;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -49,6 +50,53 @@ absl::StatusOr<PlacementTable> DiscoverPlacement(
   return table;
 }
 
+namespace {
+
+// Joins the NCCL data plane of every expert server at once (each join
+// waits for its server) and attaches the links; the first failure, naming
+// its server, otherwise.
+absl::Status JoinDataPlanes(
+    const RouterServerOptions& options, int64_t hidden,
+    const std::vector<std::unique_ptr<ExpertConnection>>& connections,
+    RouterMetrics* metrics) {
+  if (absl::Status usable = CheckNcclUsable(options.device); !usable.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--data_plane=nccl: ", usable.message()));
+  }
+  std::vector<absl::StatusOr<std::unique_ptr<NcclExpertLink>>> links;
+  for (size_t s = 0; s < connections.size(); ++s) {
+    links.emplace_back(absl::UnknownError("not joined"));
+  }
+  std::vector<std::thread> joins;
+  for (size_t s = 0; s < connections.size(); ++s) {
+    joins.emplace_back([&, s] {
+      links[s] = NcclExpertLink::Join(
+          connections[s]->stub(),
+          absl::StrCat("expert server ", s, " (", connections[s]->address(),
+                       ")"),
+          options.device, hidden, options.connect_timeout_seconds);
+    });
+  }
+  for (std::thread& join : joins) join.join();
+  for (const auto& link : links) {
+    if (!link.ok()) {
+      return absl::Status(
+          link.status().code(),
+          absl::StrCat("--data_plane=nccl: ", link.status().message()));
+    }
+  }
+  for (size_t s = 0; s < connections.size(); ++s) {
+    const int server = static_cast<int>(s);
+    connections[s]->AttachDataPlane(*std::move(links[s]),
+                                    [metrics, server](const absl::Status&) {
+                                      metrics->RecordDataPlaneFallback(server);
+                                    });
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
     const RouterServerOptions& options) {
   std::unique_ptr<RouterServer> server(new RouterServer());
@@ -68,6 +116,11 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
       *server->registry_, server->engine_->config(),
       server->engine_->placement(), options.expert_addresses,
       options.metrics_per_expert);
+  if (options.data_plane == DataPlane::kNccl) {
+    RETURN_IF_ERROR(JoinDataPlanes(options,
+                                   server->engine_->config().hidden_size,
+                                   connections, server->metrics_.get()));
+  }
   server->dispatcher_ = std::make_unique<MoeDispatcher>(
       server->engine_.get(), std::move(connections),
       options.fanout_timeout_seconds, options.health_probe_seconds,

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/backends.h"
+#include "core/nccl_data_plane.h"
 #include "grpcpp/server.h"
 #include "prometheus/registry.h"
 #include "router/moe_dispatcher.h"
@@ -33,6 +35,11 @@ struct RouterServerOptions {
   // registry nobody scrapes.
   std::shared_ptr<prometheus::Registry> registry;
   bool metrics_per_expert = true;  // the `expert` label on token counters
+  // kNccl: the groups' rows go GPU to GPU from `device` (a CUDA device) to
+  // every expert server (router/nccl_expert_link.h), which must join within
+  // `connect_timeout_seconds`, or Start fails naming it.
+  DataPlane data_plane = DataPlane::kGrpc;
+  DeviceSpec device;
 };
 
 // Builds the placement from the expert servers' GetPlacement answers.

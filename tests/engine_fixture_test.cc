@@ -125,7 +125,7 @@ TEST_P(EngineFixtureTest, PromptForwardLogitsAndLastTokenRoutingMatch) {
   absl::Mutex mu;
   std::map<int, std::vector<int32_t>> last_row;  // layer -> experts
   std::map<int, int> calls;                      // layer -> observations
-  engine_->SetRoutingObserver([&](int layer, const Routing& routing) {
+  ASSERT_TRUE(engine_->SetRoutingObserver([&](int layer, const Routing& routing) {
     absl::MutexLock lock(&mu);
     ++calls[layer];
     ASSERT_GT(routing.tokens, 0);
@@ -133,7 +133,7 @@ TEST_P(EngineFixtureTest, PromptForwardLogitsAndLastTokenRoutingMatch) {
               static_cast<size_t>(routing.tokens * routing.k));
     last_row[layer].assign(routing.experts.end() - routing.k,
                            routing.experts.end());
-  });
+  }).ok());
   for (size_t c = 0; c < cases_.size(); ++c) {
     SCOPED_TRACE(::testing::Message() << "case " << c);
     const FixtureCase& fc = cases_[c];
@@ -164,7 +164,7 @@ TEST_P(EngineFixtureTest, PromptForwardLogitsAndLastTokenRoutingMatch) {
           << "layer " << l;
     }
   }
-  engine_->SetRoutingObserver(nullptr);
+  ASSERT_TRUE(engine_->SetRoutingObserver(nullptr).ok());
 }
 
 std::vector<Variant> AllVariants() {

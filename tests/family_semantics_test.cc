@@ -227,10 +227,10 @@ TEST_P(FamilySemanticsTest, EngineMatchesReferenceBatchedWithSmallChunks) {
 TEST_P(FamilySemanticsTest, PromptLastTokenRoutingMatchesReference) {
   const ModelConfig& config = engine_->config();
   std::map<int, std::vector<int>> last_row;  // layer -> experts
-  engine_->SetRoutingObserver([&](int layer, const Routing& routing) {
+  ASSERT_TRUE(engine_->SetRoutingObserver([&](int layer, const Routing& routing) {
     last_row[layer].assign(routing.experts.end() - routing.k,
                            routing.experts.end());
-  });
+  }).ok());
   for (size_t p = 0; p < prompts_.size(); ++p) {
     SCOPED_TRACE(::testing::Message()
                  << "prompt length " << prompts_[p].size());
@@ -256,7 +256,7 @@ TEST_P(FamilySemanticsTest, PromptLastTokenRoutingMatchesReference) {
       }
     }
   }
-  engine_->SetRoutingObserver(nullptr);
+  ASSERT_TRUE(engine_->SetRoutingObserver(nullptr).ok());
 }
 
 TEST_P(FamilySemanticsTest, ReferenceWithoutAFamilyPieceDisagrees) {

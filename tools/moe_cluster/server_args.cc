@@ -50,7 +50,13 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     const std::string experts = FormatExpertList(server.experts);
     l.args = {model, absl::StrCat("--experts=", experts)};
     AddIfSet(l.args, "threads", server.threads);
+    AddIfSet(l.args, "device", server.device);
+    if (plan.data_plane.kind == DataPlane::kNccl) {
+      l.args.push_back("--data_plane=nccl");
+    }
     l.detail = absl::StrCat("experts ", experts);
+    if (server.device.has_value())
+      absl::StrAppend(&l.detail, " on ", *server.device);
     launches.push_back(std::move(l));
   }
   {
@@ -65,6 +71,13 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     AddIfSet(l.args, "per_server_token_cap", r.per_server_token_cap);
     AddIfSet(l.args, "fanout_timeout", r.fanout_timeout);
     AddIfSet(l.args, "threads", r.threads);
+    if (plan.data_plane.kind == DataPlane::kNccl) {
+      l.args.push_back("--data_plane=nccl");
+      l.args.push_back(
+          absl::StrCat("--device=", plan.data_plane.router_device));
+      l.detail =
+          absl::StrCat("NCCL data plane from ", plan.data_plane.router_device);
+    }
     launches.push_back(std::move(l));
   }
   for (const AttentionServerTopology& server : plan.attention_servers) {

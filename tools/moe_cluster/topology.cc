@@ -50,6 +50,23 @@ absl::StatusOr<std::string> ReadName(const Json& object, absl::string_view path,
   return *name;
 }
 
+// A device string: "cpu", "cuda" or "cuda:N", normalised ("cuda" is
+// "cuda:0"); nullopt when the key is absent.
+absl::StatusOr<std::optional<std::string>> OptionalDevice(
+    const Json& object, absl::string_view path, absl::string_view key) {
+  ASSIGN_OR_RETURN(std::optional<std::string> text,
+                   OptionalString(object, path, key));
+  if (!text.has_value()) return text;
+  absl::StatusOr<DeviceSpec> device = ParseDeviceSpec(*text);
+  if (!device.ok()) {
+    return PathError(FieldPath(path, key),
+                     absl::StrCat("must be \"cpu\", \"cuda\" or \"cuda:N\", "
+                                  "got \"",
+                                  *text, "\""));
+  }
+  return std::optional<std::string>(device->ToString());
+}
+
 // "expert_servers" / "attention_servers" as a count: 1..kMaxServersPerKind.
 absl::StatusOr<int> ReadCount(const Json& value, absl::string_view path) {
   Json wrapper = {{"n", value}};
@@ -67,7 +84,8 @@ absl::StatusOr<int> ReadCount(const Json& value, absl::string_view path) {
 absl::StatusOr<ExpertServerTopology> ParseExpertServer(const Json& value,
                                                        const std::string& path,
                                                        size_t index) {
-  RETURN_IF_ERROR(CheckObject(value, path, {"name", "experts", "threads"}));
+  RETURN_IF_ERROR(
+      CheckObject(value, path, {"name", "experts", "threads", "device"}));
   ExpertServerTopology server;
   ASSIGN_OR_RETURN(server.name,
                    ReadName(value, path, absl::StrCat("expert-", index)));
@@ -87,14 +105,18 @@ absl::StatusOr<ExpertServerTopology> ParseExpertServer(const Json& value,
   server.experts = *std::move(list);
   ASSIGN_OR_RETURN(server.threads,
                    OptionalInt(value, path, "threads", 0, kMaxThreads));
+  ASSIGN_OR_RETURN(server.device, OptionalDevice(value, path, "device"));
   return server;
 }
 
-// "expert_servers" with "replicas" and "expert_threads".
+// "expert_servers" with "replicas", "expert_threads" and "expert_device".
 struct ExpertServersSection {
   bool automatic_placement = false;
   int replicas = 1;
   std::vector<ExpertServerTopology> servers;
+  // Where each server's device was set ("expert_servers[1].device",
+  // "expert_device"), or "" when it was not: for the data plane's errors.
+  std::vector<std::string> device_paths;
 };
 
 absl::StatusOr<ExpertServersSection> ParseExpertServers(const Json& root) {
@@ -108,6 +130,10 @@ absl::StatusOr<ExpertServersSection> ParseExpertServers(const Json& root) {
                    OptionalInt(root, "", "expert_threads", 0, kMaxThreads));
   ASSIGN_OR_RETURN(std::optional<int> replicas,
                    OptionalInt(root, "", "replicas", 1, kMaxServersPerKind));
+  ASSIGN_OR_RETURN(std::optional<std::string> default_device,
+                   OptionalDevice(root, "", "expert_device"));
+  const std::string default_device_path =
+      default_device.has_value() ? "expert_device" : "";
   if (it->is_array()) {
     if (replicas.has_value()) {
       return PathError("replicas",
@@ -125,6 +151,13 @@ absl::StatusOr<ExpertServersSection> ParseExpertServers(const Json& root) {
           ExpertServerTopology server,
           ParseExpertServer((*it)[i], IndexPath("expert_servers", i), i));
       if (!server.threads.has_value()) server.threads = default_threads;
+      if (server.device.has_value()) {
+        section.device_paths.push_back(
+            FieldPath(IndexPath("expert_servers", i), "device"));
+      } else {
+        server.device = default_device;
+        section.device_paths.push_back(default_device_path);
+      }
       section.servers.push_back(std::move(server));
     }
     return section;
@@ -141,7 +174,9 @@ absl::StatusOr<ExpertServersSection> ParseExpertServers(const Json& root) {
     ExpertServerTopology server;
     server.name = absl::StrCat("expert-", i);
     server.threads = default_threads;
+    server.device = default_device;
     section.servers.push_back(std::move(server));
+    section.device_paths.push_back(default_device_path);
   }
   return section;
 }
@@ -167,6 +202,68 @@ absl::StatusOr<RouterTopology> ParseRouter(const Json& root) {
   ASSIGN_OR_RETURN(router.threads,
                    OptionalInt(r, "router", "threads", 0, kMaxThreads));
   return router;
+}
+
+absl::StatusOr<DataPlaneTopology> ParseDataPlaneSection(const Json& root) {
+  DataPlaneTopology plane;
+  auto it = root.find("data_plane");
+  if (it == root.end()) return plane;
+  RETURN_IF_ERROR(CheckObject(*it, "data_plane", {"kind", "router_device"}));
+  ASSIGN_OR_RETURN(std::optional<std::string> kind,
+                   OptionalString(*it, "data_plane", "kind", {"grpc", "nccl"}));
+  if (!kind.has_value()) {
+    return PathError("data_plane.kind", "required (\"grpc\" or \"nccl\")");
+  }
+  ASSIGN_OR_RETURN(plane.kind, ParseDataPlane(*kind));
+  ASSIGN_OR_RETURN(std::optional<std::string> router_device,
+                   OptionalDevice(*it, "data_plane", "router_device"));
+  if (plane.kind == DataPlane::kGrpc) {
+    if (router_device.has_value()) {
+      return PathError("data_plane.router_device",
+                       "only applies to kind \"nccl\"");
+    }
+    return plane;
+  }
+  plane.router_device = router_device.value_or("cuda:0");
+  if (plane.router_device == "cpu") {
+    return PathError("data_plane.router_device",
+                     "must be a CUDA device (\"cuda\" or \"cuda:N\"): the "
+                     "router sends the rows from its GPU, got \"cpu\"");
+  }
+  return plane;
+}
+
+// With the nccl data plane every expert server needs a CUDA device, and
+// not the router's: NCCL refuses two ranks of one communicator on one GPU.
+// (Expert servers may share a GPU: each has its own communicator.)
+absl::Status CheckDataPlane(const Topology& topology,
+                            const std::vector<std::string>& device_paths) {
+  if (topology.data_plane.kind != DataPlane::kNccl) return absl::OkStatus();
+  for (size_t i = 0; i < topology.expert_servers.size(); ++i) {
+    const ExpertServerTopology& server = topology.expert_servers[i];
+    if (!server.device.has_value() || *server.device == "cpu") {
+      return PathError(
+          device_paths[i].empty()
+              ? (topology.automatic_placement
+                     ? std::string("expert_device")
+                     : FieldPath(IndexPath("expert_servers", i), "device"))
+              : device_paths[i],
+          absl::StrCat("the nccl data plane needs every expert server on a "
+                       "CUDA device (\"cuda:N\"), but expert server ",
+                       server.name, " has ",
+                       server.device.has_value() ? "\"cpu\"" : "none"));
+    }
+    if (*server.device == topology.data_plane.router_device) {
+      return PathError(
+          "data_plane.router_device",
+          absl::StrCat(topology.data_plane.router_device,
+                       " is also the device of expert server ", server.name,
+                       " (", device_paths[i],
+                       "); NCCL needs the router and each expert server on "
+                       "different GPUs"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<GatewayTopology> ParseGateway(const Json& root) {
@@ -321,10 +418,11 @@ absl::StatusOr<SecurityTopology> ParseSecurity(const Json& root,
 }
 
 absl::StatusOr<Topology> ParseRoot(const Json& root, absl::string_view source) {
-  RETURN_IF_ERROR(CheckObject(
-      root, "",
-      {"name", "description", "expert_servers", "replicas", "expert_threads",
-       "router", "attention_servers", "gateway", "security"}));
+  RETURN_IF_ERROR(
+      CheckObject(root, "",
+                  {"name", "description", "expert_servers", "replicas",
+                   "expert_threads", "expert_device", "router",
+                   "attention_servers", "gateway", "security", "data_plane"}));
   Topology topology;
   topology.source = std::string(source);
   absl::string_view stem = source.substr(source.rfind('/') + 1);
@@ -341,7 +439,9 @@ absl::StatusOr<Topology> ParseRoot(const Json& root, absl::string_view source) {
   ASSIGN_OR_RETURN(topology.attention_servers, ParseAttentionServers(root));
   ASSIGN_OR_RETURN(topology.gateway, ParseGateway(root));
   ASSIGN_OR_RETURN(topology.security, ParseSecurity(root, source));
+  ASSIGN_OR_RETURN(topology.data_plane, ParseDataPlaneSection(root));
   RETURN_IF_ERROR(CheckUniqueNames(topology));
+  RETURN_IF_ERROR(CheckDataPlane(topology, experts.device_paths));
   return topology;
 }
 

@@ -20,10 +20,13 @@
 //       {"name": "expert-0",      // default: expert-<index>
 //        "experts": "0:0-3,1:0-3",// required; core/expert_list.h syntax, or
 //                                 // "all": every expert of every MoE layer
-//        "threads": 1}            // overrides expert_threads
+//        "threads": 1,            // overrides expert_threads
+//        "device": "cuda:1"}      // overrides expert_device
 //     ],
 //     "expert_threads": 1,        // default --threads of every expert server
 //                                 // (0 = one per core); unset: server default
+//     "expert_device": "cuda:1",  // default --device of every expert server:
+//                                 // "cpu", "cuda" (= "cuda:0") or "cuda:N"
 //
 //     "router": {                 // each key maps to the router flag
 //       "capacity_factor": 0,     // number >= 0 (0 = unlimited)
@@ -49,6 +52,17 @@
 //        "kv_lease_seconds": 30,  // decode: how long K/V may take, > 0
 //        "micro_batches": 1}      // decode ping-pong micro-batches, 1..3
 //     ],
+//
+//     "data_plane": {             // how the groups' rows travel between
+//                                 // the router and the expert servers
+//       "kind": "nccl",           // required: "grpc" (float32 in the gRPC
+//                                 // requests, the default without this
+//                                 // section) or "nccl" (BF16 GPU to GPU;
+//                                 // every expert server needs a CUDA device
+//                                 // other than the router's)
+//       "router_device": "cuda:0" // nccl only: the router's GPU (default
+//                                 // "cuda:0")
+//     },
 //
 //     "gateway": {                // each key maps to the gateway flag
 //       "max_in_flight": 1024     // Generate calls at once, 1..2^24; more
@@ -81,6 +95,7 @@
 #include "core/attention_role.h"
 #include "core/expert_list.h"
 #include "core/model_config.h"
+#include "core/nccl_data_plane.h"
 
 namespace moe::cluster {
 
@@ -90,6 +105,9 @@ struct ExpertServerTopology {
   std::string name;
   ExpertList experts;  // explicit placement only
   std::optional<int> threads;
+  // "cpu" or "cuda:N" (normalised: "cuda" is "cuda:0"); unset: the server's
+  // default (cpu).
+  std::optional<std::string> device;
 };
 
 struct RouterTopology {
@@ -116,6 +134,13 @@ struct GatewayTopology {
   std::optional<int> max_in_flight;
 };
 
+// "data_plane": with kNccl the router gets --data_plane=nccl
+// --device=ROUTER_DEVICE and every expert server --data_plane=nccl.
+struct DataPlaneTopology {
+  DataPlane kind = DataPlane::kGrpc;
+  std::string router_device;  // "cuda:N" with kNccl, else empty
+};
+
 // Absolute paths; empty = not given. The TLS files are all given or none.
 struct SecurityTopology {
   std::string tls_cert_file;
@@ -138,6 +163,7 @@ struct Topology {
   std::vector<AttentionServerTopology> attention_servers;
   GatewayTopology gateway;
   SecurityTopology security;
+  DataPlaneTopology data_plane;
 };
 
 // Parses topology JSON. `source` names the file in errors; it also gives the
@@ -156,6 +182,7 @@ struct ExpertServerPlan {
   std::string name;
   std::set<std::pair<int, int>> experts;  // (layer, expert), never empty
   std::optional<int> threads;
+  std::optional<std::string> device;
 };
 
 // A topology resolved against a model: what each server is started with.
@@ -166,6 +193,7 @@ struct ClusterPlan {
   std::vector<AttentionServerTopology> attention_servers;
   GatewayTopology gateway;
   SecurityTopology security;
+  DataPlaneTopology data_plane;
 };
 
 // Resolves the placement: automatic placement through moe::AutoPlacement,

@@ -50,6 +50,7 @@ absl::StatusOr<ClusterPlan> Resolve(const Topology& topology,
   plan.attention_servers = topology.attention_servers;
   plan.gateway = topology.gateway;
   plan.security = topology.security;
+  plan.data_plane = topology.data_plane;
   const int num_servers = static_cast<int>(topology.expert_servers.size());
   absl::StatusOr<PlacementTable> table =
       topology.automatic_placement
@@ -64,6 +65,7 @@ absl::StatusOr<ClusterPlan> Resolve(const Topology& topology,
     ExpertServerPlan out;
     out.name = server.name;
     out.threads = server.threads;
+    out.device = server.device;
     if (topology.automatic_placement) {
       for (const LayerExpert& le : table->ExpertsOn(s)) {
         out.experts.emplace(le.layer, le.expert);

@@ -29,6 +29,10 @@ ABSL_FLAG(int, top_k, 0, "Keep the k most likely tokens; 0 = off.");
 ABSL_FLAG(double, top_p, 1.0, "Nucleus sampling mass in (0, 1]; 1 = off.");
 ABSL_FLAG(double, repetition_penalty, 1.0, "Hugging Face repetition penalty; 1 = off.");
 ABSL_FLAG(uint64_t, seed, 0, "Sampling seed (per prompt: seed + index).");
+ABSL_FLAG(std::string, device, "cpu",
+          "Where the model runs: cpu, cuda (device 0) or cuda:N. On a CUDA "
+          "device the weights are held as BF16 and the KV cache "
+          "(--kv_cache_mb) is device memory.");
 ABSL_FLAG(std::string, stop_ids, "", "Comma-separated token ids that end generation.");
 ABSL_FLAG(bool, ignore_eos, false, "Do not stop at the model's EOS token.");
 ABSL_FLAG(bool, json, false, "Print one JSON line per sequence.");
@@ -114,6 +118,13 @@ int main(int argc, char** argv) {
   options.model_dir = model;
   options.num_threads = absl::GetFlag(FLAGS_threads);
   options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
+  absl::StatusOr<moe::DeviceSpec> device =
+      moe::ParseDeviceSpec(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) Fail(absl::StrCat("--device: ", device.status().message()));
+  if (absl::Status s = moe::CheckDeviceUsable(*device); !s.ok()) {
+    Fail(absl::StrCat("--device: ", s.message()));
+  }
+  options.device = *device;
   const absl::Time load_start = absl::Now();
   absl::StatusOr<std::unique_ptr<moe::Engine>> engine = moe::Engine::Load(options);
   if (!engine.ok()) {
