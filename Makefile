@@ -8,6 +8,9 @@
 #   make fuzz   every fuzzer for FUZZ_SECONDS (60)
 #   make bench  build and run the benchmarks (report in build/bench/report.json,
 #               micro-benchmarks in build/bench/micro.json, a summary table last)
+#   make bench-gpu  build and run the CUDA benchmarks on the GPU (needs a build
+#               with the CUDA backend and a usable GPU), merging their keys
+#               into build/bench/report.json, a summary table last
 
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
@@ -16,7 +19,7 @@ DEMO_DIR ?= $(BUILD_DIR)/demo/model
 DEMO_PROMPT ?= 1,15,27,300,42,7
 DEMO_TOKENS ?= 24
 
-.PHONY: all deps configure build test test-release run bench clean \
+.PHONY: all deps configure build test test-release run bench bench-gpu clean \
   san-configure test-asan test-tsan fuzz fuzz-build fuzz-brief
 
 all: build
@@ -63,6 +66,22 @@ bench: build
 	  --model $(BUILD_DIR)/bench/models/mixtral-bench \
 	  --launcher $(BUILD_DIR)/bin/moe-cluster --topology deploy/local/bench.json \
 	  --work_dir $(BUILD_DIR)/bench/cluster
+	@$(BUILD_DIR)/bin/moe-bench-report --report $(BUILD_DIR)/bench/report.json
+
+# The CUDA backend on the GPU (bench/gpu_bench.cc): expert FFN against HBM
+# bandwidth and a cuBLAS GEMM, engine decode against the HBM roofline. Keys
+# are merged into the report (those of make bench are kept). Only the two
+# programs it runs are built; bench/cuda_backend.txt, written at configure,
+# says whether this build has the CUDA backend at all.
+bench-gpu: configure
+	@if [ "$$(cat $(BUILD_DIR)/bench/cuda_backend.txt 2>/dev/null)" != ON ]; then \
+	  echo "make bench-gpu: $(BUILD_DIR) has no CUDA backend (configured with MOE_CUDA=OFF, or no CUDA >= 12.5 toolkit found; see core/cuda/detect_cuda.cmake)" >&2; \
+	  exit 1; \
+	fi
+	@cmake --build $(BUILD_DIR) -j$(JOBS) --target moe-gpu-bench moe-bench-report
+	@mkdir -p $(BUILD_DIR)/bench
+	$(BUILD_DIR)/bin/moe-gpu-bench --report $(BUILD_DIR)/bench/report.json \
+	  --model_cache $(BUILD_DIR)/bench/models/mixtral-gpu-bench
 	@$(BUILD_DIR)/bin/moe-bench-report --report $(BUILD_DIR)/bench/report.json
 
 # The suite under ASan + UBSan, and the fuzzers, share one Clang tree,

@@ -44,6 +44,13 @@ constexpr Headline kHeadlines[] = {
      [](double v) { return v <= 1.5; }},
     {"loadgen_self_cpu_fraction", "moe-loadgen CPU / servers' CPU", "<= 0.1",
      [](double v) { return v <= 0.1; }},
+    // make bench-gpu (moe-gpu-bench).
+    {"gpu_expert_b1_hbm_fraction", "GPU expert FFN, 1 token/expert / HBM",
+     ">= 0.6", [](double v) { return v >= 0.6; }},
+    {"gpu_expert_large_tflops_fraction", "GPU expert FFN, 2048/expert / GEMM",
+     ">= 0.7", [](double v) { return v >= 0.7; }},
+    {"gpu_decode_hbm_roofline_fraction", "GPU engine decode b1 / HBM roofline",
+     "", nullptr},
 };
 
 }  // namespace
@@ -62,15 +69,15 @@ int main(int argc, char** argv) {
   }
   std::printf("\nsummary of %s (ratios measured within one run each)\n",
               path.c_str());
-  std::printf("%-28s %-40s %10s  %-8s\n", "key", "what", "value", "target");
+  std::printf("%-32s %-40s %10s  %-8s\n", "key", "what", "value", "target");
   for (const Headline& h : kHeadlines) {
     if (!report->contains(h.key) || !(*report)[h.key].is_number()) {
-      std::printf("%-28s %-40s %10s  %-8s not measured\n", h.key, h.what, "-",
+      std::printf("%-32s %-40s %10s  %-8s not measured\n", h.key, h.what, "-",
                   h.target);
       continue;
     }
     const double value = (*report)[h.key].get<double>();
-    std::printf("%-28s %-40s %10.3f  %-8s %s\n", h.key, h.what, value, h.target,
+    std::printf("%-32s %-40s %10.3f  %-8s %s\n", h.key, h.what, value, h.target,
                 h.met == nullptr ? "" : (h.met(value) ? "ok" : "MISSED"));
   }
   return 0;
