@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/cpu/kernels.h"
+#include "core/cuda/cublas_loader.h"
 #include "core/cuda/device_buffer.h"
 #include "core/cuda/gemm.h"
 #include "core/dtype.h"
@@ -67,6 +68,20 @@ void ExpectNear(const std::vector<float>& got, const std::vector<float>& want,
     ASSERT_NEAR(got[i], want[i], tolerance + relative * std::fabs(want[i]))
         << "element " << i;
   }
+}
+
+// cuBLAS is loaded with dlopen, not linked (core/cuda/cublas_loader.h);
+// loading needs no device, so this runs on every machine with the toolkit.
+TEST(CublasLoaderTest, LoadsEveryEntryPointWithoutADevice) {
+  absl::StatusOr<const CublasApi*> api = LoadCublas();
+  ASSERT_TRUE(api.ok()) << api.status();
+  EXPECT_NE((*api)->create, nullptr);
+  EXPECT_NE((*api)->gemm_ex, nullptr);
+  EXPECT_NE((*api)->gemm_grouped_batched_ex, nullptr);
+  EXPECT_STREQ((*api)->status_name(CUBLAS_STATUS_NOT_INITIALIZED),
+               "CUBLAS_STATUS_NOT_INITIALIZED");
+  // A second call returns the same table.
+  EXPECT_EQ(*LoadCublas(), *api);
 }
 
 TEST(CudaGemmTest, Bf16ToF32MatchesReferenceStridedAndAccumulating) {
