@@ -125,10 +125,10 @@ absl::Status CudaExpertFfn::Run(absl::Span<const FfnGroup> groups) {
   if (rows == 0) return absl::OkStatus();
   const int64_t h = hidden_;
   // Inputs up as float32 in one copy, rounded to BF16 on the device.
-  host_io_.resize(rows * h);
+  RETURN_IF_ERROR(host_io_.Reserve(rows * h));
   int64_t at = 0;
   for (const FfnGroup& g : groups) {
-    std::copy(g.x, g.x + g.tokens * h, host_io_.begin() + at * h);
+    std::copy(g.x, g.x + g.tokens * h, host_io_.data() + at * h);
     at += g.tokens;
   }
   RETURN_IF_ERROR(io_.Reserve(rows * h));
@@ -154,7 +154,7 @@ absl::Status CudaExpertFfn::Run(absl::Span<const FfnGroup> groups) {
   MOE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   at = 0;
   for (const FfnGroup& g : groups) {
-    std::copy(host_io_.begin() + at * h, host_io_.begin() + (at + g.tokens) * h,
+    std::copy(host_io_.data() + at * h, host_io_.data() + (at + g.tokens) * h,
               g.out);
     at += g.tokens;
   }

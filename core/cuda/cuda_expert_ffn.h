@@ -83,7 +83,7 @@ class CudaExpertFfn final : public ExpertFfnBackend {
   // Scratch, grown as needed.
   DeviceBuffer<bf16> gate_up_, act_, x_bf16_, out_bf16_;
   DeviceBuffer<float> io_;
-  std::vector<float> host_io_;
+  PinnedBuffer<float> host_io_;  // Run's rows, in and out
 };
 
 }  // namespace moe::cuda

@@ -262,8 +262,8 @@ absl::Status CudaTransformer::StartFfn(int l) {
   RETURN_IF_ERROR(ToBf16(normed_.data(), t * h, x_bf16_.data(), stream_));
   if (moe_ != nullptr) {
     // The routed experts run elsewhere: the normed rows go to the host.
-    host_normed_.resize(t * h);
-    host_mlp_.resize(t * h);
+    RETURN_IF_ERROR(host_normed_.Reserve(t * h));
+    RETURN_IF_ERROR(host_mlp_.Reserve(t * h));
     MOE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
         host_normed_.data(), normed_.data(), t * h * sizeof(float),
         cudaMemcpyDeviceToHost, stream_));

@@ -108,7 +108,8 @@ class CudaTransformer final : public ForwardPass {
   enum class PendingMoe { kNone, kHost, kDevice };
   PendingMoe pending_ = PendingMoe::kNone;
   uint64_t moe_handle_ = 0;
-  std::vector<float> host_normed_, host_mlp_;
+  // The host MoeExecutor's input and output rows (page-locked).
+  PinnedBuffer<float> host_normed_, host_mlp_;
 };
 
 }  // namespace moe::cuda

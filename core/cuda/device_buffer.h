@@ -1,4 +1,4 @@
-// Owning device allocations.
+// Owning device allocations, and page-locked host staging buffers.
 #ifndef MOE_CORE_CUDA_DEVICE_BUFFER_H_
 #define MOE_CORE_CUDA_DEVICE_BUFFER_H_
 
@@ -61,6 +61,59 @@ class DeviceBuffer {
  private:
   void Free() {
     if (data_ != nullptr) cudaFree(data_);
+    data_ = nullptr;
+    count_ = 0;
+  }
+  T* data_ = nullptr;
+  int64_t count_ = 0;
+};
+
+// `count` elements of T in page-locked host memory, so that copies to and
+// from the device are true DMA transfers that overlap host work. Same
+// contract as DeviceBuffer: movable, grow-only Reserve that keeps nothing.
+template <typename T>
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer() { Free(); }
+  PinnedBuffer(PinnedBuffer&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)),
+        count_(std::exchange(other.count_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept {
+    if (this != &other) {
+      Free();
+      data_ = std::exchange(other.data_, nullptr);
+      count_ = std::exchange(other.count_, 0);
+    }
+    return *this;
+  }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+
+  // RESOURCE_EXHAUSTED naming the size when the host cannot pin it.
+  absl::Status Reserve(int64_t count) {
+    if (count <= count_) return absl::OkStatus();
+    Free();
+    void* p = nullptr;
+    const cudaError_t error = cudaMallocHost(&p, count * sizeof(T));
+    if (error != cudaSuccess) {
+      cudaGetLastError();
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "cudaMallocHost of ", count * sizeof(T), " bytes failed: ",
+          cudaGetErrorString(error)));
+    }
+    data_ = static_cast<T*>(p);
+    count_ = count;
+    return absl::OkStatus();
+  }
+
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  int64_t size() const { return count_; }
+
+ private:
+  void Free() {
+    if (data_ != nullptr) cudaFreeHost(data_);
     data_ = nullptr;
     count_ = 0;
   }
