@@ -1,4 +1,6 @@
-// Owning device allocations, and page-locked host staging buffers.
+// Owning CUDA allocations: device memory (DeviceBuffer) and page-locked
+// host staging memory (PinnedBuffer), one template with the allocator as a
+// policy.
 #ifndef MOE_CORE_CUDA_DEVICE_BUFFER_H_
 #define MOE_CORE_CUDA_DEVICE_BUFFER_H_
 
@@ -14,17 +16,36 @@
 
 namespace moe::cuda {
 
-// `count` elements of T in device memory of the current device. Movable;
-// freed on destruction. Resize keeps nothing (a scratch buffer).
-template <typename T>
-class DeviceBuffer {
+// Memory of the current device.
+struct DeviceMemory {
+  static constexpr const char* kAllocator = "cudaMalloc";
+  static cudaError_t Allocate(void** p, size_t bytes) {
+    return cudaMalloc(p, bytes);
+  }
+  static void Release(void* p) { cudaFree(p); }
+};
+
+// Page-locked host memory: copies to and from the device are DMA transfers
+// that can overlap host work.
+struct PinnedMemory {
+  static constexpr const char* kAllocator = "cudaMallocHost";
+  static cudaError_t Allocate(void** p, size_t bytes) {
+    return cudaMallocHost(p, bytes);
+  }
+  static void Release(void* p) { cudaFreeHost(p); }
+};
+
+// `count` elements of T from `Memory`. Movable; freed on destruction.
+// Reserve keeps nothing when it grows (a scratch buffer).
+template <typename T, typename Memory>
+class CudaBuffer {
  public:
-  DeviceBuffer() = default;
-  ~DeviceBuffer() { Free(); }
-  DeviceBuffer(DeviceBuffer&& other) noexcept
+  CudaBuffer() = default;
+  ~CudaBuffer() { Free(); }
+  CudaBuffer(CudaBuffer&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)),
         count_(std::exchange(other.count_, 0)) {}
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+  CudaBuffer& operator=(CudaBuffer&& other) noexcept {
     if (this != &other) {
       Free();
       data_ = std::exchange(other.data_, nullptr);
@@ -32,21 +53,21 @@ class DeviceBuffer {
     }
     return *this;
   }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  CudaBuffer(const CudaBuffer&) = delete;
+  CudaBuffer& operator=(const CudaBuffer&) = delete;
 
   // Makes room for at least `count` elements (contents not kept when it
-  // grows). RESOURCE_EXHAUSTED naming the size when the device is full.
+  // grows). RESOURCE_EXHAUSTED naming the size when the memory is short.
   absl::Status Reserve(int64_t count) {
     if (count <= count_) return absl::OkStatus();
     Free();
     void* p = nullptr;
-    const cudaError_t error = cudaMalloc(&p, count * sizeof(T));
+    const cudaError_t error = Memory::Allocate(&p, count * sizeof(T));
     if (error != cudaSuccess) {
-      cudaGetLastError();  // clear the sticky-free error state
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "cudaMalloc of ", count * sizeof(T), " bytes failed: ",
-          cudaGetErrorString(error)));
+      cudaGetLastError();  // leave no error behind for the next call
+      return absl::ResourceExhaustedError(
+          absl::StrCat(Memory::kAllocator, " of ", count * sizeof(T),
+                       " bytes failed: ", cudaGetErrorString(error)));
     }
     data_ = static_cast<T*>(p);
     count_ = count;
@@ -60,7 +81,7 @@ class DeviceBuffer {
 
  private:
   void Free() {
-    if (data_ != nullptr) cudaFree(data_);
+    if (data_ != nullptr) Memory::Release(data_);
     data_ = nullptr;
     count_ = 0;
   }
@@ -68,58 +89,10 @@ class DeviceBuffer {
   int64_t count_ = 0;
 };
 
-// `count` elements of T in page-locked host memory, so that copies to and
-// from the device are true DMA transfers that overlap host work. Same
-// contract as DeviceBuffer: movable, grow-only Reserve that keeps nothing.
 template <typename T>
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  ~PinnedBuffer() { Free(); }
-  PinnedBuffer(PinnedBuffer&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)),
-        count_(std::exchange(other.count_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept {
-    if (this != &other) {
-      Free();
-      data_ = std::exchange(other.data_, nullptr);
-      count_ = std::exchange(other.count_, 0);
-    }
-    return *this;
-  }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-
-  // RESOURCE_EXHAUSTED naming the size when the host cannot pin it.
-  absl::Status Reserve(int64_t count) {
-    if (count <= count_) return absl::OkStatus();
-    Free();
-    void* p = nullptr;
-    const cudaError_t error = cudaMallocHost(&p, count * sizeof(T));
-    if (error != cudaSuccess) {
-      cudaGetLastError();
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "cudaMallocHost of ", count * sizeof(T), " bytes failed: ",
-          cudaGetErrorString(error)));
-    }
-    data_ = static_cast<T*>(p);
-    count_ = count;
-    return absl::OkStatus();
-  }
-
-  T* data() { return data_; }
-  const T* data() const { return data_; }
-  int64_t size() const { return count_; }
-
- private:
-  void Free() {
-    if (data_ != nullptr) cudaFreeHost(data_);
-    data_ = nullptr;
-    count_ = 0;
-  }
-  T* data_ = nullptr;
-  int64_t count_ = 0;
-};
+using DeviceBuffer = CudaBuffer<T, DeviceMemory>;
+template <typename T>
+using PinnedBuffer = CudaBuffer<T, PinnedMemory>;
 
 }  // namespace moe::cuda
 

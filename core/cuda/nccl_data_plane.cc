@@ -51,42 +51,6 @@ int64_t Rounded(int64_t count) {
   return rounded;
 }
 
-// Page-locked host memory, so that copies to and from it are truly
-// asynchronous.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  ~PinnedBuffer() { Free(); }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-
-  absl::Status Reserve(int64_t count) {
-    if (count <= count_) return absl::OkStatus();
-    Free();
-    void* p = nullptr;
-    const cudaError_t error = cudaMallocHost(&p, count * sizeof(float));
-    if (error != cudaSuccess) {
-      cudaGetLastError();
-      return absl::ResourceExhaustedError(
-          absl::StrCat("cudaMallocHost of ", count * sizeof(float),
-                       " bytes failed: ", cudaGetErrorString(error)));
-    }
-    data_ = static_cast<float*>(p);
-    count_ = count;
-    return absl::OkStatus();
-  }
-  float* data() { return data_; }
-
- private:
-  void Free() {
-    if (data_ != nullptr) cudaFreeHost(data_);
-    data_ = nullptr;
-    count_ = 0;
-  }
-  float* data_ = nullptr;
-  int64_t count_ = 0;
-};
-
 class Communicator final : public NcclCommunicator {
  public:
   Communicator(const NcclJoinOptions& options, cudaStream_t stream)
@@ -427,7 +391,7 @@ class Communicator final : public NcclCommunicator {
   std::string abort_reason_;
   // Scratch of Exchange (host_, f32_, both ways) and of both sides (the BF16
   // wire buffers).
-  PinnedBuffer host_;
+  cuda::PinnedBuffer<float> host_;
   cuda::DeviceBuffer<float> f32_;
   cuda::DeviceBuffer<cuda::bf16> bf16_in_;
   cuda::DeviceBuffer<cuda::bf16> bf16_out_;
