@@ -5,10 +5,15 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -127,18 +132,20 @@ void EvictFromPageCache(const std::string& dir) {
   }
 }
 
-double EnsureBenchModel(const std::string& dir, bool regenerate) {
-  const GeneratorSpec spec = BenchSpec();
+absl::StatusOr<double> EnsureGeneratedModel(const std::string& dir,
+                                            const GeneratorSpec& spec,
+                                            bool regenerate,
+                                            const std::string& what) {
   const nlohmann::json want = SpecJson(spec);
   const std::string spec_path = dir + "/bench_spec.json";
   std::optional<nlohmann::json> have = ReadJsonFile(spec_path);
   if (!regenerate && have && *have == want &&
       std::filesystem::exists(dir + "/config.json") &&
       std::filesystem::exists(dir + "/model.safetensors")) {
-    Note(absl::StrCat("using the cached bench model in ", dir));
-    return 0;
+    Note(absl::StrCat("using the cached ", what, " in ", dir));
+    return 0.0;
   }
-  Note(absl::StrCat("generating the bench model in ", dir,
+  Note(absl::StrCat("generating the ", what, " in ", dir,
                     have ? " (cached spec differs)" : ""));
   std::error_code ec;
   std::filesystem::remove(spec_path, ec);
@@ -148,14 +155,42 @@ double EnsureBenchModel(const std::string& dir, bool regenerate) {
       dir, spec,
       [&](int64_t done, int64_t total) { line.Update(done, total); });
   line.Finish();
-  if (!status.ok())
-    Die(absl::StrCat("generating the model: ", status.ToString()));
+  if (!status.ok()) {
+    return absl::Status(status.code(),
+                        absl::StrCat("generating the ", what, " in ", dir,
+                                     ": ", status.message()));
+  }
   const double seconds = SecondsSince(start);
   if (!WriteTextFile(spec_path, want.dump(2) + "\n")) {
-    Die(absl::StrCat("cannot write ", spec_path));
+    return absl::UnavailableError(absl::StrCat("cannot write ", spec_path));
   }
   Note(absl::StrFormat("generated in %.1f s", seconds));
   return seconds;
+}
+
+double EnsureBenchModel(const std::string& dir, bool regenerate) {
+  absl::StatusOr<double> seconds =
+      EnsureGeneratedModel(dir, BenchSpec(), regenerate, "bench model");
+  if (!seconds.ok()) Die(std::string(seconds.status().message()));
+  return *seconds;
+}
+
+void ParseBenchCommandLine(int argc, char** argv, const char* program,
+                           const char* usage, const char* flags_source) {
+  absl::SetProgramUsageMessage(usage);
+  absl::FlagsUsageConfig config;
+  const std::string source = flags_source;
+  config.contains_help_flags = [source](absl::string_view path) {
+    return absl::StrContains(path, source);
+  };
+  config.contains_helpshort_flags = config.contains_help_flags;
+  absl::SetFlagsUsageConfig(config);
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  SetProgramName(program);
+  if (rest.size() > 1) {
+    std::fprintf(stderr, "%s: unexpected argument \"%s\"\n", program, rest[1]);
+    std::exit(2);
+  }
 }
 
 std::vector<int32_t> RandomPrompt(std::mt19937& rng, int length, int vocab) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "core/engine.h"
 #include "core/generator.h"
 #include "core/model_generator.h"
@@ -49,10 +50,24 @@ class ProgressLine {
 // The generated Mixtral-shaped bench model (hidden 1024, 8 layers, 16
 // experts top-2, BF16, ~2.2 GB).
 GeneratorSpec BenchSpec();
-// Generates the bench model into `dir` unless a model of the same spec is
-// already there (or `regenerate`). Returns the generation seconds, 0 when
-// the cached model was reused.
+// Generates a model of `spec` into `dir` unless one of the same spec is
+// already there (the spec is recorded in dir/bench_spec.json) or
+// `regenerate`. Returns the generation seconds, 0 when the cached model was
+// reused; an error naming `dir` when generating fails. `what` names the
+// model in the progress lines ("bench model").
+absl::StatusOr<double> EnsureGeneratedModel(const std::string& dir,
+                                            const GeneratorSpec& spec,
+                                            bool regenerate,
+                                            const std::string& what);
+// EnsureGeneratedModel of BenchSpec(); exits the program on failure.
 double EnsureBenchModel(const std::string& dir, bool regenerate);
+
+// The command-line preamble of a bench program: `usage` as the usage
+// message, --help limited to the flags defined in files whose path
+// contains `flags_source` (e.g. "bench/engine_bench"), `program` as the
+// name in messages; exits 2 naming a stray positional argument.
+void ParseBenchCommandLine(int argc, char** argv, const char* program,
+                           const char* usage, const char* flags_source);
 // Drops the checkpoint's files from the page cache (posix_fadvise).
 void EvictFromPageCache(const std::string& dir);
 

@@ -227,21 +227,11 @@ double MeasurePrefill(moe::Engine& engine) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  moe::bench::ParseBenchCommandLine(
+      argc, argv, "moe-bench",
       "Measures memory bandwidth and engine throughput on a generated "
-      "Mixtral-shaped model.\n  moe-bench [--report FILE] [--model_cache DIR]");
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::StrContains(path, "bench/engine_bench");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  moe::bench::SetProgramName("moe-bench");
-  if (rest.size() > 1) {
-    std::fprintf(stderr, "moe-bench: unexpected argument \"%s\"\n", rest[1]);
-    return 2;
-  }
+      "Mixtral-shaped model.\n  moe-bench [--report FILE] [--model_cache DIR]",
+      "bench/engine_bench");
   for (const auto& [name, value] :
        {std::pair{"decode_steps", absl::GetFlag(FLAGS_decode_steps)},
         std::pair{"prompt_tokens", absl::GetFlag(FLAGS_prompt_tokens)},

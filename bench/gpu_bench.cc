@@ -84,7 +84,7 @@ ABSL_FLAG(std::string, report, "build/bench/report.json",
           "are kept, this program's are overwritten).");
 ABSL_FLAG(std::string, model_cache, "build/bench/models/mixtral-gpu-bench",
           "Directory of the generated decode model; reused when its "
-          "gpu_bench_spec.json matches, regenerated otherwise.");
+          "bench_spec.json matches, regenerated otherwise.");
 ABSL_FLAG(bool, regenerate, false,
           "Regenerate the decode model even if cached.");
 ABSL_FLAG(std::string, device, "cuda:0", "The CUDA device: cuda or cuda:N.");
@@ -424,9 +424,6 @@ absl::StatusOr<ExpertResults> MeasureExperts(int ordinal,
 // ---------------------------------------------------------------------------
 // Engine decode.
 
-// Bump when the spec or the generator's output changes.
-constexpr int kGpuBenchModelVersion = 1;
-
 // Mixtral layout, hidden 2048, 16 layers, 32 heads over 8 K/V heads of 64,
 // vocab 32000, 8 experts top-2 of width 5632, BF16: ~9.5 GB of weights, of
 // which a decode token reads ~2.7 GB.
@@ -452,47 +449,6 @@ moe::GeneratorSpec GpuBenchSpec() {
 
 // Generates the decode model into `dir` unless the same spec is there.
 // Returns the generation seconds, 0 when the cached model was reused.
-absl::StatusOr<double> EnsureModel(const std::string& dir, bool regenerate) {
-  const moe::GeneratorSpec spec = GpuBenchSpec();
-  nlohmann::json want;
-  want["version"] = kGpuBenchModelVersion;
-  want["config"] = nlohmann::json::parse(moe::ModelConfigToJson(spec.config),
-                                         nullptr, false);
-  want["dtype"] = std::string(moe::DTypeName(spec.dtype));
-  want["num_shards"] = spec.num_shards;
-  want["seed"] = spec.seed;
-  const std::string spec_path = dir + "/gpu_bench_spec.json";
-  const std::optional<nlohmann::json> have =
-      moe::bench::ReadJsonFile(spec_path);
-  if (!regenerate && have && *have == want &&
-      std::filesystem::exists(dir + "/config.json") &&
-      std::filesystem::exists(dir + "/model.safetensors")) {
-    Note(absl::StrCat("using the cached decode model in ", dir));
-    return 0.0;
-  }
-  Note(absl::StrCat("generating the decode model (~9.5 GB) in ", dir,
-                    have ? " (cached spec differs)" : ""));
-  std::error_code ec;
-  std::filesystem::remove(spec_path, ec);
-  moe::bench::ProgressLine line("writing");
-  const Clock::time_point start = Clock::now();
-  const absl::Status status = moe::GenerateModel(
-      dir, spec,
-      [&](int64_t done, int64_t total) { line.Update(done, total); });
-  line.Finish();
-  if (!status.ok()) {
-    return absl::Status(
-        status.code(),
-        absl::StrCat("generating the model in ", dir, ": ", status.message()));
-  }
-  const double seconds = SecondsSince(start);
-  if (!moe::bench::WriteTextFile(spec_path, want.dump(2) + "\n")) {
-    return absl::UnavailableError(absl::StrCat("cannot write ", spec_path));
-  }
-  Note(absl::StrFormat("generated in %.1f s", seconds));
-  return seconds;
-}
-
 struct DecodeResults {
   std::vector<Row> rows;
   nlohmann::json extra;
@@ -503,7 +459,9 @@ absl::StatusOr<DecodeResults> MeasureDecode(const moe::DeviceSpec& device,
   DecodeResults results;
   const std::string dir = absl::GetFlag(FLAGS_model_cache);
   ASSIGN_OR_RETURN(const double generate_seconds,
-                   EnsureModel(dir, absl::GetFlag(FLAGS_regenerate)));
+                   moe::bench::EnsureGeneratedModel(
+                       dir, GpuBenchSpec(), absl::GetFlag(FLAGS_regenerate),
+                       "decode model (~9.5 GB)"));
   results.extra["gpu_bench_model_generate_seconds"] =
       generate_seconds > 0 ? nlohmann::json(generate_seconds)
                            : nlohmann::json(nullptr);
@@ -566,23 +524,12 @@ absl::StatusOr<DecodeResults> MeasureDecode(const moe::DeviceSpec& device,
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  moe::bench::ParseBenchCommandLine(
+      argc, argv, "moe-gpu-bench",
       "Measures the CUDA backend against the device's HBM bandwidth and "
       "cuBLAS GEMM peak.\n"
-      "  moe-gpu-bench [--report FILE] [--model_cache DIR] [--device cuda:N]");
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::StrContains(path, "bench/gpu_bench");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  moe::bench::SetProgramName("moe-gpu-bench");
-  if (rest.size() > 1) {
-    std::fprintf(stderr, "moe-gpu-bench: unexpected argument \"%s\"\n",
-                 rest[1]);
-    return 2;
-  }
+      "  moe-gpu-bench [--report FILE] [--model_cache DIR] [--device cuda:N]",
+      "bench/gpu_bench");
   for (const auto& [name, value, least] :
        {std::tuple{"iterations", absl::GetFlag(FLAGS_iterations), 50},
         std::tuple{"large_iterations", absl::GetFlag(FLAGS_large_iterations),
