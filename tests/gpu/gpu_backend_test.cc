@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/kernel_test_util.h"
+#include "tests/process_util.h"
 #include "tests/reference_model.h"
 #include "tests/test_util.h"
 
@@ -124,18 +125,6 @@ TEST(CheckDeviceUsableTest, CpuForwardPassNeedsAMoeExecutor) {
   EXPECT_EQ(pass.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-// Runs `command` (stderr into stdout) and returns its exit status and output.
-std::pair<int, std::string> RunCommand(const std::string& command) {
-  std::string output;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return {-1, "popen failed"};
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
-
 // The programs refuse a bad or unusable --device before loading anything.
 TEST(DeviceFlagTest, ProgramsRefuseABadOrUnusableDevice) {
   const GpuInventory gpus = ProbeGpus();
@@ -144,25 +133,26 @@ TEST(DeviceFlagTest, ProgramsRefuseABadOrUnusableDevice) {
   const std::string model = FixtureDir("tiny-mixtral");
   const std::string bin = absl::StrCat(MOE_BINARY_DIR, "/bin/");
   struct Case {
-    std::string command;
+    std::vector<std::string> argv;
     std::string expected;
   };
   const Case cases[] = {
-      {bin + "expert_server --model " + model +
-           " --experts 0:0 --listen 127.0.0.1:0 --device gpu",
+      {{bin + "expert_server", "--model", model, "--experts", "0:0",
+        "--listen", "127.0.0.1:0", "--device", "gpu"},
        "--device: device \"gpu\" is not one of"},
-      {bin + "expert_server --model " + model +
-           " --experts 0:0 --listen 127.0.0.1:0 --device " + unusable,
+      {{bin + "expert_server", "--model", model, "--experts", "0:0",
+        "--listen", "127.0.0.1:0", "--device", unusable},
        "--device: device " + unusable + " asked for"},
-      {bin + "moe-generate --model " + model + " --prompt_ids 1,2,3 --device " +
-           unusable,
+      {{bin + "moe-generate", "--model", model, "--prompt_ids", "1,2,3",
+        "--device", unusable},
        "device " + unusable + " asked for"},
   };
   for (const Case& c : cases) {
-    SCOPED_TRACE(c.command);
-    auto [code, output] = RunCommand(c.command);
-    EXPECT_NE(code, 0) << output;
-    EXPECT_NE(output.find(c.expected), std::string::npos) << output;
+    SCOPED_TRACE(c.argv.back());
+    const ::moe::testing::ProcessResult result =
+        ::moe::testing::RunProcess(c.argv);
+    EXPECT_NE(result.exit_code, 0) << result.err;
+    EXPECT_NE(result.err.find(c.expected), std::string::npos) << result.err;
   }
 }
 
