@@ -357,7 +357,8 @@ class FakeCommunicator final : public NcclCommunicator {
   }
   absl::Status ServeExperts(int, ExpertFfnBackend&, absl::Span<const FfnGroup>,
                             absl::Time, const std::function<bool()>&) override {
-    return absl::UnimplementedError("router side only");
+    // The fake stands in for the router's side of a link only.
+    return absl::UnimplementedError("the fake communicator plays the router side only");
   }
 
  private:
