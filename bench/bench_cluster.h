@@ -30,6 +30,9 @@ class BenchCluster {
 
   // The address of the server named `name` ("gateway", "decode-0", ...).
   std::string address(const std::string& name) const;
+  // The OpenAI API's base URL of server `name` ("http://HOST:PORT/v1"),
+  // empty when it announced none.
+  std::string openai_url(const std::string& name = "gateway") const;
   v1::Inference::Stub& gateway() { return *gateway_; }
   // CPU seconds (user + system) used so far by the cluster's servers whose
   // program is `binary` ("expert_server", "attention_server", ...), from
@@ -40,6 +43,7 @@ class BenchCluster {
   BenchCluster() = default;
   std::unique_ptr<Subprocess> launcher_;
   std::map<std::string, std::string> addresses_;
+  std::map<std::string, std::string> openai_urls_;
   std::unique_ptr<v1::Inference::Stub> gateway_;
 };
 

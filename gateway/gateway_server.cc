@@ -1,16 +1,28 @@
 #include "gateway/gateway_server.h"
 
 #include <chrono>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "core/model_config.h"
 #include "core/rpc/channel_util.h"
 #include "core/rpc/server_util.h"
+#include "core/security/process_security.h"
 #include "core/status_macros.h"
 
 namespace moe {
 
 namespace {
+
+// What clients call the model (OpenAI's `model`): the checkpoint folder's
+// name.
+std::string ModelName(const std::string& model_dir) {
+  std::filesystem::path path(model_dir);
+  while (path.has_parent_path() && path.filename().empty()) {
+    path = path.parent_path();  // "dir/" names "dir"
+  }
+  return path.filename().string();
+}
 
 // Waits for each server to be SERVING and asks its role and K/V block size;
 // FAILED_PRECONDITION when a server's role is not `want` (or both, where
@@ -68,6 +80,8 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Start(
         "gateway: max_in_flight must be >= 1, got ", options.max_in_flight));
   }
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<TextFront> text,
+                   TextFront::Load(options.model_dir));
   std::unique_ptr<GatewayServer> server(new GatewayServer());
   GatewayServiceImpl::Pools pools;
   const double timeout = options.connect_timeout_seconds;
@@ -93,13 +107,27 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Start(
   server->metrics_ = std::make_unique<GatewayMetrics>(*server->registry_);
   server->service_ = std::make_unique<GatewayServiceImpl>(
       std::move(config), pools, options.max_in_flight, options.bearer_token,
-      server->metrics_.get());
+      server->metrics_.get(), std::move(text), ModelName(options.model_dir));
 
   ASSIGN_OR_RETURN(StartedServer started,
                    StartGrpcServer("gateway", options.listen_address,
                                    {server->service_.get()}));
   server->server_ = std::move(started.server);
   server->port_ = started.port;
+  if (options.http.has_value()) {
+    OpenAiHttpOptions http = *options.http;
+    http.bearer_token = options.bearer_token;
+    const security::TlsConfig tls = security::GetProcessSecurity().tls;
+    if (tls.has_identity()) {
+      http.tls_cert_pem = tls.cert_chain;
+      http.tls_key_pem = tls.private_key;
+    }
+    if (http.model_name.empty()) http.model_name = ModelName(options.model_dir);
+    ASSIGN_OR_RETURN(server->http_,
+                     OpenAiHttpServer::Start(
+                         http, server->server_->InProcessChannel(
+                                   grpc::ChannelArguments())));
+  }
   return server;
 }
 
@@ -110,9 +138,12 @@ GatewayServer::~GatewayServer() {
 
 void GatewayServer::Shutdown(double grace_seconds) {
   if (server_ == nullptr) return;
+  // New calls (HTTP ones too: they are calls on this server) are refused
+  // from here; running ones, HTTP streams included, get the grace period.
   service_->StopAccepting();
   DrainGrpcServer(*server_, grace_seconds,
                   [this] { return service_->InFlight() == 0; });
+  if (http_ != nullptr) http_->Shutdown();
 }
 
 void GatewayServer::Wait() {

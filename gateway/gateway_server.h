@@ -4,6 +4,7 @@
 #define MOE_GATEWAY_GATEWAY_SERVER_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "gateway/attention_pool.h"
 #include "gateway/gateway_metrics.h"
 #include "gateway/gateway_service.h"
+#include "gateway/http/openai_http_server.h"
 #include "grpcpp/server.h"
 #include "prometheus/registry.h"
 
@@ -18,7 +20,8 @@ namespace moe {
 
 struct GatewayServerOptions {
   std::string listen_address = "127.0.0.1:0";
-  // The model directory; only its config.json is read (for validation).
+  // The model directory: its config.json (for validation) and, when
+  // present, its tokenizer files and chat template (text prompts).
   std::string model_dir;
   // Either attention servers of role both, or prefill and decode servers.
   std::vector<std::string> attention_addresses;
@@ -37,6 +40,12 @@ struct GatewayServerOptions {
   // Where the gateway's metrics go (deploy/metrics.md); null = a private
   // registry nobody scrapes.
   std::shared_ptr<prometheus::Registry> registry;
+  // The OpenAI-compatible HTTP API (gateway/http), served beside the gRPC
+  // port when set: it calls this gateway's own Inference service through an
+  // in-process channel, so both APIs share admission, metrics and the text
+  // layer. Its bearer token and TLS identity are filled in by Start from
+  // bearer_token and the process security (the same as the gRPC port's).
+  std::optional<OpenAiHttpOptions> http;
 };
 
 class GatewayServer {
@@ -47,6 +56,8 @@ class GatewayServer {
   ~GatewayServer();
 
   int port() const { return port_; }
+  // The HTTP API's port; 0 when it is off.
+  int http_port() const { return http_ != nullptr ? http_->port() : 0; }
   GatewayServiceImpl& service() { return *service_; }
 
   // Drains: health NOT_SERVING, new requests refused with UNAVAILABLE,
@@ -61,6 +72,7 @@ class GatewayServer {
   std::unique_ptr<AttentionPool> colocated_, prefill_, decode_;
   std::unique_ptr<GatewayServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<OpenAiHttpServer> http_;
   int port_ = 0;
 };
 

@@ -36,12 +36,16 @@ grpc::Status Unauthenticated() {
 GatewayServiceImpl::GatewayServiceImpl(ModelConfig config, Pools pools,
                                        int max_in_flight,
                                        std::string bearer_token,
-                                       GatewayMetrics* metrics)
+                                       GatewayMetrics* metrics,
+                                       std::unique_ptr<TextFront> text,
+                                       std::string model_name)
     : config_(std::move(config)),
+      model_name_(std::move(model_name)),
       pools_(pools),
       max_in_flight_(max_in_flight),
       bearer_token_(std::move(bearer_token)),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      text_(std::move(text)) {}
 
 bool GatewayServiceImpl::Authorized(
     const grpc::CallbackServerContext& context, bool generate) {
@@ -71,8 +75,12 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GatewayServiceImpl::Generate(
   if (!Authorized(*context, /*generate=*/true)) {
     return Refuse(request->request_id(), Unauthenticated());
   }
+  // Text becomes prompt_ids here: past the gateway, requests carry ids.
+  v1::GenerateRequest resolved = *request;
+  absl::Status text_status = text_->ResolvePrompt(resolved);
   absl::StatusOr<DecodedGenerateRequest> decoded =
-      DecodeGenerateRequest(*request, config_);
+      text_status.ok() ? DecodeGenerateRequest(resolved, config_)
+                       : absl::StatusOr<DecodedGenerateRequest>(text_status);
   if (!decoded.ok()) {
     metrics_->RecordRejection(GatewayMetrics::Rejection::kInvalidArgument,
                               decoded.status().code());
@@ -116,12 +124,17 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GatewayServiceImpl::Generate(
   run->id = id;
   run->context = context;
   run->started = absl::Now();
-  *run->upstream.mutable_request() = *request;
+  *run->upstream.mutable_request() = std::move(resolved);
+  run->upstream.mutable_request()->clear_keep_special_tokens_in_text();
   run->upstream.mutable_request()->set_request_id(id);
   if (!decoded->has_seed) {
     run->upstream.mutable_request()->mutable_sampling()->set_seed(RandomU64());
   }
   run->writer = PublicWriter::Create(id);
+  if (std::unique_ptr<TokenTextDecoder> decoder = text_->NewTextDecoder(
+          /*skip_special_tokens=*/!request->keep_special_tokens_in_text())) {
+    run->writer->SetTextDecoder(std::move(decoder));
+  }
   run->writer->SetObserver(metrics_->TrackRequest(
       static_cast<int>(decoded->generation.prompt.size())));
   run->writer->SetCancelHandler([this, id] { CancelRelay(id); });
@@ -325,6 +338,9 @@ grpc::ServerUnaryReactor* GatewayServiceImpl::GetModelInfo(
   response->set_num_experts(config_.num_experts);
   response->set_num_experts_per_tok(config_.num_experts_per_tok);
   for (int id : config_.eos_token_ids) response->add_eos_token_ids(id);
+  response->set_has_tokenizer(text_->has_tokenizer());
+  response->set_has_chat_template(text_->has_chat_template());
+  response->set_model_name(model_name_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

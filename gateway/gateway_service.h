@@ -38,6 +38,7 @@
 #include "gateway/attention_pool.h"
 #include "gateway/gateway_metrics.h"
 #include "gateway/generate_relay.h"
+#include "gateway/text_front.h"
 #include "moe/v1/generate.grpc.pb.h"
 
 namespace moe {
@@ -53,14 +54,17 @@ class GatewayServiceImpl final : public v1::Inference::CallbackService {
   // and `decode`; the pools are borrowed and the unused ones null. At most
   // `max_in_flight` Generate calls run at once. A non-empty `bearer_token`
   // must come with every call (core/security/bearer_token.h). Calls are
-  // recorded in `metrics` (borrowed, must outlive the service).
+  // recorded in `metrics` (borrowed, must outlive the service). `text`
+  // (not null) encodes text prompts and decodes the streamed text;
+  // `model_name` is what GetModelInfo reports.
   struct Pools {
     AttentionPool* colocated = nullptr;
     AttentionPool* prefill = nullptr;
     AttentionPool* decode = nullptr;
   };
   GatewayServiceImpl(ModelConfig config, Pools pools, int max_in_flight,
-                     std::string bearer_token, GatewayMetrics* metrics);
+                     std::string bearer_token, GatewayMetrics* metrics,
+                     std::unique_ptr<TextFront> text, std::string model_name);
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context,
@@ -109,10 +113,12 @@ class GatewayServiceImpl final : public v1::Inference::CallbackService {
   absl::Duration RetryHintLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ModelConfig config_;
+  const std::string model_name_;
   const Pools pools_;
   const int max_in_flight_;
   const std::string bearer_token_;  // empty: none required
   GatewayMetrics* metrics_;
+  const std::unique_ptr<TextFront> text_;
 
   mutable absl::Mutex mu_;
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;

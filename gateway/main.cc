@@ -9,12 +9,16 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "core/rpc/server_util.h"
 #include "core/security/bearer_token.h"
+#include "core/security/process_security.h"
+#include "core/status_macros.h"
 #include "core/server/server_process.h"
 #include "gateway/gateway_server.h"
 
 ABSL_FLAG(std::string, model, "",
-          "Checkpoint directory; only config.json is read (validation).");
+          "Checkpoint directory: config.json (validation) and the tokenizer "
+          "files, when present (text prompts and streamed text).");
 ABSL_FLAG(std::string, attention_servers, "",
           "Comma-separated addresses of attention servers of role both.");
 ABSL_FLAG(std::string, prefill_servers, "",
@@ -34,13 +38,47 @@ ABSL_FLAG(std::string, auth_token_file, "",
           "(\"authorization: Bearer <token>\" on Generate, Abort and "
           "GetModelInfo; a trailing newline is ignored). Empty: no token. "
           "grpc.health.v1 stays open.");
+ABSL_FLAG(int, http_port, -1,
+          "Port of the OpenAI-compatible HTTP API (/v1/completions, "
+          "/v1/chat/completions, /v1/models, /health) on the host of "
+          "--listen: 0 picks a free one, -1 (the default) turns it off. "
+          "Same bearer token and TLS as the gRPC port.");
+ABSL_FLAG(std::string, http_port_file, "",
+          "If set, the bound HTTP port is written to this file (before the "
+          "gRPC --port_file, so a launcher that saw the gRPC port can read "
+          "it).");
+ABSL_FLAG(int, http_max_body_bytes, 8 << 20,
+          "Largest HTTP request body accepted; larger ones get 413.");
 ABSL_FLAG(double, drain_seconds, 30.0,
           "On SIGTERM/SIGINT, how long running streams may take to finish.");
+
+namespace {
+
+// The host part of "HOST:PORT" or "[V6]:PORT", brackets removed: where the
+// HTTP API listens (beside the gRPC port).
+std::string ListenHost(const std::string& listen_address) {
+  std::string host = listen_address.substr(0, listen_address.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return host;
+}
+
+// host:port to connect to (wildcards reached through loopback).
+std::string ConnectAddress(std::string host, int port) {
+  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  if (host.find(':') != std::string::npos) host = absl::StrCat("[", host, "]");
+  return absl::StrCat(host, ":", port);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Serve the public Inference API.\n"
-      "  gateway --model DIR --attention_servers ADDR,ADDR [--listen ADDR]");
+      "  gateway --model DIR --attention_servers ADDR,ADDR [--listen ADDR]\n"
+      "          [--http_port PORT]");
   absl::ParseCommandLine(argc, argv);
   moe::PrepareServerProcess();
   auto fail = [](const std::string& message) {
@@ -90,6 +128,24 @@ int main(int argc, char** argv) {
     options.bearer_token = *std::move(token);
   }
 
+  if (const int http_port = absl::GetFlag(FLAGS_http_port); http_port != -1) {
+    if (http_port < 0 || http_port > 65535) {
+      return fail(absl::StrCat("--http_port must be -1 (off) or in [0, 65535], "
+                               "got ", http_port));
+    }
+    const int max_body = absl::GetFlag(FLAGS_http_max_body_bytes);
+    if (max_body < 1024) {
+      return fail(absl::StrCat("--http_max_body_bytes must be >= 1024, got ",
+                               max_body));
+    }
+    moe::OpenAiHttpOptions http;
+    http.port = http_port;
+    http.max_body_bytes = static_cast<size_t>(max_body);
+    options.http = http;
+  } else if (!absl::GetFlag(FLAGS_http_port_file).empty()) {
+    return fail("--http_port_file needs --http_port");
+  }
+
   options.registry = std::make_shared<prometheus::Registry>();
 
   moe::ServerProcess<moe::GatewayServer> process;
@@ -97,9 +153,27 @@ int main(int argc, char** argv) {
   process.exposure = moe::security::ServerExposure::kPublic;
   process.drain_seconds = absl::GetFlag(FLAGS_drain_seconds);
   process.registry = options.registry;
-  process.start = [&options](const std::string& bound_address) {
+  process.start = [&options](const std::string& bound_address)
+      -> absl::StatusOr<std::unique_ptr<moe::GatewayServer>> {
     options.listen_address = bound_address;
-    return moe::GatewayServer::Start(options);
+    if (options.http.has_value()) {
+      options.http->host = ListenHost(bound_address);
+    }
+    absl::StatusOr<std::unique_ptr<moe::GatewayServer>> server =
+        moe::GatewayServer::Start(options);
+    if (!server.ok() || !options.http.has_value()) return server;
+    const int http_port = (*server)->http_port();
+    std::printf("gateway: OpenAI API on %s://%s/v1\n",
+                moe::security::GetProcessSecurity().tls.has_identity()
+                    ? "https"
+                    : "http",
+                ConnectAddress(options.http->host, http_port).c_str());
+    std::fflush(stdout);
+    if (const std::string file = absl::GetFlag(FLAGS_http_port_file);
+        !file.empty()) {
+      RETURN_IF_ERROR(moe::WritePortFile(file, http_port));
+    }
+    return server;
   };
   process.detail = [&options, disaggregated](moe::GatewayServer&) {
     return disaggregated

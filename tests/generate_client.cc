@@ -23,6 +23,8 @@ StreamResult RunGenerate(v1::Inference::Stub& stub,
     } else if (response.request_id() != result.request_id) {
       result.request_id_consistent = false;
     }
+    result.text += response.text();
+    if (!response.text().empty()) result.text_chunks.push_back(response.text());
     result.tokens.insert(result.tokens.end(), response.token_ids().begin(),
                          response.token_ids().end());
     for (const v1::TokenLogprobs& lp : response.logprobs()) {

@@ -23,6 +23,8 @@ struct StreamResult {
   std::string request_id;          // as echoed by the responses
   bool request_id_consistent = true;
   std::vector<v1::TokenLogprobs> logprobs;
+  std::string text;                      // concatenated over the stream
+  std::vector<std::string> text_chunks;  // each non-empty response's text
 };
 
 // Runs Generate to the end on `stub` (blocking).

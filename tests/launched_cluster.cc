@@ -44,7 +44,13 @@ std::unique_ptr<LaunchedCluster> LaunchedCluster::Start(
     cluster->names_.push_back(name);
     const size_t metrics = rest.find(" metrics ");
     if (metrics != std::string::npos) {
-      cluster->metrics_urls_[name] = rest.substr(metrics + 9);
+      const std::string url = rest.substr(metrics + 9);
+      cluster->metrics_urls_[name] = url.substr(0, url.find(' '));
+    }
+    const size_t openai = rest.find(" openai ");
+    if (openai != std::string::npos) {
+      const std::string url = rest.substr(openai + 8);
+      cluster->openai_urls_[name] = url.substr(0, url.find(' '));
     }
     const size_t role = rest.find("(role ");
     if (role != std::string::npos) {
@@ -85,6 +91,11 @@ LaunchedCluster::~LaunchedCluster() {
 std::string LaunchedCluster::metrics_url(const std::string& name) const {
   auto it = metrics_urls_.find(name);
   return it == metrics_urls_.end() ? "" : it->second;
+}
+
+std::string LaunchedCluster::openai_url(const std::string& name) const {
+  auto it = openai_urls_.find(name);
+  return it == openai_urls_.end() ? "" : it->second;
 }
 
 std::string LaunchedCluster::address(const std::string& name) const {

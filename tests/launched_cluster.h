@@ -33,6 +33,9 @@ class LaunchedCluster {
   std::string address(const std::string& name) const;
   // The /metrics URL of the server named `name`; empty if there is none.
   std::string metrics_url(const std::string& name) const;
+  // The OpenAI API's base URL ("http://127.0.0.1:PORT/v1") of the server
+  // named `name` (the gateway); empty when its HTTP API is off.
+  std::string openai_url(const std::string& name = "gateway") const;
   // Every server's name, in the launcher's order.
   const std::vector<std::string>& names() const { return names_; }
   // Attention servers: every one, or those of one role ("both", "prefill",
@@ -59,6 +62,7 @@ class LaunchedCluster {
   std::map<std::string, std::string> addresses_;
   std::map<std::string, std::string> roles_;  // attention servers
   std::map<std::string, std::string> metrics_urls_;
+  std::map<std::string, std::string> openai_urls_;
   std::vector<std::string> names_;
   std::unique_ptr<v1::Inference::Stub> gateway_;
   std::unique_ptr<v1::RouterService::Stub> router_;

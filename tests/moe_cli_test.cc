@@ -143,8 +143,12 @@ TEST(CliOptionsTest, RequiredFlagsAreNamed) {
   flags.gateway = "x:1";
   flags.prompt_ids = "";
   EXPECT_THAT(std::string(cli::BuildGenerateRequest(flags).status().message()),
-              HasSubstr("--prompt-ids is required"));
+              HasSubstr("--prompt (text) or --prompt-ids"));
+  flags.prompt = "text";
   flags.prompt_ids = "1";
+  EXPECT_THAT(std::string(cli::BuildGenerateRequest(flags).status().message()),
+              HasSubstr("give one of them, not both"));
+  flags.prompt = "";
   flags.stop_ids = "a";
   EXPECT_THAT(std::string(cli::BuildGenerateRequest(flags).status().message()),
               HasSubstr("--stop-ids: \"a\""));
@@ -152,7 +156,8 @@ TEST(CliOptionsTest, RequiredFlagsAreNamed) {
 
 // The gateway's public service, scripted: tokens 100, 101, ... one per
 // response; prompt id 999 fails with INVALID_ARGUMENT; request id "hang"
-// streams one token and then waits until the client cancels.
+// streams one token and then waits until the client cancels. A text prompt
+// (prompt or messages) gets text too: "w0 ", "w1 ", ... one per token.
 class FakeInference final : public v1::Inference::Service {
  public:
   grpc::Status Generate(
@@ -177,9 +182,11 @@ class FakeInference final : public v1::Inference::Service {
       cancelled_.store(true);
       return grpc::Status::CANCELLED;
     }
+    const bool text = !request->prompt().empty() || request->messages_size() > 0;
     for (int i = 0; i < request->max_tokens(); ++i) {
       response.clear_token_ids();
       response.add_token_ids(100 + i);
+      if (text) response.set_text(absl::StrCat("w", i, " "));
       if (request->logprobs() > 0) {
         response.clear_logprobs();
         v1::TokenLogprobs* lp = response.add_logprobs();
@@ -251,11 +258,17 @@ TEST_F(MoeCliTest, BadFlagsExitWith2NamingTheFlag) {
     std::string message;
   } cases[] = {
       {{}, "missing command"},
-      {{"chat", "--gateway", gateway_}, "unknown command \"chat\""},
+      {{"chatter", "--gateway", gateway_}, "unknown command \"chatter\""},
+      {{"chat", "--gateway", gateway_, "--prompt", "hi"},
+       "chat: --prompt and --prompt-ids are for generate"},
+      {{"generate", "--gateway", gateway_, "--prompt", "hi", "--prompt-ids",
+        "1"},
+       "give one of them, not both"},
       {{"generate", "--prompt-ids", "1,2"}, "--gateway is required"},
       {{"generate", "--gateway", gateway_, "--prompt-ids", "1,x"},
        "--prompt-ids: \"x\" is not an integer token id"},
-      {{"generate", "--gateway", gateway_}, "--prompt-ids is required"},
+      {{"generate", "--gateway", gateway_},
+       "--prompt (text) or --prompt-ids (comma-separated token ids"},
       {{"generate", "--gateway", gateway_, "--prompt-ids", "1", "--max-tokens",
         "many"},
        "--max_tokens: "},
@@ -285,6 +298,53 @@ TEST_F(MoeCliTest, GenerateStreamsTextWithASummary) {
   EXPECT_THAT(result.out, HasSubstr("finish: length | request req-1 | tokens: "
                                     "prompt 3, completion 3, cached 0"));
   EXPECT_THAT(result.out, HasSubstr("client: time to first token "));
+}
+
+TEST_F(MoeCliTest, TextPromptPrintsTheTextAsItArrives) {
+  testing::ProcessResult result =
+      Cli({"generate", "--gateway", gateway_, "--prompt", "Once upon a time",
+           "--max-tokens", "3"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_THAT(result.out, ::testing::StartsWith("w0 w1 w2 \nfinish: length"));
+  const v1::GenerateRequest sent = service_.last();
+  EXPECT_EQ(sent.prompt(), "Once upon a time");
+  EXPECT_EQ(sent.prompt_ids_size(), 0);
+
+  result = Cli({"generate", "--gateway", gateway_, "--prompt", "x",
+                "--max-tokens", "2", "--json"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  const nlohmann::json line = nlohmann::json::parse(result.out, nullptr, false);
+  ASSERT_FALSE(line.is_discarded()) << result.out;
+  EXPECT_EQ(line["text"], "w0 w1 ");
+  EXPECT_EQ(line["output_ids"], nlohmann::json({100, 101}));
+}
+
+TEST_F(MoeCliTest, ChatSendsTheConversation) {
+  testing::ProcessResult result =
+      Cli({"chat", "--gateway", gateway_, "--system", "Be brief.", "--message",
+           "Hi there", "--max-tokens", "2"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_THAT(result.out, ::testing::StartsWith("w0 w1 \nfinish: length"));
+  v1::GenerateRequest sent = service_.last();
+  ASSERT_EQ(sent.messages_size(), 2);
+  EXPECT_EQ(sent.messages(0).role(), "system");
+  EXPECT_EQ(sent.messages(0).content(), "Be brief.");
+  EXPECT_EQ(sent.messages(1).role(), "user");
+  EXPECT_EQ(sent.messages(1).content(), "Hi there");
+  EXPECT_EQ(sent.prompt_ids_size(), 0);
+
+  // Turns from standard input: each reply joins the conversation.
+  result = RunProcess(
+      {"/bin/bash", "-c",
+       absl::StrCat("printf 'first\\n\\nsecond\\n' | ", MOE_CLI_BIN,
+                    " chat --gateway ", gateway_, " --max-tokens 2")});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  sent = service_.last();
+  ASSERT_EQ(sent.messages_size(), 3);
+  EXPECT_EQ(sent.messages(0).content(), "first");
+  EXPECT_EQ(sent.messages(1).role(), "assistant");
+  EXPECT_EQ(sent.messages(1).content(), "w0 w1 ");
+  EXPECT_EQ(sent.messages(2).content(), "second");
 }
 
 TEST_F(MoeCliTest, GenerateJsonMatchesMoeGenerateKeys) {

@@ -188,6 +188,69 @@ TEST_F(SecurityE2eTest, PublicApiRefusesMissingOrWrongTokenAndServesTheNext) {
   EXPECT_TRUE(absl::StrContains(cli.err, security::kInvalidBearerToken)) << cli.err;
 }
 
+// The OpenAI HTTP API of the same gateway: HTTPS with the gateway's
+// certificate, the same bearer token (401 in OpenAI's error shape without
+// it or with a wrong one), /health open; plaintext HTTP is not served.
+TEST_F(SecurityE2eTest, HttpApiServesHttpsWithTheSameToken) {
+  const std::string url = cluster_->openai_url();
+  ASSERT_TRUE(absl::StartsWith(url, "https://127.0.0.1:")) << url;
+  const std::string body =
+      R"({"prompt": [1, 15, 27, 30, 42, 7], "max_tokens": 12, "temperature": 0,)"
+      R"( "ignore_eos": true, "return_token_ids": true})";
+  auto post = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> argv = {
+        "curl", "-sS", "--cacert", certs_->path("ca.pem"), "-w",
+        "\n%{http_code}", "-H", "Content-Type: application/json", "-d", body};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back(url + "/completions");
+    return RunProcess(argv, {}, 60);
+  };
+  const ProcessResult ok =
+      post({"-H", "Authorization: Bearer " + certs_->token()});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  const size_t split = ok.out.rfind('\n');
+  ASSERT_EQ(ok.out.substr(split + 1), "200") << ok.out;
+  const nlohmann::json response =
+      nlohmann::json::parse(ok.out.substr(0, split), nullptr, false);
+  ASSERT_FALSE(response.is_discarded()) << ok.out;
+  const StreamResult grpc = testing::RunGenerate(
+      *Gateway(certs_->token()), [] {
+        v1::GenerateRequest r = testing::GreedyRequest(kPrompt, kMaxTokens);
+        r.set_ignore_eos(true);
+        return r;
+      }());
+  ASSERT_TRUE(grpc.status.ok()) << grpc.status.error_message();
+  EXPECT_EQ(response["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
+            grpc.tokens);
+
+  for (const std::vector<std::string>& extra :
+       {std::vector<std::string>{},
+        std::vector<std::string>{"-H", "Authorization: Bearer wrong-token"}}) {
+    const ProcessResult refused = post(extra);
+    ASSERT_EQ(refused.exit_code, 0) << refused.err;
+    const size_t at = refused.out.rfind('\n');
+    EXPECT_EQ(refused.out.substr(at + 1), "401") << refused.out;
+    const nlohmann::json error =
+        nlohmann::json::parse(refused.out.substr(0, at), nullptr, false);
+    ASSERT_FALSE(error.is_discarded()) << refused.out;
+    EXPECT_TRUE(error["error"]["message"].is_string()) << refused.out;
+    EXPECT_EQ(refused.out.find(certs_->token()), std::string::npos)
+        << "the token was echoed";
+  }
+
+  std::string base = url.substr(0, url.size() - 3);  // without "/v1"
+  const ProcessResult health =
+      RunProcess({"curl", "-sS", "--cacert", certs_->path("ca.pem"), "-o",
+                  "/dev/null", "-w", "%{http_code}", base + "/health"},
+                 {}, 60);
+  EXPECT_EQ(health.out, "200") << health.err;
+  base.replace(0, 5, "http");  // https:// -> http://
+  const ProcessResult plaintext = RunProcess(
+      {"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", base + "/health"},
+      {}, 60);
+  EXPECT_NE(plaintext.out, "200") << "plaintext HTTP was served";
+}
+
 TEST_F(SecurityE2eTest, LoadgenSendsTheTokenOverTls) {
   const std::string json_path = certs_->path("loadgen.json");
   auto loadgen = [&](const std::vector<std::string>& more) {

@@ -3,7 +3,8 @@
 # loopback serving MODEL, streams one generation through the gateway with
 # moe-cli, then keeps the cluster up until Ctrl-C (DEMO_KEEP=0: stop right
 # after the generation).
-#   tools/demo.sh BUILD_DIR MODEL_DIR PROMPT_IDS MAX_TOKENS
+#   tools/demo.sh BUILD_DIR MODEL_DIR PROMPT MAX_TOKENS
+# PROMPT is text (MODEL_DIR carries a tokenizer).
 set -euo pipefail
 
 build=$1 model=$2 prompt=$3 tokens=$4
@@ -50,19 +51,35 @@ if ! grep -qx ready "$out"; then
 fi
 cat "$out"
 gateway=$(sed -n 's/^gateway: \([^ ]*\).*/\1/p' "$out")
+openai=$(sed -n 's/^gateway: .* openai \([^ ]*\).*/\1/p' "$out")
 
 echo
 echo "demo: streaming a generation through the gateway at $gateway"
-"$build/bin/moe-cli" generate --gateway "$gateway" --prompt-ids "$prompt" \
+echo "prompt: $prompt"
+"$build/bin/moe-cli" generate --gateway "$gateway" --prompt "$prompt" \
   --max-tokens "$tokens" --temperature 0.8 --top-p 0.95 --seed 1
+
+echo
+echo "demo: the same cluster through its OpenAI-compatible HTTP API at $openai"
+chat_body='{"messages": [{"role": "user", "content": "'"$prompt"'"}], "max_tokens": '"$tokens"', "temperature": 0.8, "top_p": 0.95, "seed": 1}'
+echo "curl $openai/chat/completions -H 'Content-Type: application/json' -d '$chat_body'"
+curl -sS "$openai/chat/completions" -H 'Content-Type: application/json' \
+  -d "$chat_body"
+echo
 
 if [ "${DEMO_KEEP:-1}" = 0 ]; then
   exit 0
 fi
 echo
 echo "demo: the cluster keeps serving at $gateway; try"
+echo "  $build/bin/moe-cli generate --gateway $gateway --prompt 'Once upon a time' --max-tokens 16"
+echo "  $build/bin/moe-cli chat --gateway $gateway --max-tokens 32   # one user turn per line"
 echo "  $build/bin/moe-cli generate --gateway $gateway --prompt-ids 1,2,3 --max-tokens 16"
 echo "  $build/bin/moe-cli info --gateway $gateway"
+echo "  curl -N $openai/chat/completions -H 'Content-Type: application/json' \\"
+echo "    -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}], \"max_tokens\": 32, \"stream\": true}'"
+echo "  curl $openai/completions -H 'Content-Type: application/json' -d '{\"prompt\": \"Once upon a time\", \"max_tokens\": 16}'"
+echo "  curl $openai/models                # any OpenAI client: base URL $openai"
 echo "  curl -s <metrics URL above>        # one server's Prometheus metrics"
 echo "  prometheus --config.file=$prom/prometheus.yml --storage.tsdb.path=$prom/data"
 echo "                                      # scrape them all (http://localhost:9090)"

@@ -12,6 +12,10 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
                        # service RPCs (callback API, health, reflection)
   prometheus-cpp-dev   # /metrics on every server (registry, exposer)
+  libpcre2-dev         # tokenizer.json pre-tokenizer regexes (Unicode classes)
+  libutf8proc-dev      # NFC/NFKC normalizers of tokenizers
+  libsentencepiece-dev # checkpoints that ship only tokenizer.model
+  libboost-dev         # Boost.Beast: the gateway's OpenAI-compatible HTTP API
   libssl-dev openssl   # TLS files checked at start-up; test certificates
   prometheus           # the real Prometheus server and promtool, for the
                        # scrape test and the config/rule checks

@@ -32,6 +32,12 @@ absl::StatusOr<DecodedGenerateRequest> DecodeGenerateRequest(
                      " ids, got ", request.stop_token_ids_size()));
   }
 
+  if (!request.prompt().empty() || request.messages_size() > 0) {
+    return absl::InvalidArgumentError(
+        "prompt, messages: text is encoded by the gateway; this server takes "
+        "prompt_ids");
+  }
+
   GenerationRequest& g = out.generation;
   g.prompt.assign(request.prompt_ids().begin(), request.prompt_ids().end());
   g.max_tokens = request.max_tokens();

@@ -22,6 +22,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "grpcpp/support/server_callback.h"
 #include "moe/v1/attention.pb.h"
 #include "moe/v1/generate.pb.h"
@@ -44,6 +45,18 @@ class TokenStreamObserver {
   // The call was closed (the first Close only).
   virtual void OnClose(const grpc::Status& status,
                        v1::FinishReason finish_reason) = 0;
+};
+
+// Turns a stream's token ids into text (the gateway's tokenizer), so that
+// each response carries the text of its tokens. Called with the writer's
+// lock held, in stream order: must not call the writer.
+class TokenTextDecoder {
+ public:
+  virtual ~TokenTextDecoder() = default;
+  // The text that `ids` (the next tokens of the stream) make final.
+  virtual std::string Push(absl::Span<const int32_t> ids) = 0;
+  // The text still held back when the stream ends.
+  virtual std::string Finish() = 0;
 };
 
 template <typename Response>
@@ -77,6 +90,12 @@ class TokenStreamWriter : public grpc::ServerWriteReactor<Response> {
     observer_ = std::move(observer);
   }
 
+  // Fills the text of every response from now on.
+  void SetTextDecoder(std::unique_ptr<TokenTextDecoder> decoder) {
+    absl::MutexLock lock(&mu_);
+    text_decoder_ = std::move(decoder);
+  }
+
   // Queues `message` as is, ahead of any tokens appended later (e.g. a
   // reservation). Messages keep their order.
   void Send(const Response& message) {
@@ -93,6 +112,10 @@ class TokenStreamWriter : public grpc::ServerWriteReactor<Response> {
     v1::GenerateResponse* body = internal::TokenBody(&pending_);
     body->mutable_token_ids()->MergeFrom(part.token_ids());
     body->mutable_logprobs()->MergeFrom(part.logprobs());
+    if (text_decoder_ != nullptr && part.token_ids_size() > 0) {
+      body->mutable_text()->append(text_decoder_->Push(absl::MakeConstSpan(
+          part.token_ids().data(), part.token_ids().size())));
+    }
     if (observer_ != nullptr && part.token_ids_size() > 0) {
       observer_->OnTokens(part.token_ids_size());
     }
@@ -113,6 +136,9 @@ class TokenStreamWriter : public grpc::ServerWriteReactor<Response> {
       v1::GenerateResponse* body = internal::TokenBody(&pending_);
       body->set_finish_reason(finish_reason);
       *body->mutable_usage() = usage;
+      if (text_decoder_ != nullptr) {
+        body->mutable_text()->append(text_decoder_->Finish());
+      }
     }
     PumpLocked();
   }
@@ -153,7 +179,8 @@ class TokenStreamWriter : public grpc::ServerWriteReactor<Response> {
 
   bool HasPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const v1::GenerateResponse* body = internal::TokenBody(&pending_);
-    return body->token_ids_size() > 0 || body->logprobs_size() > 0;
+    return body->token_ids_size() > 0 || body->logprobs_size() > 0 ||
+           !body->text().empty();
   }
 
   // Starts the next write or the finish when nothing is in flight.
@@ -213,6 +240,7 @@ class TokenStreamWriter : public grpc::ServerWriteReactor<Response> {
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void()> on_cancel_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<TokenStreamObserver> observer_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<TokenTextDecoder> text_decoder_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<TokenStreamWriter> self_;  // gRPC's reference
 };
 

@@ -30,9 +30,17 @@ absl::StatusOr<moe::v1::GenerateRequest> BuildGenerateRequest(
   }
   ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
                    ParseTokenIds("prompt-ids", flags.prompt_ids));
-  if (prompt.empty()) {
+  const int prompts = (prompt.empty() ? 0 : 1) +
+                      (flags.prompt.empty() ? 0 : 1) +
+                      (flags.messages.empty() ? 0 : 1);
+  if (prompts == 0) {
     return absl::InvalidArgumentError(
-        "--prompt-ids is required (comma-separated token ids, e.g. 1,2,3)");
+        "--prompt (text) or --prompt-ids (comma-separated token ids, e.g. "
+        "1,2,3) is required");
+  }
+  if (prompts > 1) {
+    return absl::InvalidArgumentError(
+        "--prompt and --prompt-ids: give one of them, not both");
   }
   ASSIGN_OR_RETURN(std::vector<int32_t> stop,
                    ParseTokenIds("stop-ids", flags.stop_ids));
@@ -48,6 +56,10 @@ absl::StatusOr<moe::v1::GenerateRequest> BuildGenerateRequest(
   moe::v1::GenerateRequest request;
   request.set_request_id(flags.request_id);
   request.mutable_prompt_ids()->Assign(prompt.begin(), prompt.end());
+  request.set_prompt(flags.prompt);
+  for (const moe::v1::ChatMessage& m : flags.messages) {
+    *request.add_messages() = m;
+  }
   request.set_max_tokens(flags.max_tokens);
   moe::v1::SamplingParams& sampling = *request.mutable_sampling();
   sampling.set_temperature(static_cast<float>(flags.temperature));

@@ -23,6 +23,9 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenIds(absl::string_view flag,
 struct GenerateFlags {
   std::string gateway;
   std::string prompt_ids;
+  std::string prompt;  // text (the gateway's tokenizer encodes it)
+  // A chat (moe-cli chat): rendered by the gateway's chat template.
+  std::vector<moe::v1::ChatMessage> messages;
   int max_tokens = 16;
   double temperature = 0;
   int top_k = 0;
@@ -36,7 +39,8 @@ struct GenerateFlags {
 };
 
 // The request; top_p, repetition_penalty and seed are set only when given.
-// INVALID_ARGUMENT naming the flag for a missing --gateway or --prompt-ids,
+// INVALID_ARGUMENT naming the flag for a missing --gateway, a prompt that is
+// not exactly one of --prompt-ids, --prompt and messages,
 // malformed id lists, or a negative --max-tokens / --top-k / --logprobs.
 // Everything else (vocabulary range, NaN) is the gateway's to judge.
 absl::StatusOr<moe::v1::GenerateRequest> BuildGenerateRequest(

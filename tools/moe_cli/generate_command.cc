@@ -121,7 +121,7 @@ std::string SummaryLine(const std::string& request_id,
 
 }  // namespace
 
-int RunGenerate(const GenerateCommand& command) {
+GenerateOutcome StreamGenerate(const GenerateCommand& command) {
   auto stub = moe::v1::Inference::NewStub(MakeChannel(command.gateway));
   grpc::ClientContext context;
   ApplyTimeout(context, command.timeout_seconds);
@@ -135,6 +135,10 @@ int RunGenerate(const GenerateCommand& command) {
   moe::v1::FinishReason finish = moe::v1::FINISH_REASON_UNSPECIFIED;
   moe::v1::Usage usage;
   bool line_open = false;  // text mode: "output: ..." printed, no newline
+  // A text prompt is answered in text; a prompt of ids in ids.
+  const bool text_prompt =
+      !command.request.prompt().empty() || command.request.messages_size() > 0;
+  std::string text;
 
   std::unique_ptr<grpc::ClientReader<moe::v1::GenerateResponse>> reader =
       stub->Generate(&context, command.request);
@@ -144,7 +148,12 @@ int RunGenerate(const GenerateCommand& command) {
     if (response.token_ids_size() > 0 && !first_token.has_value()) {
       first_token = absl::Now();
     }
-    if (!command.json && response.token_ids_size() > 0) {
+    text += response.text();
+    if (!command.json && text_prompt) {
+      std::fputs(response.text().c_str(), stdout);
+      std::fflush(stdout);
+      line_open = line_open || !response.text().empty();
+    } else if (!command.json && response.token_ids_size() > 0) {
       std::string text = line_open ? "," : "output: ";
       absl::StrAppend(&text, absl::StrJoin(response.token_ids(), ","));
       std::fputs(text.c_str(), stdout);
@@ -169,9 +178,9 @@ int RunGenerate(const GenerateCommand& command) {
   if (cancel.signal() != 0) {
     std::fprintf(stderr, "moe-cli: cancelled (%s)\n",
                  strsignal(cancel.signal()));
-    return 128 + cancel.signal();
+    return {128 + cancel.signal(), text};
   }
-  if (!status.ok()) return ReportRpcError(status);
+  if (!status.ok()) return {ReportRpcError(status), text};
 
   if (command.json) {
     nlohmann::json line;
@@ -179,15 +188,16 @@ int RunGenerate(const GenerateCommand& command) {
         std::vector<int32_t>(command.request.prompt_ids().begin(),
                              command.request.prompt_ids().end());
     line["output_ids"] = output;
+    if (text_prompt || !text.empty()) line["text"] = text;
     line["finish_reason"] = FinishReasonName(finish);
     line["usage"] = UsageJson(usage);
     if (command.request.logprobs() > 0)
       line["logprobs"] = LogprobsJson(logprobs);
     std::printf("%s\n", line.dump().c_str());
     std::fflush(stdout);
-    return 0;
+    return {0, text};
   }
-  if (!line_open) std::printf("output: \n");
+  if (!line_open && !text_prompt) std::printf("output: \n");
   for (const moe::v1::TokenLogprobs& t : logprobs) {
     std::printf("%s\n", LogprobLine(t).c_str());
   }
@@ -198,7 +208,11 @@ int RunGenerate(const GenerateCommand& command) {
                           absl::ToDoubleSeconds(end - start), output.size())
                   .c_str());
   std::fflush(stdout);
-  return 0;
+  return {0, text};
+}
+
+int RunGenerate(const GenerateCommand& command) {
+  return StreamGenerate(command).exit_code;
 }
 
 }  // namespace moe::cli

@@ -16,20 +16,30 @@ struct GenerateCommand {
 };
 
 // Calls moe.v1.Inference/Generate and prints the tokens as they arrive.
-// Text mode: "output: 12,57,..." grown (and flushed) per response, then a
+// Text mode: for a text prompt (prompt or messages) the generated text as it
+// arrives, else "output: 12,57,..." grown (and flushed) per response; then a
 // line per token with log-probabilities when they were requested, then a
 // summary line: finish reason, request id, the server's usage (tokens;
 // queue/prefill/transfer/decode seconds) and what the client measured (time
 // to first token; generated tokens per second over the whole call). JSON mode:
 // one line at the end, {"finish_reason", "output_ids", "prompt_ids", "usage"}
 // (keys sorted as nlohmann writes them, the first three as moe-generate --json
-// writes them) plus "logprobs" when requested.
+// writes them) plus "logprobs" when requested and "text" for a text prompt
+// (or whenever the gateway sent text).
 //
 // Returns the exit code: 0, 1 after an RPC error ("moe-cli: CODE: message"
 // on stderr), 128 + signal when SIGINT/SIGTERM cancelled the call. Those
 // signals must be blocked (moe::BlockTerminationSignals) before any thread
 // starts; a helper thread waits for them and cancels the call.
 int RunGenerate(const GenerateCommand& command);
+
+// RunGenerate, also returning the text the call streamed (for moe-cli chat,
+// which keeps the conversation).
+struct GenerateOutcome {
+  int exit_code = 0;
+  std::string text;
+};
+GenerateOutcome StreamGenerate(const GenerateCommand& command);
 
 }  // namespace moe::cli
 

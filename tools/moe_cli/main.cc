@@ -1,5 +1,7 @@
 // moe-cli: the command-line client of the gateway.
 //   moe-cli generate --gateway ADDR --prompt-ids 1,2,3 --max-tokens N [--json]
+//   moe-cli generate --gateway ADDR --prompt "text" --max-tokens N
+//   moe-cli chat --gateway ADDR [--system TEXT] [--message TEXT]
 //   moe-cli info --gateway ADDR
 //   moe-cli abort --gateway ADDR --request-id ID
 // Flags may be spelled with hyphens or underscores. Exit codes: 0, 1 after an
@@ -19,12 +21,20 @@
 #include "tools/common/client_security.h"
 #include "tools/common/command_line.h"
 #include "tools/moe_cli/cli_options.h"
+#include "tools/moe_cli/chat_command.h"
 #include "tools/moe_cli/generate_command.h"
 #include "tools/moe_cli/model_commands.h"
 
 ABSL_FLAG(std::string, gateway, "", "Gateway address, host:port.");
 ABSL_FLAG(std::string, prompt_ids, "",
           "generate: comma-separated prompt token ids, e.g. 1,2,3.");
+ABSL_FLAG(std::string, prompt, "",
+          "generate: the prompt as text (encoded by the gateway's tokenizer).");
+ABSL_FLAG(std::string, system, "",
+          "chat: a system message that opens the conversation.");
+ABSL_FLAG(std::string, message, "",
+          "chat: one user message; without it, each line of standard input "
+          "is a user turn.");
 ABSL_FLAG(int, max_tokens, 16, "generate: tokens to generate at most.");
 ABSL_FLAG(double, temperature, 0.0,
           "generate: sampling temperature; 0 = greedy.");
@@ -60,6 +70,10 @@ constexpr char kUsage[] =
     "--seed S\n"
     "       --stop-ids 4,5 --ignore-eos --logprobs K --request-id ID "
     "--timeout SECONDS] [--json]\n"
+    "  moe-cli generate --gateway ADDR --prompt \"Once upon a time\" "
+    "--max-tokens N [...]\n"
+    "  moe-cli chat --gateway ADDR [--system TEXT] [--message TEXT] "
+    "[--max-tokens N ...]\n"
     "  moe-cli info --gateway ADDR [--json]\n"
     "  moe-cli abort --gateway ADDR --request-id ID\n"
     "TLS and the bearer token: --tls-ca-file CA.pem [--tls-cert-file CERT.pem "
@@ -70,7 +84,7 @@ constexpr char kUsage[] =
   std::exit(2);
 }
 
-int Generate() {
+moe::cli::GenerateFlags SamplingFlags() {
   moe::cli::GenerateFlags flags;
   flags.gateway = absl::GetFlag(FLAGS_gateway);
   flags.prompt_ids = absl::GetFlag(FLAGS_prompt_ids);
@@ -84,6 +98,10 @@ int Generate() {
   flags.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
   flags.logprobs = absl::GetFlag(FLAGS_logprobs);
   flags.request_id = absl::GetFlag(FLAGS_request_id);
+  return flags;
+}
+
+moe::cli::GenerateCommand BuildCommand(const moe::cli::GenerateFlags& flags) {
   absl::StatusOr<moe::v1::GenerateRequest> request =
       moe::cli::BuildGenerateRequest(flags);
   if (!request.ok()) UsageError(std::string(request.status().message()));
@@ -92,7 +110,35 @@ int Generate() {
   command.request = *std::move(request);
   command.timeout_seconds = absl::GetFlag(FLAGS_timeout);
   command.json = absl::GetFlag(FLAGS_json);
-  return moe::cli::RunGenerate(command);
+  return command;
+}
+
+int Generate() {
+  moe::cli::GenerateFlags flags = SamplingFlags();
+  flags.prompt = absl::GetFlag(FLAGS_prompt);
+  return moe::cli::RunGenerate(BuildCommand(flags));
+}
+
+int Chat() {
+  moe::cli::GenerateFlags flags = SamplingFlags();
+  if (!flags.prompt_ids.empty() || !absl::GetFlag(FLAGS_prompt).empty()) {
+    UsageError("chat: --prompt and --prompt-ids are for generate; chat takes "
+               "--system and --message (or user turns on standard input)");
+  }
+  moe::v1::ChatMessage opening;
+  if (const std::string system = absl::GetFlag(FLAGS_system); !system.empty()) {
+    opening.set_role("system");
+    opening.set_content(system);
+  } else {
+    // BuildGenerateRequest wants a prompt; the first turn replaces this.
+    opening.set_role("user");
+  }
+  flags.messages.push_back(opening);
+  moe::cli::ChatCommand command;
+  command.generate = BuildCommand(flags);
+  if (opening.role() == "user") command.generate.request.clear_messages();
+  command.message = absl::GetFlag(FLAGS_message);
+  return moe::cli::RunChat(std::move(command));
 }
 
 }  // namespace
@@ -108,7 +154,8 @@ int main(int argc, char** argv) {
 
   if (positional->empty()) {
     UsageError(
-        absl::StrCat("missing command (generate, info or abort)\n", kUsage));
+        absl::StrCat("missing command (generate, chat, info or abort)\n",
+                     kUsage));
   }
   const std::string& command = (*positional)[0];
   if (positional->size() > 1) {
@@ -118,9 +165,10 @@ int main(int argc, char** argv) {
   if (!(timeout >= 0)) UsageError("--timeout must be >= 0");
   const std::string gateway = absl::GetFlag(FLAGS_gateway);
   if (command == "generate") return Generate();
+  if (command == "chat") return Chat();
   if (command != "info" && command != "abort") {
     UsageError(absl::StrCat("unknown command \"", command,
-                            "\" (expected generate, info or abort)"));
+                            "\" (expected generate, chat, info or abort)"));
   }
   if (gateway.empty()) UsageError("--gateway is required (host:port)");
   if (command == "info") {

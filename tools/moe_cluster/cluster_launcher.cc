@@ -87,6 +87,7 @@ class ClusterRun {
     int child = 0;
     std::string port_file;
     std::string metrics_port_file;
+    std::string http_port_file;  // the gateway's, when its HTTP API is on
     std::optional<std::string> address;
     std::string problem = "no port file yet";
   };
@@ -105,6 +106,7 @@ class ClusterRun {
   absl::Time deadline_;
   std::map<size_t, std::string> addresses_;  // launch index -> address
   std::map<size_t, std::string> metrics_;    // launch index -> host:port
+  std::map<size_t, std::string> http_;       // launch index -> host:port
 };
 
 int ClusterRun::Run() {
@@ -159,6 +161,13 @@ ClusterRun::Outcome ClusterRun::StartStage(Stage stage) {
     std::remove(p.metrics_port_file.c_str());
     args.push_back("--metrics_port=0");
     args.push_back(absl::StrCat("--metrics_port_file=", p.metrics_port_file));
+    if (stage == Stage::kGateway && options_.gateway_http_port >= 0) {
+      p.http_port_file =
+          absl::StrCat(options_.log_dir, "/", launch.name, ".http_port");
+      std::remove(p.http_port_file.c_str());
+      args.push_back(absl::StrCat("--http_port=", options_.gateway_http_port));
+      args.push_back(absl::StrCat("--http_port_file=", p.http_port_file));
+    }
     absl::StatusOr<int> child = supervisor_.Spawn(
         launch.name, absl::StrCat(options_.bin_dir, "/", launch.binary), args,
         absl::StrCat(options_.log_dir, "/", launch.name, ".log"),
@@ -204,6 +213,12 @@ ClusterRun::Outcome ClusterRun::WaitForStage(std::vector<Pending> pending) {
                     : "127.0.0.1:0",
                 *port);
           }
+          // Written before the gRPC port file.
+          if (!it->http_port_file.empty()) {
+            if (std::optional<int> port = ReadPortFile(it->http_port_file)) {
+              http_[it->launch] = ConnectAddress(options_.gateway_listen, *port);
+            }
+          }
           it = pending.erase(it);
           continue;
         }
@@ -245,6 +260,11 @@ void ClusterRun::PrintReady() {
     if (!launch.detail.empty()) absl::StrAppend(&out, " (", launch.detail, ")");
     if (auto it = metrics_.find(i); it != metrics_.end()) {
       absl::StrAppend(&out, " metrics http://", it->second, "/metrics");
+    }
+    if (auto it = http_.find(i); it != http_.end()) {
+      absl::StrAppend(&out, " openai ",
+                      options_.gateway_http_tls ? "https://" : "http://",
+                      it->second, "/v1");
     }
     absl::StrAppend(&out, "\n");
   }

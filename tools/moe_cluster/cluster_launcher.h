@@ -18,6 +18,11 @@ struct LauncherOptions {
   // Per stop stage: how long servers may drain before SIGKILL.
   double grace_seconds = 40;
   std::string gateway_listen = "127.0.0.1:0";
+  // The gateway's OpenAI-compatible HTTP API on the host of gateway_listen:
+  // 0 picks a free port, -1 turns it off. gateway_http_tls: it serves HTTPS
+  // (the topology's security has TLS), for the announced URL.
+  int gateway_http_port = 0;
+  bool gateway_http_tls = false;
   // When set, Prometheus file_sd target files for every server's /metrics
   // are written here once the cluster is ready (prometheus_targets.h).
   std::string prometheus_targets_dir;
@@ -27,9 +32,12 @@ struct LauncherOptions {
 // stage on --listen 127.0.0.1:0 (the gateway on options.gateway_listen) with
 // --port_file <log_dir>/<name>.port and --metrics_port=0
 // --metrics_port_file <log_dir>/<name>.metrics_port, then waits for its port
-// file and for SERVING before starting the next stage. Once all serve,
-// prints one line per server to stdout ("NAME: ADDR (DETAIL) metrics
-// http://HOST:PORT/metrics"; no "(DETAIL)" when there is none), then
+// file and for SERVING before starting the next stage (the gateway also gets
+// --http_port and --http_port_file <log_dir>/<name>.http_port unless
+// gateway_http_port is -1). Once all serve, prints one line per server to
+// stdout ("NAME: ADDR (DETAIL) metrics http://HOST:PORT/metrics"; no
+// "(DETAIL)" when there is none; the gateway's line ends with " openai
+// http://HOST:PORT/v1" when its HTTP API is on), then
 // "ready". Then watches the children (an unexpected exit is reported on
 // stderr; the others keep running) until SIGINT or SIGTERM, stops them
 // (gateway, attention servers, router, expert servers) and prints "stopped".

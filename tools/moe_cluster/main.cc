@@ -41,6 +41,9 @@ ABSL_FLAG(double, grace_seconds, 40,
           "SIGKILL.");
 ABSL_FLAG(std::string, gateway_listen, "127.0.0.1:0",
           "host:port of the gateway (port 0 picks a free one).");
+ABSL_FLAG(int, gateway_http_port, 0,
+          "Port of the gateway's OpenAI-compatible HTTP API, on the host of "
+          "--gateway_listen: 0 picks a free one, -1 turns it off.");
 ABSL_FLAG(std::string, prometheus_targets_dir, "",
           "If set, Prometheus file_sd target files (gateway.json, "
           "attention.json, router.json, expert.json) for every server's "
@@ -56,7 +59,8 @@ constexpr char kUsage[] =
     "  moe-cluster up --topology FILE --model DIR [--bin_dir DIR] "
     "[--log_dir DIR]\n"
     "      [--startup_timeout SECONDS] [--grace_seconds SECONDS] "
-    "[--gateway_listen 127.0.0.1:0]";
+    "[--gateway_listen 127.0.0.1:0]\n"
+    "      [--gateway_http_port 0]";
 
 [[noreturn]] void UsageError(const std::string& message) {
   std::fprintf(stderr, "moe-cluster: %s\n", message.c_str());
@@ -194,6 +198,12 @@ int main(int argc, char** argv) {
   options.startup_timeout_seconds = startup_timeout;
   options.grace_seconds = grace;
   options.gateway_listen = gateway_listen;
+  options.gateway_http_port = absl::GetFlag(FLAGS_gateway_http_port);
+  if (options.gateway_http_port < -1 || options.gateway_http_port > 65535) {
+    UsageError(absl::StrCat("--gateway_http_port: ", options.gateway_http_port,
+                            " is not -1 (off) or a port in [0, 65535]"));
+  }
+  options.gateway_http_tls = plan->security.tls();
   options.prometheus_targets_dir = absl::GetFlag(FLAGS_prometheus_targets_dir);
   if (fs::path absolute = fs::absolute(model_dir, ec); !ec) {
     model_dir = absolute.string();

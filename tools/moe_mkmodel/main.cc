@@ -28,6 +28,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/model_generator.h"
+#include "tools/moe_mkmodel/tokenizer_subset.h"
 
 // Optional flags: unset means "the family's small config value".
 ABSL_FLAG(std::string, out, "",
@@ -82,6 +83,14 @@ ABSL_FLAG(int, shards, 1,
           "model.safetensors.index.json.");
 ABSL_FLAG(uint64_t, seed, 0, "Seed; the same seed gives byte-identical files.");
 ABSL_FLAG(bool, quiet, false, "No progress line.");
+ABSL_FLAG(std::string, tokenizer_from, "",
+          "A folder with a real Hugging Face tokenizer.json (BPE) and "
+          "tokenizer_config.json: it is cut to --vocab ids and written beside "
+          "the model, whose bos/eos ids follow it, so that the model takes "
+          "and returns text.");
+ABSL_FLAG(std::string, chat_template_file, "",
+          "With --tokenizer_from: a Jinja chat template file that replaces the "
+          "source's chat_template (e.g. Mixtral's for a Llama vocabulary).");
 
 namespace {
 
@@ -365,7 +374,18 @@ int main(int argc, char** argv) {
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) FlagError("out", "is required (the output directory)");
 
-  const moe::GeneratorSpec spec = SpecFromFlags();
+  moe::GeneratorSpec spec = SpecFromFlags();
+  std::optional<moe::TokenizerSubset> tokenizer;
+  if (const std::string from = absl::GetFlag(FLAGS_tokenizer_from);
+      !from.empty()) {
+    absl::StatusOr<moe::TokenizerSubset> subset =
+        moe::MakeTokenizerSubset(from, spec.config.vocab_size,
+                                 absl::GetFlag(FLAGS_chat_template_file));
+    if (!subset.ok()) FlagError("tokenizer_from", subset.status().message());
+    if (subset->bos_id.has_value()) spec.config.bos_token_id = *subset->bos_id;
+    if (subset->eos_id.has_value()) spec.config.eos_token_ids = {*subset->eos_id};
+    tokenizer = *std::move(subset);
+  }
   ProgressLine line;
   int64_t total_bytes = 0;
   const bool quiet = absl::GetFlag(FLAGS_quiet);
@@ -386,6 +406,15 @@ int main(int argc, char** argv) {
     }
     std::fprintf(stderr, "%s: %s\n", kProgram, status.ToString().c_str());
     return 1;
+  }
+  if (tokenizer.has_value()) {
+    if (absl::Status s = moe::WriteTokenizerSubset(*tokenizer, out); !s.ok()) {
+      std::fprintf(stderr, "%s: %s\n", kProgram, s.ToString().c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "%s: tokenizer of %s cut to %d ids written to %s\n",
+                 kProgram, absl::GetFlag(FLAGS_tokenizer_from).c_str(),
+                 spec.config.vocab_size, out.c_str());
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   const int64_t params =

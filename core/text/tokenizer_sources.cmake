@@ -1,0 +1,1 @@
+list(APPEND MOE_TEXT_SOURCES tokenizer.cc)

@@ -1,0 +1,1 @@
+# chat template tests (owned by the chat-template work)

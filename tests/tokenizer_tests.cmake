@@ -1,0 +1,1 @@
+# tokenizer tests (owned by the tokenizer work)
