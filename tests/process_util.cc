@@ -77,7 +77,8 @@ std::unique_ptr<ChildProcess> ChildProcess::Start(
   std::vector<std::string> args = argv;
   for (std::string& a : args) c_argv.push_back(a.data());
   c_argv.push_back(nullptr);
-  const int rc = posix_spawn(&child->pid_, args[0].c_str(), &actions, nullptr,
+  // posix_spawnp: a bare program name (node, curl) is looked up on PATH.
+  const int rc = posix_spawnp(&child->pid_, args[0].c_str(), &actions, nullptr,
                              c_argv.data(), c_env.data());
   posix_spawn_file_actions_destroy(&actions);
   close(pipe_fds[1]);

@@ -1,0 +1,133 @@
+// Tokenizer::Load (which files, in which order) and StreamingDetokenizer.
+#include "core/text/tokenizer.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/text/hf_tokenizer.h"
+#include "core/text/sentencepiece_tokenizer.h"
+#include "core/text/utf8.h"
+
+namespace moe {
+namespace {
+
+// Largest tokenizer file read (DeepSeek-V3's tokenizer.json is ~8 MB).
+constexpr std::uintmax_t kMaxFileBytes = 256u << 20;
+
+absl::StatusOr<nlohmann::json> ReadJson(const std::filesystem::path& path) {
+  std::error_code error;
+  const std::uintmax_t size = std::filesystem::file_size(path, error);
+  if (error) {
+    return absl::NotFoundError(absl::StrCat(path.string(), ": cannot read (",
+                                            error.message(), ")"));
+  }
+  if (size > kMaxFileBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path.string(), ": ", size, " bytes is larger than the ", kMaxFileBytes,
+        " a tokenizer file may have"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  nlohmann::json json = nlohmann::json::parse(text.str(), nullptr, false);
+  if (json.is_discarded()) {
+    // Parse again for the message naming where it broke.
+    try {
+      const nlohmann::json reparsed = nlohmann::json::parse(text.str());
+      (void)reparsed;
+    } catch (const nlohmann::json::exception& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path.string(), ": not valid JSON: ", e.what()));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not valid JSON"));
+  }
+  return json;
+}
+
+absl::Status InFile(const std::filesystem::path& dir, const absl::Status& s) {
+  return absl::Status(s.code(), absl::StrCat(dir.string(), "/", s.message()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(
+    absl::string_view model_dir) {
+  const std::filesystem::path dir{std::string(model_dir)};
+  std::error_code error;
+  nlohmann::json config;
+  if (std::filesystem::exists(dir / "tokenizer_config.json", error)) {
+    absl::StatusOr<nlohmann::json> parsed = ReadJson(dir / "tokenizer_config.json");
+    if (!parsed.ok()) return parsed.status();
+    config = *std::move(parsed);
+  }
+  if (std::filesystem::exists(dir / "tokenizer.json", error)) {
+    absl::StatusOr<nlohmann::json> json = ReadJson(dir / "tokenizer.json");
+    if (!json.ok()) return json.status();
+    absl::StatusOr<std::unique_ptr<Tokenizer>> t = text::MakeHfTokenizer(*json, config);
+    if (!t.ok()) return InFile(dir, t.status());
+    return t;
+  }
+  if (std::filesystem::exists(dir / "tokenizer.model", error)) {
+    absl::StatusOr<std::unique_ptr<Tokenizer>> t =
+        text::MakeSentencePieceTokenizer((dir / "tokenizer.model").string(), config);
+    if (!t.ok() && absl::StartsWith(t.status().message(), "tokenizer_config")) {
+      return InFile(dir, t.status());
+    }
+    return t;
+  }
+  return absl::NotFoundError(absl::StrCat(
+      dir.string(), ": no tokenizer.json or tokenizer.model"));
+}
+
+StreamingDetokenizer::StreamingDetokenizer(const Tokenizer& tokenizer,
+                                           bool skip_special_tokens,
+                                           std::vector<int32_t> prompt_ids)
+    : tokenizer_(tokenizer),
+      skip_special_tokens_(skip_special_tokens),
+      ids_(std::move(prompt_ids)) {
+  // A few ids of context before the first new one, so that a window never
+  // starts a word (SentencePiece drops a window's leading space).
+  constexpr size_t kContext = 5;
+  read_offset_ = ids_.size();
+  prefix_offset_ = ids_.size() > kContext ? ids_.size() - kContext : 0;
+}
+
+absl::StatusOr<std::string> StreamingDetokenizer::Push(int32_t id) {
+  ids_.push_back(id);
+  const absl::Span<const int32_t> all(ids_);
+  absl::StatusOr<std::string> prefix = tokenizer_.Decode(
+      all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_tokens_);
+  if (!prefix.ok()) return prefix.status();
+  absl::StatusOr<std::string> text =
+      tokenizer_.Decode(all.subspan(prefix_offset_), skip_special_tokens_);
+  if (!text.ok()) return text.status();
+  // Hold back while the new text ends in an incomplete character, or has
+  // not grown past the previous window (a byte still to be completed).
+  if (text->size() <= prefix->size() || text::EndsWithReplacement(*text) ||
+      text->compare(0, prefix->size(), *prefix) != 0) {
+    return std::string();
+  }
+  std::string piece = text->substr(prefix->size());
+  prefix_offset_ = read_offset_;
+  read_offset_ = ids_.size();
+  return piece;
+}
+
+absl::StatusOr<std::string> StreamingDetokenizer::Finish() {
+  if (read_offset_ == ids_.size()) return std::string();
+  const absl::Span<const int32_t> all(ids_);
+  absl::StatusOr<std::string> prefix = tokenizer_.Decode(
+      all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_tokens_);
+  if (!prefix.ok()) return prefix.status();
+  absl::StatusOr<std::string> text =
+      tokenizer_.Decode(all.subspan(prefix_offset_), skip_special_tokens_);
+  if (!text.ok()) return text.status();
+  read_offset_ = ids_.size();
+  if (text->size() <= prefix->size()) return std::string();
+  return text->substr(prefix->size());
+}
+
+}  // namespace moe

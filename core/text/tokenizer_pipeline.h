@@ -1,0 +1,87 @@
+// The stages of a Hugging Face `tokenizer.json` pipeline, each built from
+// its JSON object (parse errors name the JSON path given as `where`):
+//   normalizer -> pre-tokenizer -> model (BPE) -> post-processor
+//   and, back, the decoder.
+// Every stage is immutable after construction and thread-safe.
+#ifndef MOE_CORE_TEXT_TOKENIZER_PIPELINE_H_
+#define MOE_CORE_TEXT_TOKENIZER_PIPELINE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "nlohmann/json.hpp"
+
+namespace moe::text {
+
+class Regex;
+// A Replace/Split "pattern": {"String": s} or {"Regex": r}.
+absl::StatusOr<std::shared_ptr<const Regex>> MakePattern(
+    const nlohmann::json& json, const std::string& where);
+// json[key] when it is a string, else `fallback`.
+std::string StringField(const nlohmann::json& json, const char* key,
+                        const std::string& fallback = "");
+
+// text -> normalized text.
+class Normalizer {
+ public:
+  virtual ~Normalizer() = default;
+  virtual std::string Normalize(std::string text) const = 0;
+};
+// A null JSON value gives nullptr (no normalizer).
+absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(
+    const nlohmann::json& json, const std::string& where);
+
+// Splits text into the pieces the model encodes one by one.
+class PreTokenizer {
+ public:
+  virtual ~PreTokenizer() = default;
+  // `first`: the piece is the first section of the input (Metaspace's
+  // prepend_scheme "first").
+  virtual void Split(std::vector<std::string>& pieces, bool first) const = 0;
+};
+absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(
+    const nlohmann::json& json, const std::string& where);
+
+// Token strings -> text. A token that is an added token is marked so that
+// byte-level decoding leaves it as written.
+struct DecodedToken {
+  std::string text;
+  bool added = false;
+};
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  virtual void Decode(std::vector<DecodedToken>& tokens) const = 0;
+};
+absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const nlohmann::json& json,
+                                                     const std::string& where);
+
+// Adds the special tokens of a single sequence (add_special_tokens).
+class PostProcessor {
+ public:
+  virtual ~PostProcessor() = default;
+  virtual std::vector<int32_t> Process(std::vector<int32_t> ids) const = 0;
+  // Whether it adds anything (a ByteLevel post-processor does not).
+  virtual bool AddsTokens() const = 0;
+};
+// `token_id` resolves a token's text to its id (for TemplateProcessing
+// special tokens given by text).
+absl::StatusOr<std::unique_ptr<PostProcessor>> MakePostProcessor(
+    const nlohmann::json& json, const std::string& where,
+    const std::function<std::optional<int32_t>(const std::string&)>& token_id);
+
+// GPT-2's byte -> printable code point table (ByteLevel).
+const std::vector<uint32_t>& ByteToUnicode();
+// Its inverse over code points (-1 for a code point no byte maps to).
+int ByteOfCodePoint(uint32_t cp);
+// The text of `bytes` with every byte mapped through ByteToUnicode.
+std::string BytesToUnicodeText(absl::string_view bytes);
+
+}  // namespace moe::text
+
+#endif  // MOE_CORE_TEXT_TOKENIZER_PIPELINE_H_
