@@ -117,14 +117,14 @@ PassTimes OurPass(const moe::Tokenizer& tokenizer,
   PassTimes t;
   std::vector<std::vector<int32_t>> ids;
   ids.reserve(documents.size());
-  auto start = moe::Clock::now();
+  auto start = moe::bench::Clock::now();
   for (const std::string& d : documents) {
     absl::StatusOr<std::vector<int32_t>> encoded = tokenizer.Encode(d, false);
     if (!encoded.ok()) Die(encoded.status().ToString());
     ids.push_back(*std::move(encoded));
   }
   t.encode_seconds = moe::bench::SecondsSince(start);
-  start = moe::Clock::now();
+  start = moe::bench::Clock::now();
   size_t chars = 0;
   for (const std::vector<int32_t>& list : ids) {
     absl::StatusOr<std::string> text = tokenizer.Decode(list, false);

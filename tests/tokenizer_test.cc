@@ -6,10 +6,13 @@
 // Equal ids and equal decoded text on every case; streaming decode gives
 // whole characters whose concatenation is the full decode. Also: errors for
 // bad input and bad files, and the SentencePiece (tokenizer.model) path.
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -312,50 +315,260 @@ TEST(TokenizerFileTest, SmallByteLevelTokenizerRoundTrips) {
   EXPECT_EQ(*ids, (std::vector<int32_t>{2, 2}));
 }
 
-// tokenizer.model: a SentencePiece model trained here with Debian's
-// spm_train, read through libsentencepiece; ids equal spm_encode's.
-TEST(SentencePieceModelTest, EncodesLikeSpmEncodeAndRoundTrips) {
-  if (std::system("command -v spm_train >/dev/null 2>&1") != 0 ||
-      std::system("command -v spm_encode >/dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "needs spm_train and spm_encode (Debian package sentencepiece)";
-  }
-  testing::TempDir temp;
+// tokenizer.model: SentencePiece models trained here with Debian's
+// spm_train, read by the native reader (core/text/spm_backend.cc); ids equal
+// spm_encode's and decoded text equals spm_decode's.
+bool HaveSpmTools() {
+  return std::system("command -v spm_train >/dev/null 2>&1") == 0 &&
+         std::system("command -v spm_encode >/dev/null 2>&1") == 0 &&
+         std::system("command -v spm_decode >/dev/null 2>&1") == 0;
+}
+
+// Trains <dir>/tokenizer.model on a small English/French corpus.
+void TrainSpm(const testing::TempDir& dir, const std::vector<std::string>& flags) {
   {
-    std::ofstream corpus(temp.Join("corpus.txt"));
+    std::ofstream corpus(dir.Join("corpus.txt"));
     for (int i = 0; i < 200; ++i) {
       corpus << "The quick brown fox " << i << " jumps over the lazy dog.\n"
              << "Une phrase en français numéro " << i << ".\n";
     }
   }
-  const testing::ProcessResult trained = testing::RunProcess(
-      {"spm_train", "--input=" + temp.Join("corpus.txt"),
-       "--model_prefix=" + temp.Join("tokenizer"), "--vocab_size=400",
-       "--model_type=bpe", "--byte_fallback=true", "--minloglevel=2"},
-      {}, 300);
+  std::vector<std::string> argv = {
+      "spm_train", "--input=" + dir.Join("corpus.txt"),
+      "--model_prefix=" + dir.Join("tokenizer"), "--vocab_size=400",
+      "--minloglevel=2"};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  const testing::ProcessResult trained = testing::RunProcess(argv, {}, 300);
   ASSERT_EQ(trained.exit_code, 0) << trained.err;
-  absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::Load(temp.path());
-  ASSERT_TRUE(t.ok()) << t.status();
-  const std::string text = "The lazy fox, en français! 🙂";
-  absl::StatusOr<std::vector<int32_t>> ids = (*t)->Encode(text, false);
-  ASSERT_TRUE(ids.ok());
-  std::ofstream(temp.Join("input.txt")) << text << "\n";
-  const testing::ProcessResult encoded = testing::RunProcess(
-      {"spm_encode", "--model=" + temp.Join("tokenizer.model"),
-       "--output_format=id", "--input=" + temp.Join("input.txt")});
-  ASSERT_EQ(encoded.exit_code, 0) << encoded.err;
-  std::string expected;
-  for (size_t i = 0; i < ids->size(); ++i) {
-    expected += absl::StrCat(i ? " " : "", (*ids)[i]);
+}
+
+std::string JoinIds(const std::vector<int32_t>& ids) {
+  std::string out;
+  for (size_t i = 0; i < ids.size(); ++i) absl::StrAppend(&out, i ? " " : "", ids[i]);
+  return out;
+}
+
+// One line each (spm_encode reads lines).
+const std::vector<std::string>& SpmTexts() {
+  static const std::vector<std::string> texts = {
+      "The lazy fox, en français! 🙂",
+      "Hello   world  with   several    spaces",
+      "   leading and trailing spaces   ",
+      " one leading space",
+      "中文字符 and emoji 🙂🎉 日本語",
+      "user <tool> symbol@@here<tool><tool>",
+      "tab\tseparated\tcolumns",
+      "ünïcödé ñ Ω ß",
+      "",
+      " ",
+      "12345 numbers 6789",
+  };
+  return texts;
+}
+
+TEST(SentencePieceModelTest, EncodesLikeSpmEncodeAndDecodesLikeSpmDecode) {
+  if (!HaveSpmTools()) {
+    GTEST_SKIP() << "needs spm_train, spm_encode, spm_decode (Debian package sentencepiece)";
   }
-  EXPECT_EQ(expected + "\n", encoded.out);
-  absl::StatusOr<std::string> decoded = (*t)->Decode(*ids, false);
-  ASSERT_TRUE(decoded.ok());
-  EXPECT_EQ(*decoded, text);
-  // Without a tokenizer_config.json, BOS comes first.
-  absl::StatusOr<std::vector<int32_t>> with_bos = (*t)->Encode(text, true);
-  ASSERT_TRUE(with_bos.ok());
-  ASSERT_TRUE((*t)->special_tokens().bos_id.has_value());
-  EXPECT_EQ(with_bos->front(), *(*t)->special_tokens().bos_id);
+  struct Config {
+    std::string name;
+    std::vector<std::string> flags;
+    bool round_trips;  // Decode(Encode(x)) == x
+  };
+  const std::vector<Config> configs = {
+      {"identity, byte fallback",
+       {"--model_type=bpe", "--normalization_rule_name=identity", "--byte_fallback=true"},
+       false},
+      {"Llama-like: identity, byte fallback, spaces kept, user-defined symbols",
+       {"--model_type=bpe", "--normalization_rule_name=identity", "--byte_fallback=true",
+        "--remove_extra_whitespaces=false", "--user_defined_symbols=<tool>,@@"},
+       true},
+      {"identity, no byte fallback (unknown pieces)",
+       {"--model_type=bpe", "--normalization_rule_name=identity"}, false},
+      {"identity, no dummy prefix, whitespace as suffix",
+       {"--model_type=bpe", "--normalization_rule_name=identity", "--byte_fallback=true",
+        "--add_dummy_prefix=false", "--treat_whitespace_as_suffix=true"},
+       false},
+  };
+  for (const Config& config : configs) {
+    SCOPED_TRACE(config.name);
+    testing::TempDir temp;
+    ASSERT_NO_FATAL_FAILURE(TrainSpm(temp, config.flags));
+    absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::Load(temp.path());
+    ASSERT_TRUE(t.ok()) << t.status();
+    const Tokenizer& tok = **t;
+
+    // Encode: every text against spm_encode, one line each.
+    std::string input, expected_ids;
+    std::vector<std::vector<int32_t>> all_ids;
+    for (const std::string& text : SpmTexts()) {
+      absl::StatusOr<std::vector<int32_t>> ids = tok.Encode(text, false);
+      ASSERT_TRUE(ids.ok()) << text;
+      for (int32_t id : *ids) ASSERT_TRUE(id >= 0 && id < tok.vocab_size());
+      absl::StrAppend(&input, text, "\n");
+      absl::StrAppend(&expected_ids, JoinIds(*ids), "\n");
+      all_ids.push_back(*ids);
+    }
+    testing::WriteFileOrDie(temp.Join("input.txt"), input);
+    const testing::ProcessResult encoded = testing::RunProcess(
+        {"spm_encode", "--model=" + temp.Join("tokenizer.model"), "--output_format=id",
+         "--input=" + temp.Join("input.txt")});
+    ASSERT_EQ(encoded.exit_code, 0) << encoded.err;
+    EXPECT_EQ(encoded.out, expected_ids);
+
+    // Decode: the texts' ids plus hand-made sequences (control pieces, the
+    // unknown piece, byte pieces forming invalid UTF-8, a newline byte).
+    const int32_t unk = *tok.TokenToId("<unk>");
+    const int32_t bos = *tok.TokenToId("<s>");
+    const int32_t eos = *tok.TokenToId("</s>");
+    std::vector<int32_t> fox = *tok.Encode("fox", false);
+    std::vector<std::vector<int32_t>> decode_cases = all_ids;
+    decode_cases.push_back({bos, unk, unk, eos});
+    decode_cases.push_back({unk});
+    decode_cases.insert(decode_cases.end(), {fox, {bos}, {eos, bos}});
+    if (std::optional<int32_t> space = tok.TokenToId("\xE2\x96\x81"); space.has_value()) {
+      decode_cases.push_back({*space, *space});
+      std::vector<int32_t> spaced = {*space};
+      spaced.insert(spaced.end(), fox.begin(), fox.end());
+      decode_cases.push_back(spaced);
+    }
+    if (std::optional<int32_t> nl = tok.TokenToId("<0x0A>"); nl.has_value()) {
+      std::vector<int32_t> ids = {bos};
+      ids.insert(ids.end(), fox.begin(), fox.end());
+      ids.push_back(*nl);
+      ids.insert(ids.end(), fox.begin(), fox.end());
+      decode_cases.push_back(ids);
+      const int32_t e4 = *tok.TokenToId("<0xE4>"), b8 = *tok.TokenToId("<0xB8>");
+      const int32_t ff = *tok.TokenToId("<0xFF>"), c0 = *tok.TokenToId("<0xC0>");
+      const int32_t x41 = *tok.TokenToId("<0x41>");
+      decode_cases.push_back({e4, b8});                   // truncated 中
+      decode_cases.push_back({e4, b8, 0 + x41, ff, c0, x41});
+      decode_cases.push_back({ff});
+      decode_cases.push_back({e4, fox.front(), b8});
+      // Encode "a\nb": the newline is not in the vocabulary.
+      absl::StatusOr<std::vector<int32_t>> multi = tok.Encode("fox\nfox", false);
+      ASSERT_TRUE(multi.ok());
+      EXPECT_NE(std::find(multi->begin(), multi->end(), *nl), multi->end());
+      EXPECT_EQ(*tok.Decode(*multi, false), "fox\nfox");
+    }
+    std::string id_lines, expected_text;
+    for (const std::vector<int32_t>& ids : decode_cases) {
+      absl::StatusOr<std::string> decoded = tok.Decode(ids, false);
+      ASSERT_TRUE(decoded.ok()) << JoinIds(ids);
+      absl::StrAppend(&id_lines, JoinIds(ids), "\n");
+      absl::StrAppend(&expected_text, *decoded, "\n");
+    }
+    testing::WriteFileOrDie(temp.Join("ids.txt"), id_lines);
+    const testing::ProcessResult decoded = testing::RunProcess(
+        {"spm_decode", "--model=" + temp.Join("tokenizer.model"), "--input_format=id",
+         "--input=" + temp.Join("ids.txt")});
+    ASSERT_EQ(decoded.exit_code, 0) << decoded.err;
+    EXPECT_EQ(decoded.out, expected_text);
+
+    if (config.round_trips) {
+      for (size_t i = 0; i < SpmTexts().size(); ++i) {
+        EXPECT_EQ(*tok.Decode(all_ids[i], false), SpmTexts()[i]);
+      }
+    }
+    // Without a tokenizer_config.json, BOS comes first.
+    absl::StatusOr<std::vector<int32_t>> with_bos = tok.Encode("fox", true);
+    ASSERT_TRUE(with_bos.ok());
+    ASSERT_TRUE(tok.special_tokens().bos_id.has_value());
+    EXPECT_EQ(with_bos->front(), *tok.special_tokens().bos_id);
+    EXPECT_EQ(*tok.special_tokens().bos_id, bos);
+    EXPECT_TRUE(tok.IsSpecial(bos));
+    EXPECT_TRUE(tok.IsSpecial(unk));
+    EXPECT_FALSE(tok.TokenToId("no such piece").has_value());
+    EXPECT_FALSE(tok.Decode({tok.vocab_size()}, false).ok());
+  }
+}
+
+// The status of loading `bytes` as <dir>/tokenizer.model.
+absl::Status SpmLoadStatus(const std::string& bytes) {
+  testing::TempDir temp;
+  testing::WriteFileOrDie(temp.Join("tokenizer.model"), bytes);
+  return Tokenizer::Load(temp.path()).status();
+}
+
+TEST(SentencePieceModelTest, RefusesBadAndUnsupportedModelFiles) {
+  // Hand-made ModelProto bytes.
+  const std::string bad_type("\x0A\x05\x0A\x01" "a" "\x18\x09", 7);
+  const std::string group("\x0B\x0C", 2);
+  const std::string no_unk = std::string("\x0A\x03\x0A\x01" "a", 5) +
+                             std::string("\x12\x02\x18\x02", 4);
+  const std::string long_piece("\x0A\x10\x0A\x01" "a", 5);
+  const std::string bad_varint("\x30\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\x01", 12);
+  struct Case {
+    std::string bytes;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"", "empty file"},
+      {bad_type, "pieces[0].type 9 is not a SentencePiece type"},
+      {group, "wire type 3"},
+      {no_unk, "no piece has type UNKNOWN"},
+      {long_piece, "pieces[0]: truncated at byte 2"},
+      {bad_varint, "bad or truncated varint"},
+  };
+  for (const Case& c : cases) {
+    const absl::Status status = SpmLoadStatus(c.bytes);
+    EXPECT_FALSE(status.ok()) << c.message;
+    EXPECT_THAT(std::string(status.message()), HasSubstr(c.message));
+    EXPECT_THAT(status.message(), HasSubstr("tokenizer.model"));
+  }
+  // Random bytes: refused, never a crash.
+  uint64_t state = 12345;
+  for (int i = 0; i < 200; ++i) {
+    std::string bytes(1 + i * 7 % 300, '\0');
+    for (char& c : bytes) {
+      state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+      c = static_cast<char>(state >> 56);
+    }
+    EXPECT_FALSE(SpmLoadStatus(bytes).ok()) << i;
+  }
+  if (!HaveSpmTools()) {
+    GTEST_SKIP() << "needs spm_train (Debian package sentencepiece)";
+  }
+  testing::TempDir bpe;
+  ASSERT_NO_FATAL_FAILURE(TrainSpm(bpe, {"--model_type=bpe", "--byte_fallback=true",
+                                         "--normalization_rule_name=identity"}));
+  const std::string model = testing::ReadFileOrDie(bpe.Join("tokenizer.model"));
+  ASSERT_TRUE(SpmLoadStatus(model).ok());
+  // Truncated: every prefix loads or is refused without crashing; the
+  // middle of the pieces is refused as truncated.
+  for (size_t size = 1; size < model.size(); size += 37) {
+    (void)SpmLoadStatus(model.substr(0, size));
+  }
+  EXPECT_THAT(SpmLoadStatus(model.substr(0, model.size() / 2)).message(),
+              HasSubstr("truncated"));
+  EXPECT_THAT(SpmLoadStatus(model.substr(0, model.size() - 1)).message(),
+              HasSubstr("truncated"));
+  // Bytes flipped in a real model: refused or loaded, never a crash.
+  for (size_t at = 0; at < model.size(); at += 101) {
+    std::string flipped = model;
+    flipped[at] = static_cast<char>(flipped[at] ^ 0x5A);
+    absl::StatusOr<std::unique_ptr<Tokenizer>> t = [&] {
+      testing::TempDir temp;
+      testing::WriteFileOrDie(temp.Join("tokenizer.model"), flipped);
+      return Tokenizer::Load(temp.path());
+    }();
+    if (!t.ok()) continue;
+    absl::StatusOr<std::vector<int32_t>> ids = (*t)->Encode("The fox 🙂 <s>", false);
+    ASSERT_TRUE(ids.ok());
+    for (int32_t id : *ids) EXPECT_TRUE(id >= 0 && id < (*t)->vocab_size());
+    (void)(*t)->Decode(*ids, false);
+  }
+
+  testing::TempDir unigram;
+  ASSERT_NO_FATAL_FAILURE(TrainSpm(unigram, {"--model_type=unigram", "--vocab_size=200"}));
+  EXPECT_THAT(SpmLoadStatus(testing::ReadFileOrDie(unigram.Join("tokenizer.model")))
+                  .message(),
+              HasSubstr("trainer_spec.model_type is UNIGRAM"));
+  testing::TempDir nfkc;
+  ASSERT_NO_FATAL_FAILURE(TrainSpm(nfkc, {"--model_type=bpe"}));
+  EXPECT_THAT(
+      SpmLoadStatus(testing::ReadFileOrDie(nfkc.Join("tokenizer.model"))).message(),
+      HasSubstr("normalizer_spec.name \"nmt_nfkc\""));
 }
 
 }  // namespace

@@ -13,7 +13,7 @@ set_tests_properties(text_node_packages PROPERTIES
   FIXTURES_SETUP moe_text_node TIMEOUT 300 SKIP_RETURN_CODE 77)
 
 # tokenizer_test: Llama-2, Qwen3 and DeepSeek-V3 tokenizer.json files against
-# @huggingface/tokenizers; tokenizer.model through libsentencepiece against
+# @huggingface/tokenizers; tokenizer.model (our native reader) against
 # Debian's spm_encode; bad files and bad input.
 moe_test(tokenizer_test tokenizer_test.cc
   PROPERTIES FIXTURES_REQUIRED moe_text_node

@@ -14,8 +14,8 @@ packages=(
   prometheus-cpp-dev   # /metrics on every server (registry, exposer)
   libpcre2-dev         # tokenizer.json pre-tokenizer regexes (Unicode classes)
   libutf8proc-dev      # NFC/NFKC normalizers of tokenizers
-  libsentencepiece-dev # checkpoints that ship only tokenizer.model
-  sentencepiece        # spm_train/spm_encode: the tokenizer.model test's reference
+  sentencepiece        # spm_train/spm_encode/spm_decode: the independent
+                       # reference of the tokenizer.model reader's tests
   libboost-dev         # Boost.Beast: the gateway's OpenAI-compatible HTTP API
   libssl-dev openssl   # TLS files checked at start-up; test certificates
   prometheus           # the real Prometheus server and promtool, for the

@@ -9,14 +9,17 @@
 // we serve use (Mixtral/Mistral, Llama, Qwen2/Qwen3, OLMoE, DeepSeek-V2/V3):
 // text, {{ }} / {% %} / {# #} with whitespace control (-) and HF's
 // trim_blocks + lstrip_blocks; if/elif/else, for (with loop.index,
-// loop.index0, loop.first, loop.last, loop.length, else), set (including
-// namespace() attribute assignment), macro/call-free expressions; literals,
+// loop.index0, loop.first, loop.last, loop.length, `if` filter, else,
+// break/continue), set (including namespace() attribute assignment), macros
+// (defaults, keyword arguments; no {% call %}); literals,
 // lists, dicts, attribute and subscript access, slices, arithmetic, ~,
 // comparisons, and/or/not, in / not in, is [not] defined/none/string/...,
 // inline if-else, filters (trim, length, upper, lower, tojson, default,
 // first, last, join, replace, ...) and string methods (strip, startswith,
 // split, ...), raise_exception(). Anything else is refused by Parse with an
-// error naming the construct and its line:column.
+// error naming the construct and its line:column. Rendering is bounded
+// (nesting depth, steps, output size), so a hostile template fails with an
+// error instead of running away.
 //
 // A ChatTemplate is immutable and cheap to copy; Render may be called from
 // many threads at once.

@@ -21,7 +21,7 @@ namespace moe::jinja {
 
 struct RenderLimits {
   int max_depth = 200;               // nested expressions, statements, macro calls
-  int64_t max_steps = 5'000'000;     // expressions + statements + loop iterations
+  int64_t max_steps = 1'000'000;     // expressions + statements + loop iterations
   int64_t max_bytes = 64ll << 20;    // strings, lists and output built
 };
 

@@ -716,6 +716,10 @@ class Parser {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Program>> ParseTemplate(absl::string_view source) {
+  // Jinja's keep_trailing_newline=False (transformers' setting): one
+  // trailing newline of the source is dropped.
+  if (!source.empty() && source.back() == '\n') source.remove_suffix(1);
+  if (!source.empty() && source.back() == '\r') source.remove_suffix(1);
   ASSIGN_OR_RETURN(std::vector<Token> tokens, Lex(source));
   return Parser(std::move(tokens)).Run();
 }

@@ -15,11 +15,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     if (std::optional<size_t> bad = FirstInvalidUtf8(text)) {
       return absl::InvalidArgumentError(absl::StrCat("invalid UTF-8 at byte ", *bad));
     }
-    std::vector<int> pieces;
-    std::string error;
-    if (!processor_->Encode(std::string(text), &pieces, &error)) {
-      return absl::InternalError(error);
-    }
+    const std::vector<int> pieces = processor_->Encode(text);
     std::vector<int32_t> ids(pieces.begin(), pieces.end());
     if (add_special_tokens && config_.special.add_bos_token) {
       ids.insert(ids.begin(), *config_.special.bos_id);
@@ -41,13 +37,13 @@ class SentencePieceTokenizer final : public Tokenizer {
       if (skip_special_tokens && IsSpecial(ids[i])) continue;
       pieces.push_back(ids[i]);
     }
-    std::string text, error;
-    if (!processor_->Decode(pieces, &text, &error)) return absl::InternalError(error);
-    return LossyUtf8(text);
+    absl::StatusOr<std::string> text = processor_->Decode(pieces);
+    if (!text.ok()) return text.status();
+    return LossyUtf8(*text);
   }
   int32_t vocab_size() const override { return processor_->size(); }
   std::optional<int32_t> TokenToId(absl::string_view token) const override {
-    const int id = processor_->PieceToId(std::string(token));
+    const int id = processor_->PieceToId(token);
     if (id == processor_->unk_id() && processor_->IdToPiece(id) != token) {
       return std::nullopt;
     }
@@ -75,12 +71,9 @@ class SentencePieceTokenizer final : public Tokenizer {
 absl::StatusOr<std::unique_ptr<Tokenizer>> MakeSentencePieceTokenizer(
     const std::string& model_path, const nlohmann::json& config) {
   auto t = std::make_unique<SentencePieceTokenizer>();
-  std::string error;
-  t->processor_ = SpmBackend::Load(model_path, &error);
-  if (t->processor_ == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(model_path, ": not a SentencePiece model (", error, ")"));
-  }
+  absl::StatusOr<std::unique_ptr<SpmBackend>> processor = SpmBackend::Load(model_path);
+  if (!processor.ok()) return processor.status();  // names model_path
+  t->processor_ = *std::move(processor);
   SentencePieceTokenizer* raw = t.get();
   absl::StatusOr<TokenizerConfig> parsed = ParseTokenizerConfig(
       config, [raw](const std::string& s) { return raw->TokenToId(s); });

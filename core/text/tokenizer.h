@@ -9,7 +9,8 @@
 //     byte fallback (Llama, Mistral/Mixtral), with the normalizer,
 //     pre-tokenizer, post-processor, added tokens and decoder the file
 //     declares;
-//   - else tokenizer.model (SentencePiece, through libsentencepiece);
+//   - else tokenizer.model (SentencePiece BPE models, read natively:
+//     core/text/spm_backend.h);
 //   - tokenizer_config.json when present: bos/eos/pad tokens, add_bos_token,
 //     add_eos_token, chat_template.
 // Anything the file declares that is not supported is refused with an error

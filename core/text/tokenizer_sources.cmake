@@ -4,4 +4,5 @@
 list(APPEND MOE_TEXT_SOURCES
   tokenizer.cc hf_tokenizer.cc tokenizer_config.cc bpe_model.cc
   normalizers.cc pre_tokenizers.cc decoders.cc sentencepiece_tokenizer.cc spm_backend.cc
+  spm_model.cc
   regex.cc utf8.cc)

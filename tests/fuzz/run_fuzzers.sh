@@ -26,6 +26,7 @@ max_len() {
   case "$1" in
     expert_request|router_request|kv_transfer) echo 16384 ;;
     generate_request|prefill_request) echo 2048 ;;
+    chat_template) echo 8192 ;;
     *) echo 4096 ;;
   esac
 }
