@@ -148,7 +148,7 @@ TEST_F(TextE2eTest, ChatMessagesAreTheTemplateRendering) {
   const StreamResult refused = RunGenerate(cluster_->gateway(), bad);
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(refused.status.error_message(),
-              HasSubstr("Conversation roles must alternate"));
+              HasSubstr("roles must alternate user/assistant"));
 }
 
 TEST_F(TextE2eTest, MoeCliPrintsTheSameTextAndIds) {
@@ -198,10 +198,6 @@ TEST_F(TextE2eTest, BadTextRequestsNameTheField) {
     cases.push_back({"prompt and ids", r, "exactly one may be set"});
   }
   {
-    v1::GenerateRequest r = TextRequest("bad \xff byte", 4);
-    cases.push_back({"invalid UTF-8", r, "prompt: "});
-  }
-  {
     v1::GenerateRequest r = TextRequest("", 4);
     v1::ChatMessage* m = r.add_messages();
     m->set_role("robot");
@@ -219,6 +215,13 @@ TEST_F(TextE2eTest, BadTextRequestsNameTheField) {
         << result.status.error_message();
     EXPECT_THAT(result.status.error_message(), HasSubstr(c.message));
   }
+  // proto3 strings are UTF-8: a prompt that is not cannot cross gRPC (the
+  // client or the server's parser refuses it; tokenizer_test and the HTTP
+  // API's tests check the tokenizer's own refusal naming the byte). The
+  // call fails and the gateway goes on serving.
+  const StreamResult not_utf8 =
+      RunGenerate(cluster_->gateway(), TextRequest("bad \xff byte", 4));
+  EXPECT_FALSE(not_utf8.status.ok());
   const StreamResult next = RunGenerate(cluster_->gateway(), TextRequest("ok", 4));
   EXPECT_TRUE(next.status.ok()) << next.status.error_message();
   EXPECT_EQ(next.tokens.size(), 4u);
