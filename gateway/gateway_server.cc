@@ -123,6 +123,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Start(
       http.tls_key_pem = tls.private_key;
     }
     if (http.model_name.empty()) http.model_name = ModelName(options.model_dir);
+    if (http.model_dir.empty()) http.model_dir = options.model_dir;
     ASSIGN_OR_RETURN(server->http_,
                      OpenAiHttpServer::Start(
                          http, server->server_->InProcessChannel(

@@ -298,7 +298,7 @@ TEST_F(OpenAiE2eTest, CurlSeesServerSentEventsInOrder) {
 }
 
 TEST_F(OpenAiE2eTest, HttpGrpcAndMoeGenerateGiveIdenticalTokens) {
-  const std::vector<int32_t> prompt = {1, 450, 7483, 310, 3444, 338};
+  const std::vector<int32_t> prompt = {1, 450, 3483, 310, 3444, 338};
   const json body = {{"prompt", prompt},       {"max_tokens", 20},
                      {"temperature", 0},       {"ignore_eos", true},
                      {"return_token_ids", true}};

@@ -204,14 +204,18 @@ class TokenStreamWriter : public grpc::ServerWriteReactor<Response> {
       this->StartWrite(&in_flight_);
       return;
     }
-    if (closing && close_status_->ok()) {
+    if (closing && close_status_->ok() && !last_written_) {
+      // The last response is written on its own and the call finished once
+      // it is done (OnWriteDone), not with StartWriteAndFinish: gRPC's
+      // in-process transport (the gateway's OpenAI HTTP API calls the
+      // gateway through it) can drop a message sent together with the
+      // status, and the client would miss the finish reason and usage.
       in_flight_.Swap(&pending_);
       pending_.Clear();
       internal::TokenBody(&in_flight_)->set_request_id(request_id_);
       writing_ = true;
-      finished_ = true;
-      this->StartWriteAndFinish(&in_flight_, grpc::WriteOptions(),
-                                grpc::Status::OK);
+      last_written_ = true;
+      this->StartWrite(&in_flight_);
       return;
     }
     if (HasPendingLocked()) {
@@ -236,6 +240,7 @@ class TokenStreamWriter : public grpc::ServerWriteReactor<Response> {
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;     // a write failed
   bool finished_ ABSL_GUARDED_BY(mu_) = false;   // Finish was started
+  bool last_written_ ABSL_GUARDED_BY(mu_) = false;  // the OK close's response
   std::optional<grpc::Status> close_status_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void()> on_cancel_ ABSL_GUARDED_BY(mu_);
