@@ -88,6 +88,7 @@ target_compile_definitions(observability_e2e_test PRIVATE
 # Health while starting and SIGTERM drain of the real server processes.
 moe_test(server_lifecycle_test server_lifecycle_test.cc launched_cluster.cc)
 target_link_libraries(server_lifecycle_test PRIVATE moe_process_test_util
+  moe_reliability_test_util
   moe_cluster_checks moe_rpc absl::strings)
 add_dependencies(server_lifecycle_test moe-cluster expert_server router
   attention_server gateway)

@@ -6,6 +6,7 @@
 //     process exits 0.
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "tests/generate_client.h"
 #include "tests/launched_cluster.h"
 #include "tests/process_util.h"
+#include "tests/reliability_util.h"
 #include "tests/test_util.h"
 
 namespace moe {
@@ -96,22 +98,44 @@ TEST(ServerLifecycleTest, NotServingWhileWaitingForPeersThenServing) {
 }
 
 TEST(ServerLifecycleTest, SigtermDrainsTheGateway) {
+  // The gateway may drain for as long as the stream takes (an hour): the
+  // test waits on the stream's end, never on how fast this machine decodes.
+  testing::TempDir dir;
+  const std::string topology = dir.Join("topology.json");
+  std::ofstream(topology) << R"({
+    "expert_servers": [{"name": "expert-0", "experts": "all"}],
+    "attention_servers": 1,
+    "gateway": {"drain_seconds": 3600}
+  })";
   std::unique_ptr<LaunchedCluster> cluster = LaunchedCluster::Start(
-      "deploy/local/one-expert-server.json", testing::FixtureDir("tiny-mixtral"));
+      topology, testing::FixtureDir("tiny-mixtral"));
   ASSERT_NE(cluster, nullptr);
   const std::string gateway = cluster->address("gateway");
   const pid_t gateway_pid = cluster->pid("gateway");
   ASSERT_GT(gateway_pid, 0);
+  const std::string metrics = cluster->metrics_url("gateway");
+  ASSERT_FALSE(metrics.empty());
 
-  // A long stream, read by this thread; SIGTERM once it has started.
+  // A long stream, read by this thread; SIGTERM once the gateway has
+  // admitted it (its in-flight gauge says so).
   constexpr int kTokens = 3000;
   testing::StreamResult long_stream;
+  std::atomic<bool> stream_ended{false};
   std::thread reader([&] {
     long_stream = testing::RunGenerate(
         cluster->gateway(), testing::GreedyRequest({1, 15, 27, 300}, kTokens));
+    stream_ended = true;
   });
-  // Started: the gateway counts it as in flight once it has an upstream.
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  bool admitted = false;
+  while (!admitted && !stream_ended) {
+    admitted = testing::GatewayInFlight(metrics) >= 1;
+    if (!admitted) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (!admitted) {
+    reader.join();
+    FAIL() << "the stream ended before the gateway counted it in flight: "
+           << long_stream.status.error_message();
+  }
   ASSERT_EQ(kill(gateway_pid, SIGTERM), 0);
 
   // Draining: health NOT_SERVING and new calls refused, while the stream

@@ -91,6 +91,8 @@ TEST(TopologyErrorsTest, OutOfRangeValuesAreErrors) {
               HasSubstr("gateway.max_in_flight: must be an integer in [1, "));
   EXPECT_THAT(Error(With(ok + R"(, "gateway": {"max_in_flight": 2.5})")),
               HasSubstr("gateway.max_in_flight: must be an integer"));
+  EXPECT_THAT(Error(With(ok + R"(, "gateway": {"drain_seconds": -1})")),
+              HasSubstr("gateway.drain_seconds: must be a finite number >= 0"));
   EXPECT_THAT(
       Error(With(ok + R"(, "router": {"per_server_token_cap": -1})")),
       HasSubstr("router.per_server_token_cap: must be an integer in [0, "));

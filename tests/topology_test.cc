@@ -177,7 +177,7 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
               "attention_servers": [{"kv_cache_mb": 128, "max_running": 8,
                                      "prefill_chunk_tokens": 64, "threads": 1},
                                     {"name": "att-b", "role": "both"}],
-              "gateway": {"max_in_flight": 16})"),
+              "gateway": {"max_in_flight": 16, "drain_seconds": 90})"),
                       "tiny-mixtral");
   ASSERT_TRUE(plan.ok()) << plan.status();
   std::vector<ServerLaunch> launches = PlanLaunches(*plan, "/models/m");
@@ -208,10 +208,11 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
   EXPECT_EQ(launches[5].name, "gateway");
   EXPECT_EQ(launches[5].stage, Stage::kGateway);
   EXPECT_THAT(launches[5].args,
-              ElementsAre("--model=/models/m", "--max_in_flight=16"));
+              ElementsAre("--model=/models/m", "--max_in_flight=16",
+                          "--drain_seconds=90"));
   EXPECT_THAT(WithDependencies(launches[5], {{"a:1", "both"}, {"b:2", "both"}}),
               ElementsAre("--model=/models/m", "--max_in_flight=16",
-                          "--attention_servers=a:1,b:2"));
+                          "--drain_seconds=90", "--attention_servers=a:1,b:2"));
 
   absl::StatusOr<ClusterPlan> bare = ParseAndResolve(
       With(R"("expert_servers": 1, "attention_servers": 1)"), "tiny-mixtral");

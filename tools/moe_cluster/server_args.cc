@@ -107,6 +107,7 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     l.stage = Stage::kGateway;
     l.args = {model};
     AddIfSet(l.args, "max_in_flight", plan.gateway.max_in_flight);
+    AddIfSet(l.args, "drain_seconds", plan.gateway.drain_seconds);
     if (!plan.security.auth_token_file.empty()) {
       l.args.push_back(
           absl::StrCat("--auth_token_file=", plan.security.auth_token_file));

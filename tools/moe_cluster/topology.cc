@@ -270,9 +270,12 @@ absl::StatusOr<GatewayTopology> ParseGateway(const Json& root) {
   GatewayTopology gateway;
   auto it = root.find("gateway");
   if (it == root.end()) return gateway;
-  RETURN_IF_ERROR(CheckObject(*it, "gateway", {"max_in_flight"}));
+  RETURN_IF_ERROR(
+      CheckObject(*it, "gateway", {"max_in_flight", "drain_seconds"}));
   ASSIGN_OR_RETURN(gateway.max_in_flight,
                    OptionalInt(*it, "gateway", "max_in_flight", 1, kMaxTokens));
+  ASSIGN_OR_RETURN(gateway.drain_seconds,
+                   OptionalNumber(*it, "gateway", "drain_seconds", 0, false));
   return gateway;
 }
 

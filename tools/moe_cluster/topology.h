@@ -65,8 +65,10 @@
 //     },
 //
 //     "gateway": {                // each key maps to the gateway flag
-//       "max_in_flight": 1024     // Generate calls at once, 1..2^24; more
+//       "max_in_flight": 1024,    // Generate calls at once, 1..2^24; more
 //                                 // get RESOURCE_EXHAUSTED with a retry hint
+//       "drain_seconds": 30       // on SIGTERM, the longest wait for the
+//                                 // streams in flight to finish (>= 0)
 //     },
 //
 //     "security": {               // TLS and the public API's token; paths
@@ -132,6 +134,7 @@ struct AttentionServerTopology {
 
 struct GatewayTopology {
   std::optional<int> max_in_flight;
+  std::optional<double> drain_seconds;
 };
 
 // "data_plane": with kNccl the router gets --data_plane=nccl
