@@ -22,3 +22,11 @@ target_link_libraries(tokenizer_test PRIVATE moe_text moe_process_test_util
   absl::strings)
 target_compile_definitions(tokenizer_test PRIVATE
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+
+# tokenizer_subset_test: moe-mkmodel's cut of a real tokenizer to a small
+# model's vocabulary.
+moe_test(tokenizer_subset_test tokenizer_subset_test.cc
+  ${CMAKE_SOURCE_DIR}/tools/moe_mkmodel/tokenizer_subset.cc
+  PROPERTIES FIXTURES_REQUIRED moe_text_node
+  ENVIRONMENT "MOE_TEXT_NODE_DIR=${CMAKE_BINARY_DIR}/text-node")
+target_link_libraries(tokenizer_subset_test PRIVATE moe_text absl::strings)

@@ -1,6 +1,7 @@
 // Tokenizer::Load (which files, in which order) and StreamingDetokenizer.
 #include "core/text/tokenizer.h"
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -95,8 +96,24 @@ StreamingDetokenizer::StreamingDetokenizer(const Tokenizer& tokenizer,
   prefix_offset_ = ids_.size() > kContext ? ids_.size() - kContext : 0;
 }
 
+namespace {
+
+// A byte-fallback token ("<0x9C>"). A run of them decodes as a whole: when
+// the run is not valid UTF-8, every byte of it becomes U+FFFD (Hugging
+// Face's ByteFallback decoder), so a later byte can change how the earlier
+// ones decode ("<0x64>" is "d" alone, "\uFFFD\uFFFD" followed by "<0x9C>").
+bool IsByteToken(const std::string& token) {
+  return token.size() == 6 && token[0] == '<' && token[1] == '0' &&
+         token[2] == 'x' && token[5] == '>' && std::isxdigit(token[3]) &&
+         std::isxdigit(token[4]);
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> StreamingDetokenizer::Push(int32_t id) {
   ids_.push_back(id);
+  // Nothing of an unfinished byte run is final yet.
+  if (IsByteToken(tokenizer_.IdToToken(id))) return std::string();
   const absl::Span<const int32_t> all(ids_);
   absl::StatusOr<std::string> prefix = tokenizer_.Decode(
       all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_tokens_);
@@ -127,7 +144,9 @@ absl::StatusOr<std::string> StreamingDetokenizer::Finish() {
   if (!text.ok()) return text.status();
   read_offset_ = ids_.size();
   if (text->size() <= prefix->size()) return std::string();
-  return text->substr(prefix->size());
+  // Whole characters even if the window decoded differently from what was
+  // already sent (the text goes into proto3 strings, which must be UTF-8).
+  return text::LossyUtf8(text->substr(prefix->size()));
 }
 
 }  // namespace moe

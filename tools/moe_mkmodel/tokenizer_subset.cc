@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -72,6 +73,101 @@ bool UsesByteLevel(const json& node) {
     }
   }
   return false;
+}
+
+using MergePair = std::pair<std::string, std::string>;
+
+// A merge entry, "a b" or ["a", "b"].
+absl::StatusOr<MergePair> ParseMerge(const json& merge, const std::string& where) {
+  if (merge.is_string()) {
+    const std::string m = merge.get<std::string>();
+    const size_t space = m.find(' ');
+    if (space != std::string::npos) {
+      return MergePair(m.substr(0, space), m.substr(space + 1));
+    }
+  } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() &&
+             merge[1].is_string()) {
+    return MergePair(merge[0].get<std::string>(), merge[1].get<std::string>());
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, ": model.merges entries must be \"a b\" or [a, b]"));
+}
+
+// Number of UTF-8 characters of `s`.
+size_t CodePoints(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+// First code point of `s` (s is one UTF-8 character).
+uint32_t FirstCodePoint(const std::string& s) {
+  const unsigned char c = s[0];
+  if (c < 0x80 || s.size() < 2) return c;
+  if ((c >> 5) == 0x6) return ((c & 0x1F) << 6) | (s[1] & 0x3F);
+  if ((c >> 4) == 0xE && s.size() >= 3) {
+    return ((c & 0x0F) << 12) | ((s[1] & 0x3F) << 6) | (s[2] & 0x3F);
+  }
+  return 0x10000;  // past the scripts kept as single characters
+}
+
+// The `top` vocabulary entries a small model keeps, with their new ids:
+//  1. every entry up to the last byte token (<unk>, <s>, </s> and
+//     <0x00>..<0xFF> of a byte-fallback vocabulary; the 256 byte symbols of
+//     a byte-level one) keeps its id;
+//  2. then the single characters of Latin scripts (and the SentencePiece
+//     space "▁"), so that the merges below have their parts;
+//  3. then the results of the merges, in merge order (their priority),
+//     whose two parts are kept, until `top` entries.
+// Every kept token is thus reachable by the kept merges, and the cut
+// tokenizer encodes words into word pieces instead of falling back to
+// bytes. A plain cut by id would not: SentencePiece-converted vocabularies
+// (Llama, Mistral) list their single characters last.
+absl::StatusOr<json> SelectVocabulary(const json& tokenizer, int32_t top,
+                                      const std::string& where) {
+  const json& source = tokenizer["model"]["vocab"];
+  std::vector<std::pair<int64_t, std::string>> by_id;
+  by_id.reserve(source.size());
+  for (auto& [token, id] : source.items()) {
+    if (!id.is_number_integer()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": model.vocab[\"", token, "\"] is not an integer"));
+    }
+    by_id.emplace_back(id.get<int64_t>(), token);
+  }
+  std::sort(by_id.begin(), by_id.end());
+  int64_t base_end = 0;  // ids below it keep their place
+  if (tokenizer["model"].value("byte_fallback", false)) {
+    for (const auto& [id, token] : by_id) {
+      if (token.size() == 6 && token.rfind("<0x", 0) == 0) base_end = id + 1;
+    }
+  } else if (UsesByteLevel(tokenizer)) {
+    base_end = 256;
+  }
+  json vocab = json::object();
+  int32_t next = 0;
+  auto keep = [&](const std::string& token, int32_t id) {
+    vocab[token] = id;
+    next = std::max(next, id + 1);
+  };
+  for (const auto& [id, token] : by_id) {
+    if (id < base_end && id < top) keep(token, static_cast<int32_t>(id));
+  }
+  for (const auto& [id, token] : by_id) {
+    if (next >= top) break;
+    if (id < base_end || vocab.contains(token) || CodePoints(token) != 1) continue;
+    if (token == "\xE2\x96\x81" || FirstCodePoint(token) < 0x250) keep(token, next);
+  }
+  for (const json& merge : tokenizer["model"]["merges"]) {
+    if (next >= top) break;
+    ASSIGN_OR_RETURN(MergePair pair, ParseMerge(merge, where));
+    const std::string joined = pair.first + pair.second;
+    if (vocab.contains(pair.first) && vocab.contains(pair.second) &&
+        !vocab.contains(joined) && source.contains(joined)) {
+      keep(joined, next);
+    }
+  }
+  return vocab;
 }
 
 // Rewrites the ids of TemplateProcessing's special tokens.
@@ -192,18 +288,10 @@ absl::StatusOr<TokenizerSubset> MakeTokenizerSubset(
         "vocab_size %d is too small for %d special tokens", vocab_size,
         moved.size()));
   }
+  // The vocabulary kept below `top`: see SelectVocabulary.
+  ASSIGN_OR_RETURN(json vocab, SelectVocabulary(tokenizer, top, where));
   absl::flat_hash_map<std::string, int32_t> id_of;
-  json vocab = json::object();
-  for (auto& [token, id] : tokenizer["model"]["vocab"].items()) {
-    if (!id.is_number_integer()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": model.vocab[\"", token, "\"] is not an integer"));
-    }
-    if (id.get<int64_t>() < top) {
-      vocab[token] = id;
-      id_of[token] = id.get<int32_t>();
-    }
-  }
+  for (auto& [token, id] : vocab.items()) id_of[token] = id.get<int32_t>();
   json added_out = json::array();
   for (const json& token : kept_added) {
     added_out.push_back(token);
@@ -233,22 +321,9 @@ absl::StatusOr<TokenizerSubset> MakeTokenizerSubset(
 
   json merges = json::array();
   for (const json& merge : tokenizer["model"]["merges"]) {
-    std::string a, b;
-    if (merge.is_string()) {
-      const std::string m = merge.get<std::string>();
-      const size_t space = m.find(' ');
-      if (space == std::string::npos) continue;
-      a = m.substr(0, space);
-      b = m.substr(space + 1);
-    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() &&
-               merge[1].is_string()) {
-      a = merge[0].get<std::string>();
-      b = merge[1].get<std::string>();
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": model.merges entries must be \"a b\" or [a, b]"));
-    }
-    if (vocab.contains(a) && vocab.contains(b) && vocab.contains(a + b)) {
+    ASSIGN_OR_RETURN(MergePair pair, ParseMerge(merge, where));
+    if (vocab.contains(pair.first) && vocab.contains(pair.second) &&
+        vocab.contains(pair.first + pair.second)) {
       merges.push_back(merge);
     }
   }

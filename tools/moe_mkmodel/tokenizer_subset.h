@@ -3,13 +3,15 @@
 // text pieces and text prompts encode into ids it accepts.
 //
 // Works on tokenizer.json files of model type BPE (byte-level, or
-// SentencePiece-style with byte fallback): the vocabulary keeps its ids
-// below the size; the added tokens that fall outside it (Qwen's
-// <|im_start|>, <|endoftext|>...) are moved to the top ids, replacing the
-// vocabulary entries there; a merge is kept only when both its parts and its
-// result are kept. The byte tokens (the first 256 symbols of a byte-level
-// vocabulary, or <0x00>..<0xFF> with byte fallback) must fit, so that every
-// text still encodes.
+// SentencePiece-style with byte fallback). The cut keeps the entries up to
+// the byte tokens at their ids (the first 256 symbols of a byte-level
+// vocabulary, or <unk>, <s>, </s>, <0x00>..<0xFF> with byte fallback: every
+// text still encodes), then the single Latin characters, then the results
+// of the merges in their priority order whose parts are kept, numbered
+// after them; a merge is kept when both its parts and its result are. The
+// added tokens that fall outside the size (Qwen's <|im_start|>,
+// <|endoftext|>...) and that the config or chat template uses are moved to
+// the top ids.
 #ifndef MOE_TOOLS_MOE_MKMODEL_TOKENIZER_SUBSET_H_
 #define MOE_TOOLS_MOE_MKMODEL_TOKENIZER_SUBSET_H_
 
