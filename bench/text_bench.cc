@@ -246,7 +246,7 @@ void MeasureHttpLatency(std::vector<Row>& rows) {
   for (int r = -1; r < repeats; ++r) {  // run -1 warms both up
     moe::GenerationRequest request;
     // A fresh prompt per pair (no prefix-cache hit for either side).
-    request.prompt = {1, 450, 7483, 310, 3444, 338, 100 + r + 1};
+    request.prompt = {1, 450, 3483, 310, 3444, 338, 100 + r + 1};
     request.max_tokens = tokens;
     const moe::bench::StreamTimes grpc =
         moe::bench::RunStream(cluster->gateway(), request);
