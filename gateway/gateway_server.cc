@@ -142,6 +142,7 @@ void GatewayServer::Shutdown(double grace_seconds) {
   // New calls (HTTP ones too: they are calls on this server) are refused
   // from here; running ones, HTTP streams included, get the grace period.
   service_->StopAccepting();
+  if (http_ != nullptr) http_->StartDraining();
   DrainGrpcServer(*server_, grace_seconds,
                   [this] { return service_->InFlight() == 0; });
   if (http_ != nullptr) http_->Shutdown();

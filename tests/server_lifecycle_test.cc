@@ -115,6 +115,11 @@ TEST(ServerLifecycleTest, SigtermDrainsTheGateway) {
   ASSERT_GT(gateway_pid, 0);
   const std::string metrics = cluster->metrics_url("gateway");
   ASSERT_FALSE(metrics.empty());
+  // The OpenAI API's /health: 200 while serving, 503 while draining.
+  std::string http_health = cluster->openai_url();
+  ASSERT_FALSE(http_health.empty());
+  http_health.replace(http_health.rfind("/v1"), 3, "/health");
+  EXPECT_TRUE(testing::HttpGet(http_health).has_value());
 
   // A long stream, read by this thread; SIGTERM once the gateway has
   // admitted it (its in-flight gauge says so).
@@ -149,6 +154,8 @@ TEST(ServerLifecycleTest, SigtermDrainsTheGateway) {
     }
   }
   EXPECT_TRUE(saw_not_serving);
+  EXPECT_FALSE(testing::HttpGet(http_health).has_value())
+      << "the HTTP /health still answers 200 while draining";
   auto channel = MakeChannel(gateway);
   auto stub = v1::Inference::NewStub(channel);
   const testing::StreamResult refused = testing::RunGenerate(

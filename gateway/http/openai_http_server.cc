@@ -1,5 +1,7 @@
 #include "gateway/http/openai_http_server.h"
 
+#include <atomic>
+
 #include <cstdio>
 #include <ctime>
 #include <list>
@@ -45,6 +47,8 @@ struct OpenAiHttpServer::Impl {
   std::shared_ptr<OpenAiBackend> backend;
   std::vector<std::thread> threads;
   int port = 0;
+  // Set by StartDraining: /health answers 503 from then on.
+  std::atomic<bool> draining{false};
 
   absl::Mutex mu;
   bool stopped ABSL_GUARDED_BY(mu) = false;
@@ -117,6 +121,12 @@ void OpenAiHttpServer::Impl::Handle(HttpRequest request,
   };
   if (path == "/health") {
     if (!get) return wrong_method("GET");
+    if (draining.load()) {
+      HttpResponse response;
+      response.status = 503;
+      response.body = R"({"status":"draining"})";
+      return exchange->Send(std::move(response));
+    }
     return ReplyJson(*exchange, R"({"status":"ok"})");
   }
   if (!Authorized(request)) {
@@ -245,6 +255,8 @@ OpenAiHttpServer::OpenAiHttpServer(std::shared_ptr<Impl> impl)
 OpenAiHttpServer::~OpenAiHttpServer() { Shutdown(); }
 
 int OpenAiHttpServer::port() const { return impl_->port; }
+
+void OpenAiHttpServer::StartDraining() { impl_->draining = true; }
 
 void OpenAiHttpServer::Shutdown() {
   std::list<std::weak_ptr<HttpConnection>> connections;

@@ -50,6 +50,11 @@ class OpenAiHttpServer {
   ~OpenAiHttpServer();
 
   int port() const;
+  // The gateway is draining: /health answers 503 {"status":"draining"}
+  // (load balancers stop sending) while running streams go on; new
+  // generations are refused by the gateway itself (UNAVAILABLE -> 503).
+  // Thread-safe.
+  void StartDraining();
   // Stops accepting, closes every connection (cancelling their running
   // calls), waits for the calls to end and joins the threads. Idempotent;
   // not to be called from a handler.
