@@ -279,6 +279,12 @@ TEST_F(MoeCliTest, BadFlagsExitWith2NamingTheFlag) {
        "unknown flag --bogus"},
       {{"generate", "--gateway", gateway_, "--prompt-ids"},
        "--prompt_ids: missing value"},
+      {{"generate", "--gateway", gateway_, "--prompt", "bad \xff byte"},
+       "--prompt: invalid UTF-8 at byte 4"},
+      {{"chat", "--gateway", gateway_, "--message", "\xc3("},
+       "--message: invalid UTF-8 at byte 0"},
+      {{"chat", "--gateway", gateway_, "--system", "ok", "--message", "\xe2\x82"},
+       "--message: invalid UTF-8 at byte 0"},
       {{"info"}, "--gateway is required"},
       {{"abort", "--gateway", gateway_}, "--request-id is required"},
   };

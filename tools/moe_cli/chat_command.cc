@@ -2,7 +2,11 @@
 
 #include <unistd.h>
 
+#include <cstdio>
+#include <optional>
 #include <utility>
+
+#include "core/text/utf8.h"
 
 namespace moe::cli {
 namespace {
@@ -43,6 +47,12 @@ int RunChat(ChatCommand command) {
     }
     if (c == EOF && line.empty()) return 0;
     if (line.empty()) continue;
+    if (std::optional<size_t> bad = moe::text::FirstInvalidUtf8(line)) {
+      std::fprintf(stderr,
+                   "moe-cli: that line is not UTF-8 (byte %zu); not sent\n",
+                   *bad);
+      continue;
+    }
     // Request ids name one call; a conversation makes several.
     generate.request.clear_request_id();
     if (const int code = Turn(generate, line); code != 0) return code;

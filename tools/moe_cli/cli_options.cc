@@ -1,10 +1,13 @@
 #include "tools/moe_cli/cli_options.h"
 
+#include <optional>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "core/status_macros.h"
+#include "core/text/utf8.h"
 
 namespace moe::cli {
 
@@ -41,6 +44,18 @@ absl::StatusOr<moe::v1::GenerateRequest> BuildGenerateRequest(
   if (prompts > 1) {
     return absl::InvalidArgumentError(
         "--prompt and --prompt-ids: give one of them, not both");
+  }
+  // gRPC strings are UTF-8: say which flag is not, before sending.
+  if (std::optional<size_t> bad = moe::text::FirstInvalidUtf8(flags.prompt)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--prompt: invalid UTF-8 at byte ", *bad));
+  }
+  for (const moe::v1::ChatMessage& m : flags.messages) {
+    if (std::optional<size_t> bad = moe::text::FirstInvalidUtf8(m.content())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(m.role() == "system" ? "--system" : "--message",
+                       ": invalid UTF-8 at byte ", *bad));
+    }
   }
   ASSIGN_OR_RETURN(std::vector<int32_t> stop,
                    ParseTokenIds("stop-ids", flags.stop_ids));

@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/rpc/server_util.h"
+#include "core/text/utf8.h"
 #include "tools/common/client_security.h"
 #include "tools/common/command_line.h"
 #include "tools/moe_cli/cli_options.h"
@@ -138,6 +139,9 @@ int Chat() {
   command.generate = BuildCommand(flags);
   if (opening.role() == "user") command.generate.request.clear_messages();
   command.message = absl::GetFlag(FLAGS_message);
+  if (std::optional<size_t> bad = moe::text::FirstInvalidUtf8(command.message)) {
+    UsageError(absl::StrCat("--message: invalid UTF-8 at byte ", *bad));
+  }
   return moe::cli::RunChat(std::move(command));
 }
 
