@@ -114,39 +114,47 @@ absl::StatusOr<std::string> StreamingDetokenizer::Push(int32_t id) {
   ids_.push_back(id);
   // Nothing of an unfinished byte run is final yet.
   if (IsByteToken(tokenizer_.IdToToken(id))) return std::string();
-  const absl::Span<const int32_t> all(ids_);
-  absl::StatusOr<std::string> prefix = tokenizer_.Decode(
-      all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_tokens_);
-  if (!prefix.ok()) return prefix.status();
-  absl::StatusOr<std::string> text =
-      tokenizer_.Decode(all.subspan(prefix_offset_), skip_special_tokens_);
-  if (!text.ok()) return text.status();
+  absl::StatusOr<Window> window = DecodeWindow();
+  if (!window.ok()) return window.status();
+  const std::string& prefix = window->prefix;
+  const std::string& text = window->text;
   // Hold back while the new text ends in an incomplete character, or has
   // not grown past the previous window (a byte still to be completed).
-  if (text->size() <= prefix->size() || text::EndsWithReplacement(*text) ||
-      text->compare(0, prefix->size(), *prefix) != 0) {
+  if (text.size() <= prefix.size() || text::EndsWithReplacement(text) ||
+      text.compare(0, prefix.size(), prefix) != 0) {
     return std::string();
   }
-  std::string piece = text->substr(prefix->size());
+  std::string piece = text.substr(prefix.size());
   prefix_offset_ = read_offset_;
   read_offset_ = ids_.size();
   return piece;
 }
 
-absl::StatusOr<std::string> StreamingDetokenizer::Finish() {
-  if (read_offset_ == ids_.size()) return std::string();
+absl::StatusOr<StreamingDetokenizer::Window>
+StreamingDetokenizer::DecodeWindow() const {
   const absl::Span<const int32_t> all(ids_);
+  Window window;
   absl::StatusOr<std::string> prefix = tokenizer_.Decode(
-      all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_tokens_);
+      all.subspan(prefix_offset_, read_offset_ - prefix_offset_),
+      skip_special_tokens_);
   if (!prefix.ok()) return prefix.status();
+  window.prefix = *std::move(prefix);
   absl::StatusOr<std::string> text =
       tokenizer_.Decode(all.subspan(prefix_offset_), skip_special_tokens_);
   if (!text.ok()) return text.status();
+  window.text = *std::move(text);
+  return window;
+}
+
+absl::StatusOr<std::string> StreamingDetokenizer::Finish() {
+  if (read_offset_ == ids_.size()) return std::string();
+  absl::StatusOr<Window> window = DecodeWindow();
+  if (!window.ok()) return window.status();
   read_offset_ = ids_.size();
-  if (text->size() <= prefix->size()) return std::string();
+  if (window->text.size() <= window->prefix.size()) return std::string();
   // Whole characters even if the window decoded differently from what was
   // already sent (the text goes into proto3 strings, which must be UTF-8).
-  return text::LossyUtf8(text->substr(prefix->size()));
+  return text::LossyUtf8(window->text.substr(window->prefix.size()));
 }
 
 }  // namespace moe

@@ -92,6 +92,14 @@ class StreamingDetokenizer {
   absl::StatusOr<std::string> Finish();
 
  private:
+  // The decoding of ids_[prefix_offset_, read_offset_) (what was sent of
+  // the window) and of ids_[prefix_offset_, end).
+  struct Window {
+    std::string prefix;
+    std::string text;
+  };
+  absl::StatusOr<Window> DecodeWindow() const;
+
   const Tokenizer& tokenizer_;
   bool skip_special_tokens_;
   std::vector<int32_t> ids_;
