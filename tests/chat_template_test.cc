@@ -184,6 +184,8 @@ TEST(ChatTemplateReferenceTest, MatchesHuggingFaceJinja) {
   const std::vector<std::pair<std::string, std::pair<std::string, std::string>>> real = {
       {"mixtral-8x7b-instruct-v0.1", {"<s>", "</s>"}},
       {"qwen3", {"", "<|im_end|>"}},
+      {"qwen1.5-moe-a2.7b-chat", {"", "<|im_end|>"}},
+      {"olmoe-1b-7b-0924-instruct", {"", "<|endoftext|>"}},
       {"deepseek-v3", {"<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"}},
   };
   for (const auto& [name, tokens] : real) {
@@ -271,7 +273,9 @@ TEST(ChatTemplateTest, Qwen3SplitsThinking) {
 }
 
 TEST(ChatTemplateTest, EmptyConversationRendersOrFailsCleanly) {
-  for (const std::string name : {"mixtral-8x7b-instruct-v0.1", "qwen3", "deepseek-v3"}) {
+  for (const std::string name :
+       {"mixtral-8x7b-instruct-v0.1", "qwen3", "qwen1.5-moe-a2.7b-chat",
+        "olmoe-1b-7b-0924-instruct", "deepseek-v3"}) {
     absl::StatusOr<std::string> out = RenderWith(ReadTemplate(name), Inputs({}));
     EXPECT_TRUE(out.ok() || out.status().code() == absl::StatusCode::kInvalidArgument) << name;
   }
