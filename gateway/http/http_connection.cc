@@ -244,6 +244,10 @@ class Connection : public HttpConnection,
         stream_, net::buffer(out_.front()),
         [self = this->shared_from_this()](beast::error_code ec, size_t) {
           self->writing_ = false;
+          if (self->closed_) {
+            self->out_.clear();  // what Gone kept for this write
+            return;
+          }
           if (ec) return self->Gone();
           self->out_.pop_front();
           if (!self->out_.empty()) return self->WriteNext();
@@ -308,7 +312,13 @@ class Connection : public HttpConnection,
   void Gone() {
     if (closed_) return;
     closed_ = true;
-    out_.clear();
+    // A write in flight still reads the front string: it goes when that
+    // write completes (WriteNext's handler), the rest now.
+    if (writing_) {
+      out_.resize(1);
+    } else {
+      out_.clear();
+    }
     beast::get_lowest_layer(stream_).close();
     if (std::function<void()> on_gone = std::move(on_gone_); on_gone) on_gone();
   }
