@@ -3,7 +3,7 @@
 #   make run    install what is missing, build, start the demo cluster and
 #               stream a generation through it
 #   make test   install what is missing, build, run the whole test suite
-#               under ASan + UBSan (Clang), then every fuzzer for 30 s (CI)
+#               under ASan + UBSan (Clang), then every fuzzer for 20 s (CI)
 #   make test-release / test-tsan   the suite on the Release / a TSan build
 #   make fuzz   every fuzzer for FUZZ_SECONDS (60)
 #   make bench  build and run the benchmarks (report in build/bench/report.json,
@@ -136,7 +136,7 @@ test-tsan: deps
 # its seed corpus (two at a time) and fails on any crash or sanitizer report;
 # `make fuzz-brief` is the short run of `make test`.
 FUZZ_SECONDS ?= 60
-FUZZ_BRIEF_SECONDS ?= 30
+FUZZ_BRIEF_SECONDS ?= 20
 
 fuzz-build: san-configure
 	@cmake --build $(SAN_DIR) -j$(JOBS) --target moe_fuzzers

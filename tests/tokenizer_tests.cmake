@@ -26,7 +26,7 @@ target_compile_definitions(tokenizer_test PRIVATE
 # tokenizer_subset_test: moe-mkmodel's cut of a real tokenizer to a small
 # model's vocabulary.
 moe_test(tokenizer_subset_test tokenizer_subset_test.cc
-  ${CMAKE_SOURCE_DIR}/tools/moe_mkmodel/tokenizer_subset.cc
   PROPERTIES FIXTURES_REQUIRED moe_text_node
   ENVIRONMENT "MOE_TEXT_NODE_DIR=${CMAKE_BINARY_DIR}/text-node")
-target_link_libraries(tokenizer_subset_test PRIVATE moe_text absl::strings)
+target_link_libraries(tokenizer_subset_test PRIVATE moe_tokenizer_subset
+  moe_text absl::strings)
