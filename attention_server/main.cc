@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "attention_server/attention_server.h"
 #include "core/server/server_process.h"
+#include "tools/common/command_line.h"
 
 ABSL_FLAG(std::string, model, "",
           "Checkpoint directory (only the non-expert weights are loaded).");
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Serve attention, dense layers and sampling; MoE layers go to the "
       "router.\n  attention_server --model DIR --router ADDR [--listen ADDR]");
-  absl::ParseCommandLine(argc, argv);
+  moe::tools::ParseCommandLineWithHyphens(argc, argv);
   moe::PrepareServerProcess();
   auto fail = [](const std::string& message) {
     std::fprintf(stderr, "attention_server: %s\n", message.c_str());

@@ -17,6 +17,7 @@
 #include "core/server/server_process.h"
 #include "expert_server/auto_placement.h"
 #include "expert_server/expert_server.h"
+#include "tools/common/command_line.h"
 
 ABSL_FLAG(std::string, model, "", "Checkpoint directory.");
 ABSL_FLAG(std::string, experts, "",
@@ -103,7 +104,7 @@ int main(int argc, char** argv) {
       "Serve the expert FFNs placed on this server.\n"
       "  expert_server --model DIR --experts 0:1,0:3,1:5 [--listen ADDR]\n"
       "  expert_server --model DIR --placement_servers N [--server_index I]");
-  absl::ParseCommandLine(argc, argv);
+  moe::tools::ParseCommandLineWithHyphens(argc, argv);
   auto fail = [](const std::string& message) {
     std::fprintf(stderr, "expert_server: %s\n", message.c_str());
     return 2;

@@ -15,6 +15,7 @@
 #include "core/status_macros.h"
 #include "core/server/server_process.h"
 #include "gateway/gateway_server.h"
+#include "tools/common/command_line.h"
 
 ABSL_FLAG(std::string, model, "",
           "Checkpoint directory: config.json (validation) and the tokenizer "
@@ -79,7 +80,7 @@ int main(int argc, char** argv) {
       "Serve the public Inference API.\n"
       "  gateway --model DIR --attention_servers ADDR,ADDR [--listen ADDR]\n"
       "          [--http_port PORT]");
-  absl::ParseCommandLine(argc, argv);
+  moe::tools::ParseCommandLineWithHyphens(argc, argv);
   moe::PrepareServerProcess();
   auto fail = [](const std::string& message) {
     std::fprintf(stderr, "gateway: %s\n", message.c_str());

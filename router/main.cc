@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "core/server/server_process.h"
 #include "router/router_server.h"
+#include "tools/common/command_line.h"
 
 ABSL_FLAG(std::string, model, "",
           "Checkpoint directory (only the gates are loaded).");
@@ -54,7 +55,7 @@ int main(int argc, char** argv) {
       "Route MoE layers to expert servers.\n"
       "  router --model DIR --expert_servers ADDR,ADDR [--capacity_factor F "
       "--overflow reroute|drop]");
-  absl::ParseCommandLine(argc, argv);
+  moe::tools::ParseCommandLineWithHyphens(argc, argv);
   auto fail = [](const std::string& message) {
     std::fprintf(stderr, "router: %s\n", message.c_str());
     return 2;

@@ -155,6 +155,19 @@ std::vector<std::string> ArgsFromArgv(int argc, char** argv) {
   return std::vector<std::string>(argv, argv + argc);
 }
 
+std::vector<char*> ParseCommandLineWithHyphens(int argc, char** argv) {
+  // Kept for the process's life: Abseil's positional results point here.
+  static std::vector<std::string>* const args =
+      new std::vector<std::string>(RewriteFlagNames(ArgsFromArgv(argc, argv)));
+  static std::vector<char*>* const c_args = [] {
+    auto* pointers = new std::vector<char*>();
+    for (std::string& arg : *args) pointers->push_back(arg.data());
+    return pointers;
+  }();
+  return absl::ParseCommandLine(static_cast<int>(c_args->size()),
+                                c_args->data());
+}
+
 absl::StatusOr<std::vector<std::string>> ParseToolCommandLine(
     int argc, char** argv, absl::string_view usage,
     absl::string_view source_dir) {

@@ -41,6 +41,14 @@ absl::StatusOr<std::vector<std::string>> ApplyFlags(
 // argv as strings.
 std::vector<std::string> ArgsFromArgv(int argc, char** argv);
 
+// absl::ParseCommandLine on argv with hyphenated flag names rewritten
+// (RewriteFlagNames), for the programs that keep Abseil's own flag errors
+// (the servers, moe-generate, moe-mkmodel): "--http-port 0" is
+// "--http_port 0". Returns what absl::ParseCommandLine returns (argv[0] and
+// the positional arguments), pointing into storage that lives as long as
+// the process. Call once, from main.
+std::vector<char*> ParseCommandLineWithHyphens(int argc, char** argv);
+
 // What a tool's main does with its command line: sets the usage message and
 // limits --help to the flags defined under `source_dir` (e.g.
 // "tools/moe_cli/") and the shared flags of core/security/ and tools/common/

@@ -17,6 +17,7 @@
 #include "core/engine.h"
 #include "core/generator.h"
 #include "nlohmann/json.hpp"
+#include "tools/common/command_line.h"
 
 ABSL_FLAG(std::string, model, "", "Checkpoint directory (config.json + safetensors).");
 ABSL_FLAG(std::string, prompt_ids, "", "Comma-separated prompt token ids, e.g. 1,2,3.");
@@ -100,7 +101,7 @@ int main(int argc, char** argv) {
       "Generate tokens with the single-process engine.\n"
       "  moe-generate --model DIR --prompt_ids 1,2,3 --max_tokens 16 [--json]\n"
       "  moe-generate --model DIR --prompts_file prompts.jsonl --json");
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  std::vector<char*> rest = moe::tools::ParseCommandLineWithHyphens(argc, argv);
   if (rest.size() > 1) Fail(absl::StrCat("unexpected argument \"", rest[1], "\""));
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty()) Fail("--model is required");
