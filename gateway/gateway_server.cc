@@ -105,6 +105,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Start(
                           ? options.registry
                           : std::make_shared<prometheus::Registry>();
   server->metrics_ = std::make_unique<GatewayMetrics>(*server->registry_);
+  std::shared_ptr<const Tokenizer> tokenizer = text->tokenizer();
   server->service_ = std::make_unique<GatewayServiceImpl>(
       std::move(config), pools, options.max_in_flight, options.bearer_token,
       server->metrics_.get(), std::move(text), ModelName(options.model_dir));
@@ -123,7 +124,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Start(
       http.tls_key_pem = tls.private_key;
     }
     if (http.model_name.empty()) http.model_name = ModelName(options.model_dir);
-    if (http.model_dir.empty()) http.model_dir = options.model_dir;
+    http.tokenizer = std::move(tokenizer);
     ASSIGN_OR_RETURN(server->http_,
                      OpenAiHttpServer::Start(
                          http, server->server_->InProcessChannel(

@@ -52,7 +52,9 @@ absl::StatusOr<std::unique_ptr<TextFront>> TextFront::Load(
   std::unique_ptr<TextFront> front(new TextFront());
   const std::filesystem::path dir{std::string(model_dir)};
   if (!HasTokenizerFile(dir)) return front;
-  ASSIGN_OR_RETURN(front->tokenizer_, Tokenizer::Load(model_dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                   Tokenizer::Load(model_dir));
+  front->tokenizer_ = std::move(tokenizer);
   const std::string& source = front->tokenizer_->chat_template();
   if (!source.empty()) {
     absl::StatusOr<ChatTemplate> parsed = ChatTemplate::Parse(source);

@@ -45,6 +45,9 @@ class TextFront {
       bool skip_special_tokens) const;
 
   bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  // The tokenizer (null without one), shared with the OpenAI HTTP API's
+  // logprobs.
+  std::shared_ptr<const Tokenizer> tokenizer() const { return tokenizer_; }
   bool has_chat_template() const { return chat_template_.has_value(); }
 
  private:
@@ -52,7 +55,7 @@ class TextFront {
   absl::StatusOr<std::string> RenderMessages(
       const v1::GenerateRequest& request) const;
 
-  std::unique_ptr<Tokenizer> tokenizer_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
   std::optional<ChatTemplate> chat_template_;
 };
 

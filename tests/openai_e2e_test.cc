@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "core/text/tokenizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -325,6 +326,49 @@ TEST_F(OpenAiE2eTest, HttpGrpcAndMoeGenerateGiveIdenticalTokens) {
   EXPECT_EQ(http_tokens, grpc.tokens);
   EXPECT_EQ(http_tokens, engine_line["output_ids"].get<std::vector<int32_t>>());
   EXPECT_EQ(response["choices"][0]["text"].get<std::string>(), grpc.text);
+}
+
+// Chat logprobs: one entry per generated token, the token's text and
+// bytes from the model's tokenizer, and the values gRPC streams for the same
+// greedy request (the chosen token is the most likely one).
+TEST_F(OpenAiE2eTest, ChatLogprobsAreTheGrpcLogprobsWithTokenText) {
+  const json messages = json::array({{{"role", "user"}, {"content", "Hi there"}}});
+  const json body = {{"messages", messages}, {"max_tokens", 6},
+                     {"temperature", 0},     {"ignore_eos", true},
+                     {"logprobs", true},     {"top_logprobs", 2},
+                     {"return_token_ids", true}};
+  const HttpReply http = Curl("POST", "/chat/completions", body.dump());
+  ASSERT_EQ(http.status, 200) << http.body << http.curl_error;
+  const json choice = json::parse(http.body)["choices"][0];
+  const std::vector<int32_t> ids = choice["token_ids"];
+  const json& content = choice["logprobs"]["content"];
+  ASSERT_EQ(content.size(), ids.size());
+
+  v1::GenerateRequest request = ChatRequest(messages, 6);
+  request.set_logprobs(2);
+  const StreamResult grpc = RunGenerate(cluster_->gateway(), request);
+  ASSERT_TRUE(grpc.status.ok()) << grpc.status.error_message();
+  ASSERT_EQ(grpc.logprobs.size(), ids.size());
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(*model_dir_);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  for (size_t i = 0; i < ids.size(); ++i) {
+    SCOPED_TRACE(absl::StrCat("token ", i));
+    const json& entry = content[i];
+    absl::StatusOr<std::string> text = (*tokenizer)->Decode({ids[i]}, false);
+    ASSERT_TRUE(text.ok());
+    EXPECT_EQ(entry["token"].get<std::string>(), *text);
+    std::vector<int> bytes;
+    for (unsigned char c : *text) bytes.push_back(c);
+    EXPECT_EQ(entry["bytes"].get<std::vector<int>>(), bytes);
+    EXPECT_EQ(entry["logprob"].get<float>(), grpc.logprobs[i].logprob());
+    ASSERT_EQ(entry["top_logprobs"].size(), 2u);
+    EXPECT_EQ(entry["top_logprobs"][0]["logprob"].get<float>(),
+              grpc.logprobs[i].top(0).logprob());
+    EXPECT_GE(entry["top_logprobs"][0]["logprob"].get<float>(),
+              entry["top_logprobs"][1]["logprob"].get<float>());
+    EXPECT_EQ(entry["logprob"].get<float>(),
+              entry["top_logprobs"][0]["logprob"].get<float>());
+  }
 }
 
 TEST_F(OpenAiE2eTest, StopStringsEndTheTextBeforeThem) {

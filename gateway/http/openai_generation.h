@@ -30,7 +30,7 @@ class OpenAiBackend {
  public:
   OpenAiBackend(std::unique_ptr<v1::Inference::Stub> stub,
                 std::string bearer_token, std::string model_name,
-                std::unique_ptr<Tokenizer> tokenizer)
+                std::shared_ptr<const Tokenizer> tokenizer)
       : stub_(std::move(stub)),
         bearer_token_(std::move(bearer_token)),
         model_name_(std::move(model_name)),
@@ -51,7 +51,7 @@ class OpenAiBackend {
   const std::unique_ptr<v1::Inference::Stub> stub_;
   const std::string bearer_token_;
   const std::string model_name_;
-  const std::unique_ptr<Tokenizer> tokenizer_;
+  const std::shared_ptr<const Tokenizer> tokenizer_;
   absl::Mutex mu_;
   int calls_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -206,17 +206,9 @@ absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Start(
     }
   }
 
-  std::unique_ptr<Tokenizer> tokenizer;
-  if (!options.model_dir.empty()) {
-    // Without tokenizer files (or with ones the gateway refused at start),
-    // logprobs show token ids.
-    absl::StatusOr<std::unique_ptr<Tokenizer>> loaded =
-        Tokenizer::Load(options.model_dir);
-    if (loaded.ok()) tokenizer = *std::move(loaded);
-  }
   impl->backend = std::make_shared<OpenAiBackend>(
       v1::Inference::NewStub(std::move(channel)), options.bearer_token,
-      options.model_name, std::move(tokenizer));
+      options.model_name, options.tokenizer);
 
   tcp::endpoint endpoint;
   const std::string host = options.host.empty() ? "127.0.0.1" : options.host;

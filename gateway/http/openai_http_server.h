@@ -18,6 +18,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "core/text/tokenizer.h"
 #include "grpcpp/channel.h"
 
 namespace moe {
@@ -35,9 +36,9 @@ struct OpenAiHttpOptions {
   std::string tls_key_pem;
   // The one model served (OpenAI's `model`); other names are 404.
   std::string model_name;
-  // The checkpoint folder: its tokenizer, when present, gives the tokens'
-  // text in logprobs ("token_id:ID" without). Empty: none.
-  std::string model_dir;
+  // The checkpoint's tokenizer (the gateway's own, shared): it gives the
+  // tokens' text in logprobs ("token_id:ID" without). Null: none.
+  std::shared_ptr<const Tokenizer> tokenizer;
 };
 
 class OpenAiHttpServer {
