@@ -57,9 +57,9 @@ v1::AttentionLoad Load(InProcessCluster& cluster) {
 }
 
 // Polls until every KV block of the attention server is free and nothing
-// runs; false after 20 s.
+// runs; false after about 60 s (against hangs only).
 bool WaitForIdleKv(InProcessCluster& cluster) {
-  for (int i = 0; i < 2000; ++i) {
+  for (int i = 0; i < 6000; ++i) {
     const v1::AttentionLoad load = Load(cluster);
     if (load.kv_blocks_free() == load.kv_blocks_total() && load.running() == 0 &&
         load.waiting() == 0) {

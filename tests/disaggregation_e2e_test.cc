@@ -42,14 +42,22 @@ using ::testing::HasSubstr;
 
 using Clock = std::chrono::steady_clock;
 
-// Polls `load` until it holds; false after 30 s.
+// Polls `condition` until it holds; false after 120 s (against hangs only:
+// it returns as soon as the condition holds).
 bool Eventually(const std::function<bool()>& condition) {
-  for (int i = 0; i < 3000; ++i) {
+  const Clock::time_point give_up = Clock::now() + std::chrono::seconds(120);
+  while (Clock::now() < give_up) {
     if (condition()) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  return false;
+  return condition();
 }
+
+// A decode server's K/V lease where the test does not provoke its expiry:
+// an hour, so that no request fails because a busy machine took long to
+// prefill it, and blocks come back only by the cancellation under test,
+// never by a lease running out.
+constexpr char kHourLease[] = R"("kv_lease_seconds": 3600)";
 
 // A topology written for one test: `attention` is the JSON list of
 // attention servers.
@@ -209,8 +217,14 @@ std::vector<int32_t> LongPrompt(int n) {
 }
 
 TEST(DisaggregationFailureTest, KilledPrefillServerFailsTheRequestAndFreesTheReservation) {
-  std::unique_ptr<LaunchedCluster> cluster =
-      LaunchedCluster::Start("deploy/local/1p1d.json", FixtureDir("tiny-mixtral"));
+  // 1p1d, with a lease of an hour: what frees the reservation can only be
+  // the failed Prefill call.
+  testing::TempDir dir;
+  std::unique_ptr<LaunchedCluster> cluster = LaunchedCluster::Start(
+      WriteTopology(dir, absl::StrCat(R"([{"name": "prefill-0", "role": "prefill"},
+               {"name": "decode-0", "role": "decode", )",
+                                      kHourLease, "}]")),
+      FixtureDir("tiny-mixtral"));
   ASSERT_NE(cluster, nullptr);
   const v1::AttentionLoad baseline = cluster->AttentionLoad("decode-0");
   const pid_t prefill = cluster->pid("prefill-0");
@@ -232,8 +246,9 @@ TEST(DisaggregationFailureTest, KilledPrefillServerFailsTheRequestAndFreesTheRes
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(result.status.error_message(), HasSubstr("prefill server"));
   EXPECT_TRUE(result.tokens.empty());
-  // Well within the 30 s lease: the failed Prefill call cancels the decode.
-  EXPECT_LT(std::chrono::duration<double>(end - killed).count(), 10.0);
+  // Long before the hour's lease: the failed Prefill call cancels the
+  // decode.
+  EXPECT_LT(std::chrono::duration<double>(end - killed).count(), 120.0);
   EXPECT_TRUE(Eventually([&] {
     const v1::AttentionLoad load = cluster->AttentionLoad("decode-0");
     return load.kv_blocks_free() == baseline.kv_blocks_free() && load.running() == 0;
@@ -242,9 +257,13 @@ TEST(DisaggregationFailureTest, KilledPrefillServerFailsTheRequestAndFreesTheRes
 
 TEST(DisaggregationFailureTest, AReservationWhoseKvNeverComesFailsAtTheEndOfItsLease) {
   testing::TempDir dir;
+  // The request the test starves must outlive the lease, and the one after
+  // it, on the same decode server, must not: a lease of 10 s (the starved
+  // request takes that long) leaves that one's prefill and transfer, a few
+  // milliseconds, all of it on a busy machine.
   const std::string topology = WriteTopology(
       dir, R"([{"name": "prefill-0", "role": "prefill"},
-               {"name": "decode-0", "role": "decode", "kv_lease_seconds": 1}])");
+               {"name": "decode-0", "role": "decode", "kv_lease_seconds": 10}])");
   std::unique_ptr<LaunchedCluster> cluster =
       LaunchedCluster::Start(topology, FixtureDir("tiny-mixtral"));
   ASSERT_NE(cluster, nullptr);
@@ -307,7 +326,17 @@ TEST(DisaggregationFailureTest, CancellingAfterPrefillBeforeDecodeFreesBothSides
 
 TEST(DisaggregationSoakTest, RandomCancellationsLeakNoBlock) {
   const std::string dir = FixtureDir("tiny-mixtral");
-  std::unique_ptr<LaunchedCluster> cluster = LaunchedCluster::Start("deploy/local/2p1d.json", dir);
+  // 2p1d, with a lease of an hour: 50 requests at once queue for the
+  // prefill servers for as long as this machine takes, and only the
+  // cancellations may free their blocks.
+  testing::TempDir topology_dir;
+  std::unique_ptr<LaunchedCluster> cluster = LaunchedCluster::Start(
+      WriteTopology(topology_dir,
+                    absl::StrCat(R"([{"name": "prefill-0", "role": "prefill"},
+               {"name": "prefill-1", "role": "prefill"},
+               {"name": "decode-0", "role": "decode", )",
+                                 kHourLease, "}]")),
+      dir);
   ASSERT_NE(cluster, nullptr);
   std::mt19937 rng(2026);
   int cancelled = 0, completed = 0;

@@ -457,7 +457,7 @@ TEST_F(MoeCliTest, InterruptCancelsTheCall) {
 
 TEST_F(MoeCliTest, AnUnreachableGatewayIsUnavailable) {
   testing::ProcessResult result =
-      Cli({"info", "--gateway", "127.0.0.1:1", "--timeout", "5"});
+      Cli({"info", "--gateway", "127.0.0.1:1", "--timeout", "60"});
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_THAT(result.err, ::testing::StartsWith("moe-cli: UNAVAILABLE: "));
 }

@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <map>
@@ -197,7 +199,8 @@ TEST_F(MoeClusterTest, RealBinariesStartServeAndStop) {
   EXPECT_THAT(*lines, ::testing::Contains(HasSubstr("(experts 0:0-7,1:0-7)")));
   EXPECT_TRUE(absl::StartsWith(addresses["gateway"], "127.0.0.1:"));
   for (const auto& [name, address] : addresses) {
-    EXPECT_TRUE(CheckServing(address, 10).ok()) << name << " at " << address;
+    EXPECT_TRUE(CheckServing(address, kHang).ok())
+        << name << " at " << address;
   }
   const std::vector<pid_t> children = ChildPids(cluster->pid());
   EXPECT_EQ(children.size(), 4u);
@@ -286,16 +289,36 @@ TEST_F(MoeClusterTest, AServerFailingAtStartUpIsReportedAndAllIsStopped) {
 
 TEST_F(MoeClusterTest, StartUpTimesOutNamingTheServer) {
   // All fakes, so that only the gateway can be the one not ready in time.
+  // The others must be ready within the timeout, however busy this machine
+  // is: it is sized from a start of the same cluster measured here (ten
+  // times that, and at least 10 s).
+  const std::string bin = FakeBinDir(/*all_fake=*/true);
+  const auto probe_start = std::chrono::steady_clock::now();
+  std::unique_ptr<ChildProcess> probe =
+      Up(DeployFile("one-expert-server.json"), {"--bin_dir", bin});
+  ASSERT_NE(probe, nullptr);
+  ASSERT_TRUE(probe->ReadUntilLine("ready", kHang).has_value())
+      << probe->StderrText();
+  const double measured = std::chrono::duration<double>(
+                              std::chrono::steady_clock::now() - probe_start)
+                              .count();
+  probe->Signal(SIGTERM);
+  EXPECT_EQ(ExitCode(*probe), 0) << probe->StderrText();
+  probe.reset();
+  const int timeout =
+      std::max(10, static_cast<int>(std::ceil(10 * measured)));
+
   std::unique_ptr<ChildProcess> cluster =
       Up(DeployFile("one-expert-server.json"),
-         {"--bin_dir", FakeBinDir(/*all_fake=*/true), "--startup_timeout", "10"},
+         {"--bin_dir", bin, "--startup_timeout", std::to_string(timeout)},
          {"MOE_FAKE_HANG=gateway"});
   ASSERT_NE(cluster, nullptr);
   EXPECT_EQ(ExitCode(*cluster), 1);
   EXPECT_THAT(cluster->StderrText(),
               AllOf(HasSubstr("moe-cluster: gateway (pid "),
-                    HasSubstr("did not become ready within 10 s (no port file "
-                              "yet)"),
+                    HasSubstr(absl::StrCat("did not become ready within ",
+                                           timeout,
+                                           " s (no port file yet)")),
                     HasSubstr("| fake gateway: hanging")));
   EXPECT_TRUE(ChildPids(getpid()).empty());
 }
@@ -349,8 +372,8 @@ TEST_F(MoeClusterTest, AnUnexpectedExitIsReportedAndTheRestKeepsRunning) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_THAT(cluster->StderrText(), HasSubstr(expected));
-  EXPECT_TRUE(CheckServing(addresses["router"], 10).ok());
-  EXPECT_TRUE(CheckServing(addresses["attention-0"], 10).ok());
+  EXPECT_TRUE(CheckServing(addresses["router"], kHang).ok());
+  EXPECT_TRUE(CheckServing(addresses["attention-0"], kHang).ok());
   EXPECT_EQ(ChildPids(cluster->pid()).size(), 3u);
 
   cluster->Signal(SIGTERM);

@@ -56,7 +56,7 @@ std::optional<std::string> HttpGet(const std::string& url) {
   }
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return std::nullopt;
-  timeval timeout{5, 0};
+  timeval timeout{30, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
   std::string response;
@@ -102,11 +102,13 @@ double GatewayInFlight(const std::string& metrics_url) {
 }
 
 bool WaitForGatewayIdle(const std::string& metrics_url) {
-  for (int i = 0; i < 1000; ++i) {
+  const auto give_up =
+      std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < give_up) {
     if (GatewayInFlight(metrics_url) == 0) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  return false;
+  return GatewayInFlight(metrics_url) == 0;
 }
 
 std::map<std::string, int64_t> ResidentKiBByServer(

@@ -32,7 +32,8 @@ std::map<std::string, int64_t> ResidentKiBByServer(
     const LaunchedCluster& cluster);
 
 // The body of `url` ("http://HOST:PORT/PATH", HTTP/1.0, no redirects);
-// nullopt on a connection error or a status other than 200 (5 s timeout).
+// nullopt on a connection error or a status other than 200 (a 30 s socket
+// timeout, against hangs only).
 std::optional<std::string> HttpGet(const std::string& url);
 
 // The value of an unlabelled series, or the sum of a labelled one's series
@@ -44,7 +45,8 @@ double SeriesValue(const std::string& exposition, const std::string& name,
 // The gateway's accepted streams not yet ended (moe_gateway_requests_running
 // + moe_gateway_requests_waiting) from its /metrics URL; -1 if unreadable.
 double GatewayInFlight(const std::string& metrics_url);
-// Polls GatewayInFlight until it is 0; false after 10 s.
+// Polls GatewayInFlight until it is 0; false after 60 s (against hangs only:
+// it returns as soon as the gauges are 0).
 bool WaitForGatewayIdle(const std::string& metrics_url);
 
 }  // namespace moe::testing

@@ -30,9 +30,10 @@ namespace {
 using ::moe::testing::ChildProcess;
 using ::moe::testing::LaunchedCluster;
 
-// The port in `path` once the file exists; nullopt after 30 s.
+// The port in `path` once the file exists; nullopt after about 120 s
+// (against hangs only).
 std::optional<int> WaitForPortFile(const std::string& path) {
-  for (int i = 0; i < 300; ++i) {
+  for (int i = 0; i < 1200; ++i) {
     std::ifstream in(path);
     int port = 0;
     if (in >> port && port > 0) return port;
@@ -70,10 +71,11 @@ TEST(ServerLifecycleTest, NotServingWhileWaitingForPeersThenServing) {
   const std::optional<int> router_port = WaitForPortFile(router_port_file);
   ASSERT_TRUE(router_port.has_value()) << router->StderrText();
   const std::string router_address = absl::StrCat("127.0.0.1:", *router_port);
-  ASSERT_TRUE(router->ReadUntilContains("health NOT_SERVING", 10));
+  ASSERT_TRUE(router->ReadUntilContains("health NOT_SERVING", 60));
   // Bound and answering, but not serving: its expert server is missing.
+  // (A generous deadline: a slow answer is not the answer checked here.)
   for (int i = 0; i < 3; ++i) {
-    const absl::Status health = CheckServing(router_address, 2);
+    const absl::Status health = CheckServing(router_address, 30);
     EXPECT_FALSE(health.ok());
     EXPECT_TRUE(absl::StrContains(health.message(), "NOT_SERVING"))
         << health.message();
@@ -85,12 +87,12 @@ TEST(ServerLifecycleTest, NotServingWhileWaitingForPeersThenServing) {
        "--metrics_port=-1", "--listen=" + expert_address});
   ASSERT_NE(expert, nullptr);
   EXPECT_TRUE(WaitForServing(router_address, 60).ok()) << router->StderrText();
-  EXPECT_TRUE(router->ReadUntilContains("listening on " + router_address, 10))
+  EXPECT_TRUE(router->ReadUntilContains("listening on " + router_address, 60))
       << router->stdout_text();
 
   for (ChildProcess* process : {router.get(), expert.get()}) {
     process->Signal(SIGTERM);
-    const std::optional<int> status = process->Wait(30);
+    const std::optional<int> status = process->Wait(60);
     ASSERT_TRUE(status.has_value());
     EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status;
     EXPECT_TRUE(absl::StrContains(process->ReadAll(5), "stopped"));
@@ -113,6 +115,8 @@ TEST(ServerLifecycleTest, SigtermDrainsTheGateway) {
   const std::string gateway = cluster->address("gateway");
   const pid_t gateway_pid = cluster->pid("gateway");
   ASSERT_GT(gateway_pid, 0);
+  const pid_t attention_pid = cluster->pid("attention-0");
+  ASSERT_GT(attention_pid, 0);
   const std::string metrics = cluster->metrics_url("gateway");
   ASSERT_FALSE(metrics.empty());
   // The OpenAI API's /health: 200 while serving, 503 while draining.
@@ -121,14 +125,24 @@ TEST(ServerLifecycleTest, SigtermDrainsTheGateway) {
   http_health.replace(http_health.rfind("/v1"), 3, "/health");
   EXPECT_TRUE(testing::HttpGet(http_health).has_value());
 
-  // A long stream, read by this thread; SIGTERM once the gateway has
-  // admitted it (its in-flight gauge says so).
+  // A long stream, read by this thread; once the gateway has admitted it
+  // (its in-flight gauge says so), the attention server is stopped
+  // (SIGSTOP), so that the stream is still in flight during every check of
+  // the drain below however fast or slow this machine is, and continued
+  // (SIGCONT) after them. The guard continues it on every path out.
   constexpr int kTokens = 3000;
+  struct Continue {
+    pid_t pid = -1;
+    ~Continue() {
+      if (pid > 0) kill(pid, SIGCONT);
+    }
+  } continue_attention;
   testing::StreamResult long_stream;
   std::atomic<bool> stream_ended{false};
   std::thread reader([&] {
     long_stream = testing::RunGenerate(
-        cluster->gateway(), testing::GreedyRequest({1, 15, 27, 300}, kTokens));
+        cluster->gateway(), testing::GreedyRequest({1, 15, 27, 300}, kTokens),
+        /*timeout_seconds=*/3600);
     stream_ended = true;
   });
   bool admitted = false;
@@ -136,18 +150,30 @@ TEST(ServerLifecycleTest, SigtermDrainsTheGateway) {
     admitted = testing::GatewayInFlight(metrics) >= 1;
     if (!admitted) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  if (admitted) {
+    continue_attention.pid = attention_pid;
+    admitted = kill(attention_pid, SIGSTOP) == 0 && !stream_ended &&
+               testing::GatewayInFlight(metrics) >= 1;
+  }
   if (!admitted) {
+    if (continue_attention.pid > 0) kill(attention_pid, SIGCONT);
     reader.join();
-    FAIL() << "the stream ended before the gateway counted it in flight: "
+    FAIL() << "the stream ended before the gateway counted it in flight and "
+              "its attention server was stopped: "
            << long_stream.status.error_message();
   }
-  ASSERT_EQ(kill(gateway_pid, SIGTERM), 0);
+  const bool signalled = kill(gateway_pid, SIGTERM) == 0;
+  EXPECT_TRUE(signalled);
 
   // Draining: health NOT_SERVING and new calls refused, while the stream
-  // goes on.
+  // goes on (its attention server stopped, it cannot end). The polling
+  // bound is against hangs only; a slow answer is not the answer checked.
   bool saw_not_serving = false;
-  for (int i = 0; i < 50 && !saw_not_serving; ++i) {
-    const absl::Status health = CheckServing(gateway, 1);
+  const auto give_up =
+      std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (signalled && !saw_not_serving &&
+         std::chrono::steady_clock::now() < give_up) {
+    const absl::Status health = CheckServing(gateway, 30);
     saw_not_serving = absl::StrContains(health.message(), "NOT_SERVING");
     if (!saw_not_serving) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -158,21 +184,27 @@ TEST(ServerLifecycleTest, SigtermDrainsTheGateway) {
       << "the HTTP /health still answers 200 while draining";
   auto channel = MakeChannel(gateway);
   auto stub = v1::Inference::NewStub(channel);
+  // Refused at once; admitted, it would wait on the stopped attention
+  // server until this deadline.
   const testing::StreamResult refused = testing::RunGenerate(
-      *stub, testing::GreedyRequest({1, 2, 3}, 4), 10);
+      *stub, testing::GreedyRequest({1, 2, 3}, 4), 60);
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE)
       << refused.status.error_message();
   EXPECT_TRUE(absl::StrContains(refused.status.error_message(), "draining"))
       << refused.status.error_message();
+  EXPECT_FALSE(stream_ended) << "the stream ended while its server was stopped";
 
+  EXPECT_EQ(kill(attention_pid, SIGCONT), 0);
+  continue_attention.pid = -1;
   reader.join();
   EXPECT_TRUE(long_stream.status.ok()) << long_stream.status.error_message();
   EXPECT_EQ(static_cast<int>(long_stream.tokens.size()), kTokens);
   EXPECT_EQ(long_stream.finish_reason, v1::FINISH_REASON_LENGTH);
 
-  // The gateway exits 0 once the stream is done (the launcher reports it).
+  // The gateway exits 0 once the stream is done (the launcher reports it;
+  // the bound is against hangs only).
   bool exited = false;
-  for (int i = 0; i < 100 && !exited; ++i) {
+  for (int i = 0; i < 600 && !exited; ++i) {
     exited = absl::StrContains(cluster->launcher_stderr(),
                                "gateway (pid " + std::to_string(gateway_pid) +
                                    ") exited with status 0");

@@ -59,6 +59,9 @@ constexpr int kKvCacheMb = 2;
 // and +2.3 MiB from round 1 to 5. A leak of 40 KiB per stream (400 streams
 // over rounds 2..5) would exceed the bound.
 constexpr int64_t kRssBoundKiB = 16 * 1024;
+// Each client's deadline, against hangs only: a round's 100 streams queue
+// on one decode server for as long as this machine takes to serve them.
+constexpr int kCallSeconds = 300;
 
 enum class Kind { kComplete, kCancel, kDrop, kKill };
 
@@ -96,7 +99,7 @@ std::shared_ptr<grpc::Channel> OwnChannel(const std::string& address) {
 void RunComplete(v1::Inference::Stub& gateway, const Stream& s,
                  Counts& counts) {
   const testing::StreamResult r = testing::RunGenerate(
-      gateway, testing::GreedyRequest(s.prompt, s.max_tokens), 60);
+      gateway, testing::GreedyRequest(s.prompt, s.max_tokens), kCallSeconds);
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
   EXPECT_EQ(static_cast<int>(r.tokens.size()), s.max_tokens);
   EXPECT_EQ(r.usage.completion_tokens(), s.max_tokens);
@@ -107,7 +110,7 @@ void RunComplete(v1::Inference::Stub& gateway, const Stream& s,
 void RunCancel(v1::Inference::Stub& gateway, const Stream& s, Counts& counts) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::seconds(60));
+                       std::chrono::seconds(kCallSeconds));
   auto reader = gateway.Generate(
       &context, testing::GreedyRequest(s.prompt, s.max_tokens));
   std::thread canceller([&] {
@@ -134,7 +137,7 @@ void RunDrop(const std::string& address, const Stream& s, Counts& counts) {
   std::unique_ptr<v1::Inference::Stub> stub = v1::Inference::NewStub(channel);
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(60));
+                        std::chrono::seconds(kCallSeconds));
   auto reader = stub->Generate(context.get(),
                                testing::GreedyRequest(s.prompt, s.max_tokens));
   v1::GenerateResponse response;
@@ -155,12 +158,13 @@ void RunKill(const std::string& address, const Stream& s, Counts& counts) {
   std::unique_ptr<ChildProcess> cli = ChildProcess::Start(
       {MOE_CLI_BIN, "generate", "--gateway", address, "--prompt-ids",
        Ids(s.prompt), "--max-tokens", std::to_string(s.max_tokens),
-       "--ignore-eos", "--timeout", "60"});
+       "--ignore-eos", "--timeout", std::to_string(kCallSeconds)});
   ASSERT_NE(cli, nullptr);
   // Mid-stream: it printed tokens.
-  EXPECT_TRUE(cli->ReadUntilContains("output: ", 60)) << cli->StderrText();
+  EXPECT_TRUE(cli->ReadUntilContains("output: ", kCallSeconds))
+      << cli->StderrText();
   cli->Signal(SIGKILL);
-  const std::optional<int> status = cli->Wait(30);
+  const std::optional<int> status = cli->Wait(60);
   ASSERT_TRUE(status.has_value());
   if (WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL) {
     ++counts.killed;
@@ -175,12 +179,18 @@ TEST(SoakTest, CancellationsAndDisconnectsLeaveKvAndMemoryAtBaseline) {
   testing::TempDir dir;
   const std::string topology = dir.Join("soak.json");
   // Two prefill servers and one decode server, each with a kKvCacheMb pool.
+  // The decode server's K/V lease is an hour: a reserved request waits for
+  // the prefill servers as long as this machine takes, and only the
+  // cancellations and disconnects under test may free blocks, never a
+  // lease running out.
   std::vector<std::string> servers;
   for (const char* server : {"prefill-0", "prefill-1", "decode-0"}) {
     const std::string name = server;
-    servers.push_back(absl::StrCat(R"({"name": ")", name, R"(", "role": ")",
-                                   name.substr(0, name.find('-')),
-                                   R"(", "kv_cache_mb": )", kKvCacheMb, "}"));
+    const std::string role = name.substr(0, name.find('-'));
+    servers.push_back(absl::StrCat(
+        R"({"name": ")", name, R"(", "role": ")", role,
+        R"(", "kv_cache_mb": )", kKvCacheMb,
+        role == "decode" ? R"(, "kv_lease_seconds": 3600)" : "", "}"));
   }
   testing::WriteFileOrDie(
       topology, absl::StrCat(R"({"expert_servers": 2, "attention_servers": [)",
