@@ -233,19 +233,10 @@ absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const nlohmann::json& json,
         StringField(json, "replacement", "\xe2\x96\x81"), scheme != "never");
   }
   if (type == "Sequence") {
-    const auto it = json.find("decoders");
-    if (it == json.end() || !it->is_array()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ".decoders: expected a list"));
-    }
-    std::vector<std::unique_ptr<Decoder>> parts;
-    for (size_t i = 0; i < it->size(); ++i) {
-      absl::StatusOr<std::unique_ptr<Decoder>> part =
-          MakeDecoder((*it)[i], absl::StrCat(where, ".decoders[", i, "]"));
-      if (!part.ok()) return part.status();
-      if (*part != nullptr) parts.push_back(*std::move(part));
-    }
-    return std::make_unique<SequenceDecoder>(std::move(parts));
+    absl::StatusOr<std::vector<std::unique_ptr<Decoder>>> parts =
+        MakeStageList<Decoder>(json, where, "decoders", MakeDecoder);
+    if (!parts.ok()) return parts.status();
+    return std::make_unique<SequenceDecoder>(*std::move(parts));
   }
   return absl::InvalidArgumentError(
       absl::StrCat(where, ".type \"", type, "\" is not supported"));

@@ -182,19 +182,10 @@ absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(
                                    json.value("strip_right", true));
   }
   if (type == "Sequence") {
-    const auto it = json.find("normalizers");
-    if (it == json.end() || !it->is_array()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ".normalizers: expected a list"));
-    }
-    std::vector<std::unique_ptr<Normalizer>> parts;
-    for (size_t i = 0; i < it->size(); ++i) {
-      absl::StatusOr<std::unique_ptr<Normalizer>> part =
-          MakeNormalizer((*it)[i], absl::StrCat(where, ".normalizers[", i, "]"));
-      if (!part.ok()) return part.status();
-      if (*part != nullptr) parts.push_back(*std::move(part));
-    }
-    return std::make_unique<Sequence>(std::move(parts));
+    absl::StatusOr<std::vector<std::unique_ptr<Normalizer>>> parts =
+        MakeStageList<Normalizer>(json, where, "normalizers", MakeNormalizer);
+    if (!parts.ok()) return parts.status();
+    return std::make_unique<Sequence>(*std::move(parts));
   }
   return absl::InvalidArgumentError(
       absl::StrCat(where, ".type \"", type, "\" is not supported"));

@@ -276,19 +276,11 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(
   if (type == "WhitespaceSplit") return RegexSplit("\\s+", Behavior::kRemoved);
   if (type == "Punctuation") return RegexSplit("\\p{P}", Behavior::kIsolated);
   if (type == "Sequence") {
-    const auto it = json.find("pretokenizers");
-    if (it == json.end() || !it->is_array()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ".pretokenizers: expected a list"));
-    }
-    std::vector<std::unique_ptr<PreTokenizer>> parts;
-    for (size_t i = 0; i < it->size(); ++i) {
-      absl::StatusOr<std::unique_ptr<PreTokenizer>> part = MakePreTokenizer(
-          (*it)[i], absl::StrCat(where, ".pretokenizers[", i, "]"));
-      if (!part.ok()) return part.status();
-      if (*part != nullptr) parts.push_back(*std::move(part));
-    }
-    return std::make_unique<Sequence>(std::move(parts));
+    absl::StatusOr<std::vector<std::unique_ptr<PreTokenizer>>> parts =
+        MakeStageList<PreTokenizer>(json, where, "pretokenizers",
+                                    MakePreTokenizer);
+    if (!parts.ok()) return parts.status();
+    return std::make_unique<Sequence>(*std::move(parts));
   }
   return absl::InvalidArgumentError(
       absl::StrCat(where, ".type \"", type, "\" is not supported"));

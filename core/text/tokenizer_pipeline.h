@@ -12,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
@@ -22,6 +24,29 @@ class Regex;
 // A Replace/Split "pattern": {"String": s} or {"Regex": r}.
 absl::StatusOr<std::shared_ptr<const Regex>> MakePattern(
     const nlohmann::json& json, const std::string& where);
+// The stages listed under json[key] of a "Sequence" stage, each built with
+// make(item, "where.key[i]"); null stages (a JSON null) are left out.
+// INVALID_ARGUMENT naming "where.key" when it is not a list, or the first
+// stage's own error.
+template <typename Stage, typename Make>
+absl::StatusOr<std::vector<std::unique_ptr<Stage>>> MakeStageList(
+    const nlohmann::json& json, const std::string& where, const char* key,
+    Make make) {
+  const auto it = json.find(key);
+  if (it == json.end() || !it->is_array()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".", key, ": expected a list"));
+  }
+  std::vector<std::unique_ptr<Stage>> parts;
+  for (size_t i = 0; i < it->size(); ++i) {
+    absl::StatusOr<std::unique_ptr<Stage>> part =
+        make((*it)[i], absl::StrCat(where, ".", key, "[", i, "]"));
+    if (!part.ok()) return part.status();
+    if (*part != nullptr) parts.push_back(*std::move(part));
+  }
+  return parts;
+}
+
 // json[key] when it is a string, else `fallback`.
 std::string StringField(const nlohmann::json& json, const char* key,
                         const std::string& fallback = "");
