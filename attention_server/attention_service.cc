@@ -188,9 +188,7 @@ absl::StatusOr<DecodedPrefillRequest> DecodePrefillRequest(
   // The decode server's blocks must have this server's layout: the bytes
   // are copied as they are.
   const v1::KvReservation& r = destination.reservation();
-  const int64_t block_bytes = int64_t{2} * shape.block_size *
-                              shape.num_kv_heads * shape.head_dim *
-                              static_cast<int64_t>(sizeof(float));
+  const int64_t block_bytes = shape.BlockBytesPerLayer();
   const int prompt_blocks =
       static_cast<int>((decoded->generation.prompt.size() + shape.block_size -
                         1) / shape.block_size);

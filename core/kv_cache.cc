@@ -38,11 +38,11 @@ std::vector<uint64_t> PrefixBlockHashes(absl::Span<const int32_t> tokens,
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(
     const KvCacheShape& shape, int64_t memory_bytes) {
   if (shape.num_layers <= 0 || shape.num_kv_heads <= 0 || shape.head_dim <= 0 ||
-      shape.block_size <= 0) {
+      shape.block_size <= 0 || shape.planes < 1 || shape.planes > 2) {
     return absl::InvalidArgumentError(absl::StrCat(
         "KV cache shape must be positive: layers=", shape.num_layers,
         " kv_heads=", shape.num_kv_heads, " head_dim=", shape.head_dim,
-        " block_size=", shape.block_size));
+        " block_size=", shape.block_size, " planes=", shape.planes));
   }
   const int64_t per_block = shape.BytesPerBlock();
   const int64_t blocks = memory_bytes / per_block;
@@ -71,7 +71,8 @@ KvCache::KvCache(const KvCacheShape& shape, int num_blocks)
     : shape_(shape),
       num_blocks_(num_blocks),
       row_floats_(int64_t{shape.num_kv_heads} * shape.head_dim),
-      layer_floats_(int64_t{num_blocks} * 2 * shape.block_size * row_floats_) {
+      layer_floats_(int64_t{num_blocks} * shape.planes * shape.block_size *
+                    row_floats_) {
   free_blocks_.reserve(num_blocks);
   // Handed out from the back: lowest ids first.
   for (int b = num_blocks - 1; b >= 0; --b) free_blocks_.push_back(b);

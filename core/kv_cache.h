@@ -3,7 +3,11 @@
 //
 // Storage is float32, one contiguous region per layer laid out as
 // [block][k|v][slot][kv_head][head_dim], so one block of one layer is one
-// contiguous byte range (what a layer-by-layer transfer ships).
+// contiguous byte range (what a layer-by-layer transfer ships). A
+// Multi-head Latent Attention cache (DeepSeek) has one plane instead of two:
+// [block][slot][latent], the latent being the normalised compressed KV
+// (kv_lora_rank) followed by the rotated rope key (qk_rope_head_dim), read
+// through KRow; such a cache has no V rows.
 //
 // Prefix caching: a full block of a prompt can be registered under the hash
 // of its tokens and of every token before it (PrefixBlockHashes). A later
@@ -38,18 +42,29 @@ struct KvCacheShape {
   int num_kv_heads = 0;
   int head_dim = 0;
   int block_size = 16;  // tokens per block
+  int planes = 2;       // 2: K and V; 1: an MLA latent (no V)
 
   // The shape of `config`'s KV cache with `block_size` tokens per block.
   static KvCacheShape ForModel(const ModelConfig& config, int block_size) {
+    if (config.uses_mla()) {
+      return {config.num_layers, 1, config.mla.latent_dim(), block_size, 1};
+    }
     return {config.num_layers, config.num_kv_heads, config.head_dim,
-            block_size};
+            block_size, 2};
   }
 
-  // Bytes one block occupies across all layers.
-  int64_t BytesPerBlock() const {
-    return int64_t{num_layers} * 2 * block_size * num_kv_heads * head_dim *
+  // Bytes one token occupies in one layer.
+  int64_t BytesPerTokenPerLayer() const {
+    return int64_t{planes} * num_kv_heads * head_dim *
            int64_t{sizeof(float)};
   }
+  // Bytes one block of one layer occupies (what a transfer ships per block
+  // and layer).
+  int64_t BlockBytesPerLayer() const {
+    return BytesPerTokenPerLayer() * block_size;
+  }
+  // Bytes one block occupies across all layers.
+  int64_t BytesPerBlock() const { return BlockBytesPerLayer() * num_layers; }
 };
 
 // Chained hashes of the full blocks of `tokens`: hash i covers tokens
@@ -119,6 +134,7 @@ class KvCache {
   float* KRow(int layer, int32_t block, int slot) {
     return layer_base(layer) + BlockOffset(block) + int64_t{slot} * row_floats_;
   }
+  // Precondition: shape().planes == 2.
   float* VRow(int layer, int32_t block, int slot) {
     return KRow(layer, block, slot) + int64_t{shape_.block_size} * row_floats_;
   }
@@ -132,9 +148,7 @@ class KvCache {
   float* BlockData(int layer, int32_t block) {
     return layer_base(layer) + BlockOffset(block);
   }
-  int64_t BlockBytesPerLayer() const {
-    return 2 * int64_t{shape_.block_size} * row_floats_ * sizeof(float);
-  }
+  int64_t BlockBytesPerLayer() const { return shape_.BlockBytesPerLayer(); }
 
  private:
   KvCache(const KvCacheShape& shape, int num_blocks);
@@ -147,7 +161,7 @@ class KvCache {
  private:
   float* layer_base(int layer) { return storage_ + layer * layer_floats_; }
   int64_t BlockOffset(int32_t block) const {
-    return int64_t{block} * 2 * shape_.block_size * row_floats_;
+    return int64_t{block} * shape_.planes * shape_.block_size * row_floats_;
   }
 
   struct Sequence {
@@ -164,7 +178,7 @@ class KvCache {
   KvCacheShape shape_;
   int num_blocks_;
   int64_t row_floats_;    // num_kv_heads * head_dim
-  int64_t layer_floats_;  // num_blocks * 2 * block_size * row_floats
+  int64_t layer_floats_;  // num_blocks * planes * block_size * row_floats
   float* storage_ = nullptr;  // anonymous mapping, zero-filled lazily
   size_t storage_bytes_ = 0;
 

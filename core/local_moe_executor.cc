@@ -32,8 +32,9 @@ absl::Status LocalMoeExecutor::RunMoe(int layer, const float* x,
                                       int64_t tokens, float* out) {
   const LayerWeights& lw = weights_->layers[layer];
   const int64_t h = weights_->config.hidden_size;
-  const Routing routing = ComputeRouting(weights_->config, lw.router_gate, x,
-                                         tokens, pool_);
+  const Routing routing =
+      ComputeRouting(weights_->config, lw.router_gate,
+                     lw.router_correction_bias, x, tokens, pool_);
   if (observer_) observer_(layer, routing);
   const std::vector<ExpertAssignment> assignments = GroupByExpert(routing);
 

@@ -7,107 +7,21 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "core/config_json.h"
+#include "core/model_config_deepseek.h"
 #include "nlohmann/json.hpp"
 
 namespace moe {
 namespace {
 
+using config_json::FieldError;
+using config_json::OptionalBool;
+using config_json::OptionalInt;
+using config_json::OptionalIntList;
+using config_json::OptionalNumber;
+using config_json::OptionalPositiveFloat;
+using config_json::RequiredInt;
 using Json = nlohmann::json;
-
-absl::Status FieldError(absl::string_view field, absl::string_view problem) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("config.json: field \"", field, "\" ", problem));
-}
-
-// Reads a required positive integer.
-absl::StatusOr<int> RequiredInt(const Json& j, const char* field) {
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) return FieldError(field, "is missing");
-  if (!it->is_number_integer()) return FieldError(field, "must be an integer");
-  const int64_t v = it->get<int64_t>();
-  if (v <= 0 || v > (int64_t{1} << 30)) {
-    return FieldError(field, absl::StrCat("must be positive, got ", v));
-  }
-  return static_cast<int>(v);
-}
-
-absl::StatusOr<int> OptionalInt(const Json& j, const char* field, int dflt,
-                                int64_t min_value = 0) {
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) return dflt;
-  if (!it->is_number_integer()) return FieldError(field, "must be an integer");
-  const int64_t v = it->get<int64_t>();
-  if (v < min_value || v > (int64_t{1} << 30)) {
-    return FieldError(field, absl::StrCat("is out of range: ", v));
-  }
-  return static_cast<int>(v);
-}
-
-absl::StatusOr<double> OptionalNumber(const Json& j, const char* field,
-                                      double dflt) {
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) return dflt;
-  if (!it->is_number()) return FieldError(field, "must be a number");
-  const double v = it->get<double>();
-  if (!(v > 0) || !std::isfinite(v)) {
-    return FieldError(field, absl::StrCat("must be positive and finite, got ", v));
-  }
-  return v;
-}
-
-// A positive number stored as a float: one that rounds to 0 or to infinity
-// in float (1e-50, 1e300) is refused, as it would silently become no epsilon
-// or no clipping.
-absl::StatusOr<float> OptionalPositiveFloat(const Json& j, const char* field,
-                                            double dflt) {
-  double v;
-  ASSIGN_OR_RETURN(v, OptionalNumber(j, field, dflt));
-  const float f = static_cast<float>(v);
-  if (!(f > 0) || !std::isfinite(f)) {
-    return FieldError(field,
-                      absl::StrCat("is outside the float range: ", v));
-  }
-  return f;
-}
-
-absl::StatusOr<bool> OptionalBool(const Json& j, const char* field, bool dflt) {
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) return dflt;
-  if (!it->is_boolean()) return FieldError(field, "must be true or false");
-  return it->get<bool>();
-}
-
-// An integer or a list of integers (eos_token_id may be either).
-absl::StatusOr<std::vector<int>> OptionalIntList(const Json& j,
-                                                 const char* field) {
-  std::vector<int> out;
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) return out;
-  auto in_range = [](const Json& v) {
-    return v.is_number_integer() && v.get<int64_t>() >= 0 &&
-           v.get<int64_t>() <= INT32_MAX;
-  };
-  if (it->is_number_integer()) {
-    if (!in_range(*it)) {
-      return FieldError(field, absl::StrCat("holds an invalid token id ", it->dump()));
-    }
-    out.push_back(it->get<int>());
-    return out;
-  }
-  if (!it->is_array()) {
-    return FieldError(field, "must be an integer or a list of integers");
-  }
-  for (const Json& v : *it) {
-    if (!v.is_number_integer()) {
-      return FieldError(field, "must contain only integers");
-    }
-    if (!in_range(v)) {
-      return FieldError(field, absl::StrCat("holds an invalid token id ", v.dump()));
-    }
-    out.push_back(v.get<int>());
-  }
-  return out;
-}
 
 absl::StatusOr<ModelFamily> DetectFamily(const Json& j) {
   auto arch = j.find("architectures");
@@ -123,7 +37,8 @@ absl::StatusOr<ModelFamily> DetectFamily(const Json& j) {
                                      name,
                                      "\" (supported: MixtralForCausalLM, "
                                      "Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
-                                     "OlmoeForCausalLM)"));
+                                     "OlmoeForCausalLM, DeepseekV2ForCausalLM, "
+                                     "DeepseekV3ForCausalLM)"));
     }
     return f;
   }
@@ -138,7 +53,8 @@ absl::StatusOr<ModelFamily> DetectFamily(const Json& j) {
     return FieldError("model_type",
                       absl::StrCat("names an unsupported model type \"", name,
                                    "\" (supported: mixtral, qwen2_moe, "
-                                   "qwen3_moe, olmoe)"));
+                                   "qwen3_moe, olmoe, deepseek_v2, "
+                                   "deepseek_v3)"));
   }
   return f;
 }
@@ -153,7 +69,9 @@ absl::Status ParseInto(const Json& j, ModelConfig& c) {
   ASSIGN_OR_RETURN(c.num_kv_heads,
                    OptionalInt(j, "num_key_value_heads", c.num_heads, 1));
   ASSIGN_OR_RETURN(c.vocab_size, RequiredInt(j, "vocab_size"));
-  if (f == ModelFamily::kQwen3Moe) {
+  if (c.is_deepseek()) {
+    // head_dim and num_kv_heads follow from the MLA sizes (below).
+  } else if (f == ModelFamily::kQwen3Moe) {
     ASSIGN_OR_RETURN(c.head_dim, RequiredInt(j, "head_dim"));
   } else {
     ASSIGN_OR_RETURN(c.head_dim,
@@ -165,9 +83,10 @@ absl::Status ParseInto(const Json& j, ModelConfig& c) {
                                    " / ", c.num_heads, " rounds down to 0"));
     }
   }
-  const bool qwen = f == ModelFamily::kQwen2Moe || f == ModelFamily::kQwen3Moe;
-  ASSIGN_OR_RETURN(c.rms_norm_eps,
-                   OptionalPositiveFloat(j, "rms_norm_eps", qwen ? 1e-6 : 1e-5));
+  const bool eps_1e6 = f == ModelFamily::kQwen2Moe ||
+                       f == ModelFamily::kQwen3Moe || c.is_deepseek();
+  ASSIGN_OR_RETURN(c.rms_norm_eps, OptionalPositiveFloat(j, "rms_norm_eps",
+                                                         eps_1e6 ? 1e-6 : 1e-5));
   ASSIGN_OR_RETURN(c.rope_theta,
                    OptionalNumber(j, "rope_theta",
                                   f == ModelFamily::kMixtral ? 1e6 : 1e4));
@@ -181,11 +100,15 @@ absl::Status ParseInto(const Json& j, ModelConfig& c) {
       return FieldError("hidden_act", "must be \"silu\"");
     }
   }
-  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
+  if (auto it = j.find("rope_scaling");
+      it != j.end() && !it->is_null() && !c.is_deepseek()) {
     return FieldError("rope_scaling", "is not supported (must be null)");
   }
 
   // Experts.
+  if (c.is_deepseek()) {
+    RETURN_IF_ERROR(ParseDeepseekFields(j, c));
+  } else {
   ASSIGN_OR_RETURN(c.num_experts_per_tok,
                    RequiredInt(j, "num_experts_per_tok"));
   if (f == ModelFamily::kMixtral) {
@@ -228,6 +151,7 @@ absl::Status ParseInto(const Json& j, ModelConfig& c) {
       }
     }
   }
+  }  // not DeepSeek
   if (c.num_experts_per_tok > c.num_experts) {
     return FieldError("num_experts_per_tok",
                       absl::StrCat("(", c.num_experts_per_tok,
@@ -244,6 +168,7 @@ absl::Status ParseInto(const Json& j, ModelConfig& c) {
       // Every Qwen2-MoE MoE layer has a shared expert.
       ASSIGN_OR_RETURN(c.shared_expert_intermediate_size,
                        RequiredInt(j, "shared_expert_intermediate_size"));
+      c.shared_expert_gated = true;
       break;
     }
     case ModelFamily::kQwen3Moe: {
@@ -253,6 +178,9 @@ absl::Status ParseInto(const Json& j, ModelConfig& c) {
       c.qk_norm = QkNorm::kPerHead;
       break;
     }
+    case ModelFamily::kDeepseekV2:
+    case ModelFamily::kDeepseekV3:
+      break;  // ParseDeepseekFields
     case ModelFamily::kOlmoe: {
       bool bias;
       ASSIGN_OR_RETURN(bias, OptionalBool(j, "attention_bias", false));
@@ -278,7 +206,7 @@ absl::Status ParseInto(const Json& j, ModelConfig& c) {
                                    ") must divide num_attention_heads (",
                                    c.num_heads, ")"));
   }
-  if (c.head_dim % 2 != 0) {
+  if (c.head_dim % 2 != 0 && !c.is_deepseek()) {
     return FieldError("head_dim", "must be even (rotary embedding pairs)");
   }
 
@@ -308,6 +236,10 @@ absl::string_view FamilyName(ModelFamily family) {
       return "qwen3_moe";
     case ModelFamily::kOlmoe:
       return "olmoe";
+    case ModelFamily::kDeepseekV2:
+      return "deepseek_v2";
+    case ModelFamily::kDeepseekV3:
+      return "deepseek_v3";
   }
   return "?";
 }
@@ -322,13 +254,19 @@ absl::string_view ArchitectureName(ModelFamily family) {
       return "Qwen3MoeForCausalLM";
     case ModelFamily::kOlmoe:
       return "OlmoeForCausalLM";
+    case ModelFamily::kDeepseekV2:
+      return "DeepseekV2ForCausalLM";
+    case ModelFamily::kDeepseekV3:
+      return "DeepseekV3ForCausalLM";
   }
   return "?";
 }
 
 absl::StatusOr<ModelFamily> ParseFamily(absl::string_view name) {
-  for (ModelFamily f : {ModelFamily::kMixtral, ModelFamily::kQwen2Moe,
-                        ModelFamily::kQwen3Moe, ModelFamily::kOlmoe}) {
+  for (ModelFamily f :
+       {ModelFamily::kMixtral, ModelFamily::kQwen2Moe, ModelFamily::kQwen3Moe,
+        ModelFamily::kOlmoe, ModelFamily::kDeepseekV2,
+        ModelFamily::kDeepseekV3}) {
     if (name == FamilyName(f) || name == ArchitectureName(f)) return f;
   }
   return absl::InvalidArgumentError(
@@ -336,6 +274,10 @@ absl::StatusOr<ModelFamily> ParseFamily(absl::string_view name) {
 }
 
 bool ModelConfig::IsMoeLayer(int layer) const {
+  if (is_deepseek()) {
+    return num_experts > 0 && layer >= first_k_dense_replace &&
+           layer % moe_layer_freq == 0;
+  }
   if (family == ModelFamily::kMixtral || family == ModelFamily::kOlmoe) {
     return true;
   }
@@ -403,6 +345,10 @@ std::string ModelConfigToJson(const ModelConfig& c) {
   }
   j["num_experts_per_tok"] = c.num_experts_per_tok;
   switch (c.family) {
+    case ModelFamily::kDeepseekV2:
+    case ModelFamily::kDeepseekV3:
+      DeepseekFieldsToJson(c, j);
+      break;
     case ModelFamily::kMixtral:
       j["num_local_experts"] = c.num_experts;
       j["intermediate_size"] = c.expert_intermediate_size;

@@ -16,7 +16,52 @@
 
 namespace moe {
 
-enum class ModelFamily { kMixtral, kQwen2Moe, kQwen3Moe, kOlmoe };
+enum class ModelFamily {
+  kMixtral,
+  kQwen2Moe,
+  kQwen3Moe,
+  kOlmoe,
+  kDeepseekV2,  // Multi-head Latent Attention, DeepSeekMoE
+  kDeepseekV3,  // as V2, plus sigmoid scores with a correction bias
+};
+
+// How the router turns gate logits into expert scores.
+enum class ScoringFunc { kSoftmax, kSigmoid };
+
+// How the top-k experts are chosen from the scores (DeepSeek's topk_method;
+// every other family is kGreedy).
+enum class TopkMethod {
+  kGreedy,              // top-k over all experts
+  kGroupLimitedGreedy,  // top-k within the topk_group groups of best max
+  kNoauxTc,             // scores + correction bias; groups by top-2 sum
+};
+
+// Multi-head Latent Attention sizes (DeepSeek-V2/V3). All zero for the
+// other families.
+struct MlaConfig {
+  int q_lora_rank = 0;  // 0: a plain q_proj
+  int kv_lora_rank = 0;
+  int qk_nope_head_dim = 0;
+  int qk_rope_head_dim = 0;
+  int v_head_dim = 0;
+
+  int qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+  // Floats cached per token and layer: the normalised latent and the
+  // rotated key part shared by every head.
+  int latent_dim() const { return kv_lora_rank + qk_rope_head_dim; }
+};
+
+// YaRN rope scaling (`rope_scaling` with type "yarn"). factor <= 0: none.
+struct YarnScaling {
+  double factor = 0;
+  int original_max_position_embeddings = 4096;
+  double beta_fast = 32;
+  double beta_slow = 1;
+  double mscale = 1;
+  double mscale_all_dim = 0;
+
+  bool enabled() const { return factor > 0; }
+};
 
 // Where q/k RMSNorm is applied, if at all.
 enum class QkNorm {
@@ -59,11 +104,37 @@ struct ModelConfig {
   std::vector<int> mlp_only_layers;
   int dense_intermediate_size = 0;  // FFN size of dense (non-MoE) layers
   int shared_expert_intermediate_size = 0;  // 0: no shared expert
+  // Qwen2-MoE scales the shared expert by sigmoid(shared_expert_gate · x);
+  // DeepSeek adds it unscaled.
+  bool shared_expert_gated = false;
+
+  // DeepSeek routing and layer layout (defaults: every other family).
+  ScoringFunc scoring_func = ScoringFunc::kSoftmax;
+  TopkMethod topk_method = TopkMethod::kGreedy;
+  int n_group = 1;
+  int topk_group = 1;
+  double routed_scaling_factor = 1.0;
+  int first_k_dense_replace = 0;  // layers [0, this) are dense
+  int moe_layer_freq = 1;         // MoE on layers with l % freq == 0
+
+  // DeepSeek attention.
+  MlaConfig mla;
+  YarnScaling yarn;
 
   int bos_token_id = -1;
   std::vector<int> eos_token_ids;
   std::string torch_dtype;  // informational
 
+  bool is_deepseek() const {
+    return family == ModelFamily::kDeepseekV2 ||
+           family == ModelFamily::kDeepseekV3;
+  }
+  // Multi-head Latent Attention: a latent KV cache (DeepSeek).
+  bool uses_mla() const { return is_deepseek(); }
+  // The gate has an e_score_correction_bias (noaux_tc).
+  bool has_correction_bias() const {
+    return topk_method == TopkMethod::kNoauxTc;
+  }
   int q_dim() const { return num_heads * head_dim; }
   int kv_dim() const { return num_kv_heads * head_dim; }
   bool has_shared_expert() const { return shared_expert_intermediate_size > 0; }

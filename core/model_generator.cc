@@ -139,6 +139,7 @@ struct PlannedTensor {
   std::vector<int64_t> shape;
   float center = 0.0f;
   float scale = 0.0f;
+  bool float32 = false;  // stored as F32 whatever the model's dtype
 };
 
 class Planner {
@@ -177,9 +178,41 @@ class Planner {
     Linear(down, c_.hidden_size, intermediate);
   }
 
+  // DeepSeek's Multi-head Latent Attention projections.
+  void AddMlaAttention(int l) {
+    const MlaConfig& m = c_.mla;
+    const int64_t h = c_.hidden_size, heads = c_.num_heads;
+    if (m.q_lora_rank == 0) {
+      Linear(AttentionTensorName(l, "q_proj", "weight"), c_.q_dim(), h);
+    } else {
+      Linear(AttentionTensorName(l, "q_a_proj", "weight"), m.q_lora_rank, h);
+      Norm(AttentionTensorName(l, "q_a_layernorm", "weight"), m.q_lora_rank);
+      Linear(AttentionTensorName(l, "q_b_proj", "weight"), c_.q_dim(),
+             m.q_lora_rank);
+    }
+    Linear(AttentionTensorName(l, "kv_a_proj_with_mqa", "weight"),
+           m.latent_dim(), h);
+    Norm(AttentionTensorName(l, "kv_a_layernorm", "weight"), m.kv_lora_rank);
+    Linear(AttentionTensorName(l, "kv_b_proj", "weight"),
+           heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank);
+    Linear(AttentionTensorName(l, "o_proj", "weight"), h,
+           heads * m.v_head_dim);
+  }
+
   void AddLayer(int l) {
     const int64_t h = c_.hidden_size;
     Norm(LayerTensorName(l, "input_layernorm.weight"), h);
+    if (c_.uses_mla()) {
+      AddMlaAttention(l);
+    } else {
+      AddAttention(l);
+    }
+    Norm(LayerTensorName(l, "post_attention_layernorm.weight"), h);
+    AddFfn(l);
+  }
+
+  void AddAttention(int l) {
+    const int64_t h = c_.hidden_size;
     const struct {
       const char* proj;
       int64_t out;
@@ -199,8 +232,10 @@ class Planner {
       Norm(AttentionTensorName(l, "q_norm", "weight"), c_.q_dim());
       Norm(AttentionTensorName(l, "k_norm", "weight"), c_.kv_dim());
     }
-    Norm(LayerTensorName(l, "post_attention_layernorm.weight"), h);
+  }
 
+  void AddFfn(int l) {
+    const int64_t h = c_.hidden_size;
     if (!c_.IsMoeLayer(l)) {
       Ffn(c_.dense_intermediate_size, DenseMlpTensorName(l, FfnProj::kGate),
           DenseMlpTensorName(l, FfnProj::kUp),
@@ -211,6 +246,12 @@ class Planner {
     // that tiny numeric differences rarely flip an expert choice.
     Add(RouterGateName(c_, l), {c_.num_experts, h}, 0.0f,
         3.0f * std::sqrt(3.0f / static_cast<float>(h)));
+    if (c_.has_correction_bias()) {
+      // float32, as DeepSeek-V3 stores it; large enough against sigmoid
+      // scores in (0, 1) to change some choices.
+      tensors_.push_back(
+          {RouterCorrectionBiasName(l), {c_.num_experts}, 0.0f, 0.3f, true});
+    }
     for (int e = 0; e < c_.num_experts; ++e) {
       Ffn(c_.expert_intermediate_size,
           ExpertTensorName(c_, l, e, FfnProj::kGate),
@@ -219,10 +260,10 @@ class Planner {
     }
     if (c_.has_shared_expert()) {
       Ffn(c_.shared_expert_intermediate_size,
-          SharedExpertTensorName(l, FfnProj::kGate),
-          SharedExpertTensorName(l, FfnProj::kUp),
-          SharedExpertTensorName(l, FfnProj::kDown));
-      Linear(SharedExpertGateName(l), 1, h);
+          SharedExpertTensorName(c_, l, FfnProj::kGate),
+          SharedExpertTensorName(c_, l, FfnProj::kUp),
+          SharedExpertTensorName(c_, l, FfnProj::kDown));
+      if (c_.shared_expert_gated) Linear(SharedExpertGateName(l), 1, h);
     }
   }
 
@@ -241,6 +282,37 @@ absl::Status SpecError(absl::string_view field, absl::string_view problem) {
 absl::Status RequirePositive(absl::string_view field, int64_t value) {
   if (value > 0) return absl::OkStatus();
   return SpecError(field, absl::StrCat("must be positive, got ", value));
+}
+
+// DeepSeek's structural rules; the rest (group sizes, routing names) is
+// checked by reading the written config.json back.
+absl::Status ValidateDeepseek(const ModelConfig& c) {
+  const MlaConfig& m = c.mla;
+  if (m.q_lora_rank < 0) {
+    return SpecError("config.mla.q_lora_rank", "must be >= 0 (0: no q LoRA)");
+  }
+  RETURN_IF_ERROR(RequirePositive("config.mla.kv_lora_rank", m.kv_lora_rank));
+  RETURN_IF_ERROR(
+      RequirePositive("config.mla.qk_nope_head_dim", m.qk_nope_head_dim));
+  RETURN_IF_ERROR(
+      RequirePositive("config.mla.qk_rope_head_dim", m.qk_rope_head_dim));
+  RETURN_IF_ERROR(RequirePositive("config.mla.v_head_dim", m.v_head_dim));
+  if (c.head_dim != m.qk_head_dim() || c.num_kv_heads != c.num_heads) {
+    return SpecError("config.head_dim",
+                     "must be qk_nope + qk_rope and num_kv_heads must equal "
+                     "num_heads for MLA");
+  }
+  if (c.qkv_bias || c.o_bias || c.qk_norm != QkNorm::kNone ||
+      c.clip_qkv != 0 || c.sliding_window != 0) {
+    return SpecError("config.qkv_bias",
+                     "(and o_bias, qk_norm, clip_qkv, sliding_window) must be "
+                     "off for DeepSeek");
+  }
+  if (c.shared_expert_intermediate_size % c.expert_intermediate_size != 0) {
+    return SpecError("config.shared_expert_intermediate_size",
+                     "must be n_shared_experts * expert_intermediate_size");
+  }
+  return absl::OkStatus();
 }
 
 // Checks that config.json can express `c` and that its tensors are
@@ -265,7 +337,7 @@ absl::Status ValidateConfig(const ModelConfig& c) {
         absl::StrCat("(", c.num_kv_heads, ") must divide num_heads (",
                      c.num_heads, ")"));
   }
-  if (c.head_dim % 2 != 0) {
+  if (c.head_dim % 2 != 0 && !c.is_deepseek()) {
     return SpecError("config.head_dim", "must be even (rotary pairs)");
   }
   if (c.num_experts_per_tok > c.num_experts) {
@@ -329,7 +401,7 @@ absl::Status ValidateConfig(const ModelConfig& c) {
   if (f == ModelFamily::kQwen2Moe) {
     RETURN_IF_ERROR(RequirePositive("config.shared_expert_intermediate_size",
                                     c.shared_expert_intermediate_size));
-  } else if (c.shared_expert_intermediate_size != 0) {
+  } else if (c.shared_expert_intermediate_size != 0 && !c.is_deepseek()) {
     return SpecError(
         "config.shared_expert_intermediate_size",
         absl::StrCat("must be 0 for ", family, " (no shared expert)"));
@@ -338,7 +410,25 @@ absl::Status ValidateConfig(const ModelConfig& c) {
     return SpecError("config.norm_topk_prob",
                      "must be true for mixtral (it always renormalises)");
   }
+  if (c.shared_expert_gated != (f == ModelFamily::kQwen2Moe)) {
+    return SpecError("config.shared_expert_gated",
+                     "must be true for qwen2_moe and false otherwise");
+  }
+  if (!c.is_deepseek() && (c.mla.kv_lora_rank != 0 || c.yarn.enabled() ||
+                           c.topk_method != TopkMethod::kGreedy ||
+                           c.scoring_func != ScoringFunc::kSoftmax ||
+                           c.first_k_dense_replace != 0)) {
+    return SpecError("config.mla",
+                     absl::StrCat("(and yarn, topk_method, scoring_func, "
+                                  "first_k_dense_replace) are DeepSeek's; "
+                                  "leave them at their defaults for ",
+                                  family));
+  }
   switch (f) {
+    case ModelFamily::kDeepseekV2:
+    case ModelFamily::kDeepseekV3:
+      RETURN_IF_ERROR(ValidateDeepseek(c));
+      break;
     case ModelFamily::kMixtral:
     case ModelFamily::kQwen2Moe:
       if (f == ModelFamily::kMixtral && c.qkv_bias) {
@@ -432,6 +522,36 @@ absl::Status CompareRoundTrip(const ModelConfig& wrote,
   RETURN_IF_ERROR(field("shared_expert_intermediate_size",
                         wrote.shared_expert_intermediate_size,
                         read.shared_expert_intermediate_size));
+  RETURN_IF_ERROR(field("shared_expert_gated", wrote.shared_expert_gated,
+                        read.shared_expert_gated));
+  RETURN_IF_ERROR(field("scoring_func", wrote.scoring_func, read.scoring_func));
+  RETURN_IF_ERROR(field("topk_method", wrote.topk_method, read.topk_method));
+  RETURN_IF_ERROR(field("n_group", wrote.n_group, read.n_group));
+  RETURN_IF_ERROR(field("topk_group", wrote.topk_group, read.topk_group));
+  RETURN_IF_ERROR(field("routed_scaling_factor", wrote.routed_scaling_factor,
+                        read.routed_scaling_factor));
+  RETURN_IF_ERROR(field("first_k_dense_replace", wrote.first_k_dense_replace,
+                        read.first_k_dense_replace));
+  RETURN_IF_ERROR(
+      field("moe_layer_freq", wrote.moe_layer_freq, read.moe_layer_freq));
+  const MlaConfig &wm = wrote.mla, &rm = read.mla;
+  RETURN_IF_ERROR(field("mla.q_lora_rank", wm.q_lora_rank, rm.q_lora_rank));
+  RETURN_IF_ERROR(field("mla.kv_lora_rank", wm.kv_lora_rank, rm.kv_lora_rank));
+  RETURN_IF_ERROR(field("mla.qk_nope_head_dim", wm.qk_nope_head_dim,
+                        rm.qk_nope_head_dim));
+  RETURN_IF_ERROR(field("mla.qk_rope_head_dim", wm.qk_rope_head_dim,
+                        rm.qk_rope_head_dim));
+  RETURN_IF_ERROR(field("mla.v_head_dim", wm.v_head_dim, rm.v_head_dim));
+  const YarnScaling &wy = wrote.yarn, &ry = read.yarn;
+  RETURN_IF_ERROR(field("yarn.factor", wy.factor, ry.factor));
+  RETURN_IF_ERROR(field("yarn.original_max_position_embeddings",
+                        wy.original_max_position_embeddings,
+                        ry.original_max_position_embeddings));
+  RETURN_IF_ERROR(field("yarn.beta_fast", wy.beta_fast, ry.beta_fast));
+  RETURN_IF_ERROR(field("yarn.beta_slow", wy.beta_slow, ry.beta_slow));
+  RETURN_IF_ERROR(field("yarn.mscale", wy.mscale, ry.mscale));
+  RETURN_IF_ERROR(
+      field("yarn.mscale_all_dim", wy.mscale_all_dim, ry.mscale_all_dim));
   RETURN_IF_ERROR(field("bos_token_id", wrote.bos_token_id, read.bos_token_id));
   RETURN_IF_ERROR(
       field("eos_token_ids", wrote.eos_token_ids, read.eos_token_ids));
@@ -521,6 +641,38 @@ absl::Status WriteTextFile(const std::string& path, const std::string& text) {
   return absl::OkStatus();
 }
 
+// SmallConfig's DeepSeek shapes. V2: like V2-Lite (no q LoRA, softmax,
+// greedy, one dense layer, two shared experts). V3: q LoRA, sigmoid scores
+// with a correction bias, noaux_tc over 4 groups, renormalised and scaled
+// weights, YaRN rope whose ramp covers the rope dimensions.
+void SetSmallDeepseek(ModelConfig& c) {
+  c.num_layers = 3;
+  c.num_kv_heads = c.num_heads;
+  c.rms_norm_eps = 1e-6f;
+  c.mla.kv_lora_rank = 32;
+  c.mla.qk_nope_head_dim = 16;
+  c.mla.qk_rope_head_dim = 8;
+  c.mla.v_head_dim = 16;
+  c.head_dim = c.mla.qk_head_dim();
+  c.expert_intermediate_size = 48;
+  c.shared_expert_intermediate_size = 2 * 48;
+  c.first_k_dense_replace = 1;
+  c.dense_intermediate_size = 128;
+  if (c.family == ModelFamily::kDeepseekV2) return;
+  c.mla.q_lora_rank = 48;
+  c.scoring_func = ScoringFunc::kSigmoid;
+  c.topk_method = TopkMethod::kNoauxTc;
+  c.n_group = 4;
+  c.topk_group = 2;
+  c.norm_topk_prob = true;
+  c.routed_scaling_factor = 2.5;
+  c.yarn.factor = 4;
+  c.yarn.original_max_position_embeddings = 256;
+  c.yarn.mscale = 1;
+  c.yarn.mscale_all_dim = 1;
+  c.max_position_embeddings = 1024;
+}
+
 }  // namespace
 
 ModelConfig SmallConfig(ModelFamily family) {
@@ -553,6 +705,7 @@ ModelConfig SmallConfig(ModelFamily family) {
       c.dense_intermediate_size = 96;
       c.shared_expert_intermediate_size = 96;
       c.qkv_bias = true;
+      c.shared_expert_gated = true;
       break;
     case ModelFamily::kQwen3Moe:
       c.head_dim = 32;  // != hidden / heads, as in the real models
@@ -563,6 +716,10 @@ ModelConfig SmallConfig(ModelFamily family) {
       break;
     case ModelFamily::kOlmoe:
       c.qk_norm = QkNorm::kWholeProjection;
+      break;
+    case ModelFamily::kDeepseekV2:  // shaped like DeepSeek-V2-Lite
+    case ModelFamily::kDeepseekV3:
+      SetSmallDeepseek(c);
       break;
   }
   return c;
@@ -602,7 +759,7 @@ absl::Status GenerateModel(
   std::vector<int64_t> bytes;
   int64_t total = 0;
   for (const PlannedTensor& t : plan) {
-    int64_t n = DTypeSize(spec.dtype);
+    int64_t n = DTypeSize(t.float32 ? DType::kF32 : spec.dtype);
     for (int64_t d : t.shape) n *= d;
     bytes.push_back(n);
     total += n;
@@ -623,11 +780,11 @@ absl::Status GenerateModel(
       const PlannedTensor& p = plan[i];
       TensorToWrite t;
       t.name = p.name;
-      t.dtype = spec.dtype;
+      t.dtype = p.float32 ? DType::kF32 : spec.dtype;
       t.shape = p.shape;
       const int64_t n = t.NumElements();
       const uint64_t key = TensorKey(spec.seed, p.name);
-      const DType dtype = spec.dtype;
+      const DType dtype = t.dtype;
       const float center = p.center, scale = p.scale;
       t.fill = [=](char* dst) {
         FillUniform(dst, dtype, n, key, center, scale);

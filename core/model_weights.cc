@@ -1,5 +1,7 @@
 #include "core/model_weights.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "core/weight_names.h"
@@ -20,8 +22,33 @@ absl::StatusOr<FfnWeights> LoadFfn(Checkpoint& ckpt, int64_t hidden,
   return w;
 }
 
+absl::Status LoadMlaAttention(Checkpoint& ckpt, const ModelConfig& c, int l,
+                              AttentionWeights& a) {
+  const MlaConfig& m = c.mla;
+  const int64_t h = c.hidden_size, heads = c.num_heads;
+  auto get = [&](const char* proj, const char* kind, Shape shape) {
+    return ckpt.Get(AttentionTensorName(l, proj, kind), shape);
+  };
+  if (m.q_lora_rank == 0) {
+    ASSIGN_OR_RETURN(a.q, get("q_proj", "weight", {c.q_dim(), h}));
+  } else {
+    ASSIGN_OR_RETURN(a.q_a, get("q_a_proj", "weight", {m.q_lora_rank, h}));
+    ASSIGN_OR_RETURN(a.q_a_norm, get("q_a_layernorm", "weight", {m.q_lora_rank}));
+    ASSIGN_OR_RETURN(a.q_b, get("q_b_proj", "weight", {c.q_dim(), m.q_lora_rank}));
+  }
+  ASSIGN_OR_RETURN(a.kv_a,
+                   get("kv_a_proj_with_mqa", "weight", {m.latent_dim(), h}));
+  ASSIGN_OR_RETURN(a.kv_a_norm, get("kv_a_layernorm", "weight", {m.kv_lora_rank}));
+  ASSIGN_OR_RETURN(a.kv_b, get("kv_b_proj", "weight",
+                               {heads * (m.qk_nope_head_dim + m.v_head_dim),
+                                m.kv_lora_rank}));
+  ASSIGN_OR_RETURN(a.o, get("o_proj", "weight", {h, heads * m.v_head_dim}));
+  return absl::OkStatus();
+}
+
 absl::Status LoadAttention(Checkpoint& ckpt, const ModelConfig& c, int l,
                            AttentionWeights& a) {
+  if (c.uses_mla()) return LoadMlaAttention(ckpt, c, l, a);
   const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
   ASSIGN_OR_RETURN(a.q, ckpt.Get(AttentionTensorName(l, "q_proj", "weight"), Shape{qd, h}));
   ASSIGN_OR_RETURN(a.k, ckpt.Get(AttentionTensorName(l, "k_proj", "weight"), Shape{kvd, h}));
@@ -61,11 +88,13 @@ absl::Status LoadNonExpert(Checkpoint& ckpt, const ModelConfig& c, int l,
   } else if (c.has_shared_expert()) {
     ASSIGN_OR_RETURN(lw.shared_expert,
                      LoadFfn(ckpt, h, c.shared_expert_intermediate_size,
-                             SharedExpertTensorName(l, FfnProj::kGate),
-                             SharedExpertTensorName(l, FfnProj::kUp),
-                             SharedExpertTensorName(l, FfnProj::kDown)));
-    ASSIGN_OR_RETURN(lw.shared_expert_gate,
-                     ckpt.Get(SharedExpertGateName(l), Shape{1, h}));
+                             SharedExpertTensorName(c, l, FfnProj::kGate),
+                             SharedExpertTensorName(c, l, FfnProj::kUp),
+                             SharedExpertTensorName(c, l, FfnProj::kDown)));
+    if (c.shared_expert_gated) {
+      ASSIGN_OR_RETURN(lw.shared_expert_gate,
+                       ckpt.Get(SharedExpertGateName(l), Shape{1, h}));
+    }
   }
   return absl::OkStatus();
 }
@@ -123,6 +152,20 @@ absl::StatusOr<ModelWeights> LoadModelWeights(
     if (selection.gates) {
       ASSIGN_OR_RETURN(lw.router_gate, ckpt.Get(RouterGateName(c, l),
                                                 Shape{c.num_experts, h}));
+      if (c.has_correction_bias()) {
+        TensorView bias;
+        ASSIGN_OR_RETURN(bias, ckpt.Get(RouterCorrectionBiasName(l),
+                                        Shape{c.num_experts}));
+        lw.router_correction_bias.resize(c.num_experts);
+        for (int e = 0; e < c.num_experts; ++e) {
+          lw.router_correction_bias[e] = bias.At(e);
+          if (!std::isfinite(lw.router_correction_bias[e])) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                RouterCorrectionBiasName(l), ": element ", e,
+                " is not finite"));
+          }
+        }
+      }
     }
     if (selection.all_experts) {
       for (int e = 0; e < c.num_experts; ++e) {
@@ -154,8 +197,10 @@ int64_t ActiveWeightBytesPerToken(const ModelWeights& w) {
   for (const LayerWeights& lw : w.layers) {
     const AttentionWeights& a = lw.attention;
     total += bytes(lw.input_norm) + bytes(lw.post_attention_norm);
-    for (const TensorView* t : {&a.q, &a.k, &a.v, &a.o, &a.q_bias, &a.k_bias,
-                                &a.v_bias, &a.o_bias, &a.q_norm, &a.k_norm}) {
+    for (const TensorView* t :
+         {&a.q, &a.k, &a.v, &a.o, &a.q_bias, &a.k_bias, &a.v_bias, &a.o_bias,
+          &a.q_norm, &a.k_norm, &a.q_a, &a.q_a_norm, &a.q_b, &a.kv_a,
+          &a.kv_a_norm, &a.kv_b}) {
       total += bytes(*t);
     }
     total += bytes(lw.router_gate) + bytes(lw.shared_expert_gate);

@@ -33,6 +33,14 @@ struct AttentionWeights {
   TensorView q, k, v, o;  // [q_dim, H], [kv_dim, H], [kv_dim, H], [H, q_dim]
   TensorView q_bias, k_bias, v_bias, o_bias;  // empty unless the family has
   TensorView q_norm, k_norm;                  // empty unless qk_norm != kNone
+
+  // Multi-head Latent Attention (DeepSeek; k and v empty, o is
+  // [H, heads * v_head_dim]). q is the plain q_proj when q_lora_rank is 0,
+  // else q_a [q_lora, H], q_a_norm [q_lora], q_b [heads * qk_head_dim, q_lora].
+  TensorView q_a, q_a_norm, q_b;
+  TensorView kv_a;       // kv_a_proj_with_mqa [kv_lora + rope, H]
+  TensorView kv_a_norm;  // [kv_lora]
+  TensorView kv_b;       // [heads * (nope + v_head_dim), kv_lora]
 };
 
 struct LayerWeights {
@@ -40,9 +48,12 @@ struct LayerWeights {
   TensorView post_attention_norm;  // [H]
   AttentionWeights attention;
   TensorView router_gate;                  // [E, H]; MoE layers, if loaded
+  // DeepSeek noaux_tc: e_score_correction_bias [E] in float32, loaded with
+  // the gate; empty otherwise.
+  std::vector<float> router_correction_bias;
   std::optional<FfnWeights> dense_mlp;     // dense layers
-  std::optional<FfnWeights> shared_expert; // Qwen2-MoE
-  TensorView shared_expert_gate;           // [1, H]
+  std::optional<FfnWeights> shared_expert; // Qwen2-MoE, DeepSeek
+  TensorView shared_expert_gate;           // [1, H]; when shared_expert_gated
   std::map<int, FfnWeights> experts;       // expert id -> weights, as loaded
 };
 

@@ -16,7 +16,11 @@ Transformer::Transformer(const ModelWeights* weights, KvCache* cache,
       config_(weights->config),
       cache_(cache),
       moe_(moe),
-      pool_(pool) {}
+      pool_(pool) {
+  if (config_.uses_mla()) {
+    mla_ = std::make_unique<MlaAttention>(weights, cache, pool);
+  }
+}
 
 absl::Status Transformer::Begin(absl::Span<const SequenceChunk> chunks) {
   const int64_t h = config_.hidden_size;
@@ -71,6 +75,13 @@ absl::Status Transformer::AttentionBlock(int l, int64_t tokens) {
   normed_.resize(tokens * h);
   cpu::RmsNorm(hidden_.data(), tokens, h, h, lw.input_norm, c.rms_norm_eps,
                normed_.data());
+  if (mla_) {
+    proj_.resize(tokens * h);
+    mla_->Forward(l, normed_.data(), tokens, positions_.data(), segments_,
+                  proj_.data());
+    for (int64_t i = 0; i < tokens * h; ++i) hidden_[i] += proj_[i];
+    return absl::OkStatus();
+  }
   q_.resize(tokens * qd);
   k_.resize(tokens * kvd);
   v_.resize(tokens * kvd);
@@ -162,9 +173,11 @@ absl::Status Transformer::StartFfn(int l) {
     const FfnGroup group{&*lw.shared_expert, normed_.data(), tokens,
                          shared_.data()};
     ffn_runner_.Run(absl::MakeConstSpan(&group, 1), pool_);
-    shared_gate_.resize(tokens);
-    cpu::MatMul(normed_.data(), tokens, lw.shared_expert_gate,
-                shared_gate_.data(), nullptr);
+    if (!lw.shared_expert_gate.empty()) {
+      shared_gate_.resize(tokens);
+      cpu::MatMul(normed_.data(), tokens, lw.shared_expert_gate,
+                  shared_gate_.data(), nullptr);
+    }
   }
   return absl::OkStatus();
 }
@@ -189,8 +202,9 @@ absl::Status Transformer::FinishFfn(int l) {
   // routed experts, then the gated shared expert.
   for (int64_t i = 0; i < tokens * h; ++i) hidden_[i] += mlp_[i];
   if (lw.shared_expert) {
+    const bool gated = !lw.shared_expert_gate.empty();  // else DeepSeek's
     for (int64_t t = 0; t < tokens; ++t) {
-      const float g = cpu::Sigmoid(shared_gate_[t]);
+      const float g = gated ? cpu::Sigmoid(shared_gate_[t]) : 1.0f;
       for (int64_t i = 0; i < h; ++i) hidden_[t * h + i] += g * shared_[t * h + i];
     }
   }

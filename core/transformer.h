@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -13,6 +14,7 @@
 #include "core/expert_ffn.h"
 #include "core/forward_pass.h"
 #include "core/kv_cache.h"
+#include "core/mla_attention.h"
 #include "core/model_weights.h"
 #include "core/moe_executor.h"
 #include "core/thread_pool.h"
@@ -39,13 +41,13 @@ class Transformer final : public ForwardPass {
  private:
   absl::Status AttentionBlock(int layer, int64_t tokens);
 
-
   const ModelWeights* weights_;
   const ModelConfig& config_;
   KvCache* cache_;
   MoeExecutor* moe_;
   ThreadPool* pool_;
   GroupedFfnRunner ffn_runner_;
+  std::unique_ptr<MlaAttention> mla_;  // DeepSeek's attention, else null
 
   // Per-forward state, reused across calls.
   std::vector<BatchSegment> segments_;

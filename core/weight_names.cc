@@ -67,9 +67,16 @@ std::string DenseMlpTensorName(int layer, FfnProj proj) {
   return LayerTensorName(layer, absl::StrCat("mlp.", HfProjName(proj), ".weight"));
 }
 
-std::string SharedExpertTensorName(int layer, FfnProj proj) {
-  return LayerTensorName(
-      layer, absl::StrCat("mlp.shared_expert.", HfProjName(proj), ".weight"));
+std::string SharedExpertTensorName(const ModelConfig& config, int layer,
+                                   FfnProj proj) {
+  const char* module =
+      config.is_deepseek() ? "mlp.shared_experts." : "mlp.shared_expert.";
+  return LayerTensorName(layer,
+                         absl::StrCat(module, HfProjName(proj), ".weight"));
+}
+
+std::string RouterCorrectionBiasName(int layer) {
+  return LayerTensorName(layer, "mlp.gate.e_score_correction_bias");
 }
 
 std::string SharedExpertGateName(int layer) {

@@ -22,7 +22,11 @@ std::string RouterGateName(const ModelConfig& config, int layer);
 std::string ExpertTensorName(const ModelConfig& config, int layer, int expert,
                              FfnProj proj);
 std::string DenseMlpTensorName(int layer, FfnProj proj);
-std::string SharedExpertTensorName(int layer, FfnProj proj);
+// "mlp.shared_expert." (Qwen2-MoE) or "mlp.shared_experts." (DeepSeek).
+std::string SharedExpertTensorName(const ModelConfig& config, int layer,
+                                   FfnProj proj);
+// DeepSeek noaux_tc: the gate's e_score_correction_bias [E].
+std::string RouterCorrectionBiasName(int layer);
 std::string SharedExpertGateName(int layer);
 
 }  // namespace moe

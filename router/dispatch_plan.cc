@@ -81,28 +81,17 @@ absl::Status CheckInputs(const ModelConfig& config, int layer,
   return absl::OkStatus();
 }
 
-// All experts of one token by descending gate probability, ties -> lower id:
-// the same probabilities and order as RouteFromLogits, which makes its top-k
-// the first k entries.
-std::vector<int32_t> RankExperts(const float* token_logits, int e) {
-  std::vector<float> probs(token_logits, token_logits + e);
-  cpu::Softmax(probs.data(), e);
-  std::vector<int32_t> order(e);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-    return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
-  });
-  return order;
-}
-
 // The mutable state of one planning pass.
 class Planner {
  public:
   Planner(const ModelConfig& config, int layer, const float* logits,
           const PlacementTable& placement, const CapacityOptions& options,
           const std::vector<int64_t>& server_load,
-          const std::vector<bool>& server_down, DispatchPlan& plan)
-      : e_(config.num_experts),
+          const std::vector<bool>& server_down,
+          absl::Span<const float> correction_bias, DispatchPlan& plan)
+      : config_(config),
+        correction_bias_(correction_bias),
+        e_(config.num_experts),
         k_(config.num_experts_per_tok),
         logits_(logits),
         options_(options),
@@ -189,7 +178,9 @@ class Planner {
     ++stats.overflowed;
     if (options_.policy == CapacityOptions::OverflowPolicy::kReroute) {
       std::vector<int32_t>& ranking = rankings_[t];
-      if (ranking.empty()) ranking = RankExperts(logits_ + t * e_, e_);
+      if (ranking.empty()) {
+        ranking = RankExperts(config_, logits_ + t * e_, correction_bias_);
+      }
       for (int32_t candidate : ranking) {
         if (TokenUses(t, candidate)) continue;
         if (int32_t s = PickReplica(candidate); s >= 0) {
@@ -202,6 +193,8 @@ class Planner {
     ++stats.dropped;
   }
 
+  const ModelConfig& config_;
+  absl::Span<const float> correction_bias_;
   const int e_;
   const int k_;
   const float* logits_;
@@ -294,7 +287,14 @@ absl::StatusOr<DispatchPlan> PlanDispatch(
     const ModelConfig& config, int layer, const float* logits, int64_t tokens,
     const PlacementTable& placement, const CapacityOptions& options,
     const std::vector<int64_t>& server_load,
-    const std::vector<bool>& server_down) {
+    const std::vector<bool>& server_down,
+    absl::Span<const float> correction_bias) {
+  if (!correction_bias.empty() &&
+      static_cast<int>(correction_bias.size()) != config.num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "correction_bias has ", correction_bias.size(), " values for ",
+        config.num_experts, " experts"));
+  }
   absl::Status status = CheckInputs(config, layer, logits, tokens, placement,
                                     options, server_load, server_down);
   if (!status.ok()) return status;
@@ -306,14 +306,14 @@ absl::StatusOr<DispatchPlan> PlanDispatch(
   plan.tokens = tokens;
   plan.k = k;
   plan.capacity = ExpertCapacity(options.capacity_factor, tokens, k, e);
-  plan.routing = RouteFromLogits(config, logits, tokens);
+  plan.routing = RouteFromLogits(config, logits, tokens, correction_bias);
   plan.slots.assign(tokens * k, {});
   plan.stats.layer = layer;
   plan.stats.slots = tokens * k;
   plan.stats.experts.assign(e, {});
 
   Planner(config, layer, logits, placement, options, server_load, server_down,
-          plan)
+          correction_bias, plan)
       .Run();
   BuildGroups(placement.num_servers(), e, plan);
   if (!plan.failed_tokens.empty()) {

@@ -20,7 +20,8 @@
 //   an expert goes to the least-loaded such replica, load = slots planned to
 //   the server in this batch + server_load[server]; ties -> lowest server id.
 // * A slot whose gated expert has no room overflows. kReroute: it goes to
-//   the token's best-ranked expert (by gate probability, ties -> lower id)
+//   the token's best-ranked expert (RankExperts: by gate probability, or by
+//   DeepSeek's group-limited choice score; ties -> lower id)
 //   that has room and that the token does not already use (its own top-k
 //   experts and experts its earlier slots were rerouted to); none -> dropped.
 //   kDrop: dropped.
@@ -147,6 +148,9 @@ struct DispatchPlan {
 // server_load: current load of each server, for replica choice; size
 // placement.num_servers(), or empty for all zero. server_down: servers that
 // must take no slots; size placement.num_servers(), or empty for all up.
+// correction_bias: the layer's e_score_correction_bias for noaux_tc models
+// (num_experts values), empty otherwise; it changes which experts are
+// chosen and how overflow ranks them, never the weights.
 // Errors: INVALID_ARGUMENT for a layer that is not a MoE layer, bad sizes,
 // non-finite logits (naming token and expert) or options out of range;
 // FAILED_PRECONDITION naming the (layer, expert) when an expert of the layer
@@ -155,7 +159,8 @@ absl::StatusOr<DispatchPlan> PlanDispatch(
     const ModelConfig& config, int layer, const float* logits, int64_t tokens,
     const PlacementTable& placement, const CapacityOptions& options,
     const std::vector<int64_t>& server_load,
-    const std::vector<bool>& server_down = {});
+    const std::vector<bool>& server_down = {},
+    absl::Span<const float> correction_bias = {});
 
 // "expert 3 of layer 1 has no live replica" (several experts: "experts 3, 5
 // of layer 1 have no live replica"), for the error of failed tokens.

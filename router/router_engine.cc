@@ -51,7 +51,8 @@ absl::StatusOr<DispatchPlan> RouterEngine::Plan(int layer, const float* x,
               pool_.get());
   ASSIGN_OR_RETURN(DispatchPlan plan,
                    PlanDispatch(c, layer, logits.data(), tokens, placement_,
-                                capacity_, in_flight_, server_down));
+                                capacity_, in_flight_, server_down,
+                                weights_.layers[layer].router_correction_bias));
   for (size_t s = 0; s < plan.servers.size(); ++s) {
     in_flight_[s] += plan.servers[s].num_slots;
     totals_.server_slots[s] += plan.servers[s].num_slots;

@@ -212,7 +212,7 @@ TEST(ComputeRoutingTest, GateProductThenRouting) {
     for (int threads : {1, 3}) {
       ThreadPool pool(threads);
       const Routing got =
-          ComputeRouting(c, gate.view(), x.data(), tokens, &pool);
+          ComputeRouting(c, gate.view(), {}, x.data(), tokens, &pool);
       // Reference logits in double; tokens whose k-th and (k+1)-th logits
       // are too close to order reliably in float32 are skipped.
       std::vector<float> logits(tokens * 8);

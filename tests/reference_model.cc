@@ -87,7 +87,7 @@ absl::StatusOr<ReferenceModel> ReferenceModel::Load(
                  bool dense) -> absl::StatusOr<Ffn> {
     auto name = [&](FfnProj p) {
       if (dense) return DenseMlpTensorName(layer, p);
-      if (shared) return SharedExpertTensorName(layer, p);
+      if (shared) return SharedExpertTensorName(c, layer, p);
       return ExpertTensorName(c, layer, expert, p);
     };
     Ffn f;

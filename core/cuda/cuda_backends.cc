@@ -53,6 +53,14 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> CreateForwardPass(
   if (!device.is_cuda()) {
     return CreateCpuForwardPass(weights, cache, moe, pool);
   }
+  if (weights->config.is_deepseek()) {
+    // The CUDA pass has neither MLA nor DeepSeek's gating yet.
+    return absl::UnimplementedError(absl::StrCat(
+        "device ", device.ToString(), ": the CUDA forward pass does not "
+        "implement ", FamilyName(weights->config.family),
+        " (Multi-head Latent Attention); run the attention side with "
+        "--device cpu (expert servers may still use cuda)"));
+  }
   if (absl::Status s = CheckDeviceUsable(device); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<cuda::CudaTransformer>> pass =
       cuda::CudaTransformer::Create(device.ordinal, weights, cache, moe);

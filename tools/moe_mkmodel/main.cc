@@ -34,7 +34,8 @@
 ABSL_FLAG(std::string, out, "",
           "Output directory (required; created if missing).");
 ABSL_FLAG(std::string, family, "mixtral",
-          "Model family: mixtral, qwen2_moe, qwen3_moe or olmoe.");
+          "Model family: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2 or "
+          "deepseek_v3.");
 ABSL_FLAG(std::optional<int>, hidden, std::nullopt,
           "Hidden size. Default: the family's small config.");
 ABSL_FLAG(std::optional<int>, layers, std::nullopt,
@@ -77,6 +78,33 @@ ABSL_FLAG(bool, tie_embeddings, false, "Share the embedding with lm_head.");
 ABSL_FLAG(std::optional<int>, max_positions, std::nullopt,
           "max_position_embeddings (context length). Default: the family's "
           "small config.");
+// DeepSeek (deepseek_v2, deepseek_v3) only.
+ABSL_FLAG(std::optional<int>, q_lora_rank, std::nullopt,
+          "DeepSeek: q LoRA rank; 0 = a plain q_proj (V2-Lite).");
+ABSL_FLAG(std::optional<int>, kv_lora_rank, std::nullopt,
+          "DeepSeek: rank of the compressed KV latent.");
+ABSL_FLAG(std::optional<int>, qk_nope_head_dim, std::nullopt,
+          "DeepSeek: per-head query/key dimensions without rope.");
+ABSL_FLAG(std::optional<int>, qk_rope_head_dim, std::nullopt,
+          "DeepSeek: per-head rope dimensions (even).");
+ABSL_FLAG(std::optional<int>, v_head_dim, std::nullopt,
+          "DeepSeek: per-head value dimensions.");
+ABSL_FLAG(std::optional<int>, n_shared_experts, std::nullopt,
+          "DeepSeek: shared experts (each --expert_intermediate wide).");
+ABSL_FLAG(std::optional<int>, first_k_dense_replace, std::nullopt,
+          "DeepSeek: the first N layers are dense.");
+ABSL_FLAG(std::optional<std::string>, topk_method, std::nullopt,
+          "DeepSeek: greedy, group_limited_greedy or noaux_tc.");
+ABSL_FLAG(std::optional<std::string>, scoring_func, std::nullopt,
+          "DeepSeek: softmax or sigmoid.");
+ABSL_FLAG(std::optional<int>, n_group, std::nullopt,
+          "DeepSeek: expert groups (divides --experts).");
+ABSL_FLAG(std::optional<int>, topk_group, std::nullopt,
+          "DeepSeek: groups each token may use (<= --n_group).");
+ABSL_FLAG(std::optional<double>, routed_scaling_factor, std::nullopt,
+          "DeepSeek: multiplier of the routed experts' weights.");
+ABSL_FLAG(std::optional<double>, yarn_factor, std::nullopt,
+          "DeepSeek: YaRN rope scaling factor; 0 = no rope scaling.");
 ABSL_FLAG(std::string, dtype, "bf16", "Weight dtype: bf16, f16 or f32.");
 ABSL_FLAG(int, shards, 1,
           "Number of safetensors shards; > 1 also writes "
@@ -241,13 +269,90 @@ void Override(const absl::Flag<std::optional<T>>& flag, T& field) {
   if (std::optional<T> v = absl::GetFlag(flag)) field = *v;
 }
 
+// The DeepSeek flags: refused for other families; for DeepSeek they set
+// the MLA sizes and routing, then head_dim and num_kv_heads follow from them.
+void ApplyDeepseekFlags(const std::string& family_name, moe::ModelConfig& c) {
+  const bool any =
+      absl::GetFlag(FLAGS_q_lora_rank) || absl::GetFlag(FLAGS_kv_lora_rank) ||
+      absl::GetFlag(FLAGS_qk_nope_head_dim) ||
+      absl::GetFlag(FLAGS_qk_rope_head_dim) || absl::GetFlag(FLAGS_v_head_dim) ||
+      absl::GetFlag(FLAGS_n_shared_experts) ||
+      absl::GetFlag(FLAGS_first_k_dense_replace) ||
+      absl::GetFlag(FLAGS_topk_method) || absl::GetFlag(FLAGS_scoring_func) ||
+      absl::GetFlag(FLAGS_n_group) || absl::GetFlag(FLAGS_topk_group) ||
+      absl::GetFlag(FLAGS_routed_scaling_factor) ||
+      absl::GetFlag(FLAGS_yarn_factor);
+  if (!c.is_deepseek()) {
+    if (any) {
+      FlagError("family", absl::StrCat("the DeepSeek flags (--kv_lora_rank, "
+                                       "--topk_method, ...) need deepseek_v2 "
+                                       "or deepseek_v3, not ",
+                                       family_name));
+    }
+    return;
+  }
+  Override(FLAGS_q_lora_rank, c.mla.q_lora_rank);
+  Override(FLAGS_kv_lora_rank, c.mla.kv_lora_rank);
+  Override(FLAGS_qk_nope_head_dim, c.mla.qk_nope_head_dim);
+  Override(FLAGS_qk_rope_head_dim, c.mla.qk_rope_head_dim);
+  Override(FLAGS_v_head_dim, c.mla.v_head_dim);
+  Override(FLAGS_first_k_dense_replace, c.first_k_dense_replace);
+  Override(FLAGS_n_group, c.n_group);
+  Override(FLAGS_topk_group, c.topk_group);
+  Override(FLAGS_routed_scaling_factor, c.routed_scaling_factor);
+  Override(FLAGS_yarn_factor, c.yarn.factor);
+  if (c.yarn.factor < 0) FlagError("yarn_factor", "must be >= 0");
+  if (std::optional<int> shared = absl::GetFlag(FLAGS_n_shared_experts)) {
+    if (*shared < 0) FlagError("n_shared_experts", "must be >= 0");
+    c.shared_expert_intermediate_size = *shared * c.expert_intermediate_size;
+  } else {
+    // The small config's two shared experts, at the chosen expert size.
+    c.shared_expert_intermediate_size =
+        c.shared_expert_intermediate_size > 0 ? 2 * c.expert_intermediate_size
+                                              : 0;
+  }
+  if (std::optional<std::string> m = absl::GetFlag(FLAGS_topk_method)) {
+    if (*m == "greedy") {
+      c.topk_method = moe::TopkMethod::kGreedy;
+    } else if (*m == "group_limited_greedy") {
+      c.topk_method = moe::TopkMethod::kGroupLimitedGreedy;
+    } else if (*m == "noaux_tc") {
+      c.topk_method = moe::TopkMethod::kNoauxTc;
+    } else {
+      FlagError("topk_method",
+                absl::StrCat("\"", *m, "\" is not one of greedy, "
+                             "group_limited_greedy, noaux_tc"));
+    }
+  }
+  if (std::optional<std::string> f = absl::GetFlag(FLAGS_scoring_func)) {
+    if (*f == "softmax") {
+      c.scoring_func = moe::ScoringFunc::kSoftmax;
+    } else if (*f == "sigmoid") {
+      c.scoring_func = moe::ScoringFunc::kSigmoid;
+    } else {
+      FlagError("scoring_func",
+                absl::StrCat("\"", *f, "\" is not one of softmax, sigmoid"));
+    }
+  }
+  c.head_dim = c.mla.qk_head_dim();
+  c.num_kv_heads = c.num_heads;
+  const bool any_dense = c.NumMoeLayers() < c.num_layers;
+  if (!any_dense) {
+    c.dense_intermediate_size = 0;
+  } else if (!absl::GetFlag(FLAGS_dense_intermediate) &&
+             c.dense_intermediate_size == 0) {
+    c.dense_intermediate_size = c.expert_intermediate_size;
+  }
+}
+
 moe::GeneratorSpec SpecFromFlags() {
   const std::string family_name = absl::GetFlag(FLAGS_family);
   absl::StatusOr<moe::ModelFamily> family = moe::ParseFamily(family_name);
   if (!family.ok()) {
     FlagError("family",
               absl::StrCat("unknown family \"", family_name,
-                           "\" (mixtral, qwen2_moe, qwen3_moe, olmoe)"));
+                           "\" (mixtral, qwen2_moe, qwen3_moe, olmoe, "
+                           "deepseek_v2, deepseek_v3)"));
   }
   moe::GeneratorSpec spec;
   moe::ModelConfig& c = spec.config;
@@ -306,10 +411,14 @@ moe::GeneratorSpec SpecFromFlags() {
   if (std::optional<int> shared = absl::GetFlag(FLAGS_shared_intermediate)) {
     if (*family != moe::ModelFamily::kQwen2Moe) {
       FlagError("shared_intermediate",
-                absl::StrCat(family_name, " has no shared expert"));
+                absl::StrCat(family_name,
+                             " has no single shared expert (DeepSeek: "
+                             "--n_shared_experts)"));
     }
     c.shared_expert_intermediate_size = *shared;
   }
+
+  ApplyDeepseekFlags(family_name, c);
 
   spec.dtype = ParseDTypeFlag(absl::GetFlag(FLAGS_dtype));
   spec.num_shards = absl::GetFlag(FLAGS_shards);
@@ -337,6 +446,13 @@ absl::string_view FlagForError(absl::string_view message) {
       {"config.max_position_embeddings", "max_positions"},
       {"config.bos_token_id", "vocab"},
       {"config.eos_token_ids", "vocab"},
+      {"config.mla.q_lora_rank", "q_lora_rank"},
+      {"config.mla.kv_lora_rank", "kv_lora_rank"},
+      {"config.mla.qk_nope_head_dim", "qk_nope_head_dim"},
+      {"config.mla.qk_rope_head_dim", "qk_rope_head_dim"},
+      {"config.mla.v_head_dim", "v_head_dim"},
+      {"\"n_group\"", "n_group"},
+      {"\"topk_group\"", "topk_group"},
       {"num_shards", "shards"},
   };
   for (const auto& [field, flag] : kFields) {
@@ -351,7 +467,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Writes a random Mixture-of-Experts checkpoint in the Hugging Face "
       "layout.\n  moe-mkmodel --out DIR [--family mixtral|qwen2_moe|qwen3_moe|"
-      "olmoe] [--hidden N --layers N ...] [--dtype bf16|f16|f32] [--shards N] "
+      "olmoe|deepseek_v2|deepseek_v3] [--hidden N --layers N ...] [--dtype bf16|f16|f32] [--shards N] "
       "[--seed N]");
   // --help lists the flags of this file (absl's default looks for a file
   // named after the program).
