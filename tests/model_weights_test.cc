@@ -29,6 +29,7 @@ using ::moe::testing::BuildSafetensors;
 using ::moe::testing::FixtureDir;
 using ::moe::testing::MakeTensor;
 using ::moe::testing::RawTensor;
+using ::moe::testing::ReadRawTensors;
 using ::moe::testing::ReadFileOrDie;
 using ::moe::testing::TempDir;
 using ::moe::testing::WriteFileOrDie;
@@ -39,30 +40,6 @@ using Json = nlohmann::json;
 using Shape = std::vector<int64_t>;
 
 constexpr char kSingle[] = "model.safetensors";
-
-// The tensors of a fixture safetensors file, raw, in file order.
-std::vector<RawTensor> ReadRawTensors(const std::string& path) {
-  const std::string bytes = ReadFileOrDie(path);
-  uint64_t header_len = 0;
-  std::memcpy(&header_len, bytes.data(), 8);
-  const Json header = Json::parse(bytes.substr(8, header_len));
-  const std::string data = bytes.substr(8 + header_len);
-  std::vector<std::pair<uint64_t, RawTensor>> by_offset;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__") continue;
-    const uint64_t begin = it.value()["data_offsets"][0].get<uint64_t>();
-    const uint64_t end = it.value()["data_offsets"][1].get<uint64_t>();
-    by_offset.push_back(
-        {begin, RawTensor{it.key(), it.value()["dtype"].get<std::string>(),
-                          it.value()["shape"].get<Shape>(),
-                          data.substr(begin, end - begin)}});
-  }
-  std::sort(by_offset.begin(), by_offset.end(),
-            [](const auto& a, const auto& b) { return a.first < b.first; });
-  std::vector<RawTensor> out;
-  for (auto& [offset, t] : by_offset) out.push_back(std::move(t));
-  return out;
-}
 
 std::shared_ptr<Checkpoint> OpenFixture(const std::string& name) {
   absl::StatusOr<std::unique_ptr<Checkpoint>> ckpt =

@@ -4,8 +4,11 @@
 #ifndef MOE_TESTS_SAFETENSORS_BUILDER_H_
 #define MOE_TESTS_SAFETENSORS_BUILDER_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -72,6 +75,35 @@ inline std::string BuildSafetensors(const std::vector<RawTensor>& tensors) {
   std::string data;
   const nlohmann::json header = LayOut(tensors, &data);
   return SafetensorsBytes(header.dump(), data);
+}
+
+// The tensors of a safetensors file, raw, in file order (empty when the
+// file cannot be read).
+inline std::vector<RawTensor> ReadRawTensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string bytes = ss.str();
+  if (bytes.size() < 8) return {};
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, bytes.data(), 8);
+  const nlohmann::json header = nlohmann::json::parse(bytes.substr(8, header_len));
+  const std::string data = bytes.substr(8 + header_len);
+  std::vector<std::pair<uint64_t, RawTensor>> by_offset;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__") continue;
+    const uint64_t begin = it.value()["data_offsets"][0].get<uint64_t>();
+    const uint64_t end = it.value()["data_offsets"][1].get<uint64_t>();
+    by_offset.push_back(
+        {begin, RawTensor{it.key(), it.value()["dtype"].get<std::string>(),
+                          it.value()["shape"].get<std::vector<int64_t>>(),
+                          data.substr(begin, end - begin)}});
+  }
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<RawTensor> out;
+  for (auto& [offset, t] : by_offset) out.push_back(std::move(t));
+  return out;
 }
 
 }  // namespace moe::testing
