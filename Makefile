@@ -70,7 +70,8 @@ bench: build
 	$(BUILD_DIR)/bin/moe-microbench --benchmark_out=$(BUILD_DIR)/bench/micro.json \
 	  --benchmark_out_format=json
 	$(BUILD_DIR)/bin/moe-bench --report $(BUILD_DIR)/bench/report.json \
-	  --model_cache $(BUILD_DIR)/bench/models/mixtral-bench
+	  --model_cache $(BUILD_DIR)/bench/models/mixtral-bench \
+	  --deepseek_model_cache $(BUILD_DIR)/bench/models/deepseek-v2-lite-bench
 	$(BUILD_DIR)/bin/moe-cluster-bench --report $(BUILD_DIR)/bench/report.json \
 	  --model $(BUILD_DIR)/bench/models/mixtral-bench \
 	  --launcher $(BUILD_DIR)/bin/moe-cluster --topology deploy/local/bench.json \

@@ -62,6 +62,34 @@ GeneratorSpec BenchSpec() {
   return spec;
 }
 
+GeneratorSpec DeepseekBenchSpec() {
+  GeneratorSpec spec;
+  ModelConfig& c = spec.config;
+  c = SmallConfig(ModelFamily::kDeepseekV2);
+  c.hidden_size = 2048;
+  c.num_layers = 6;
+  c.num_heads = 16;
+  c.num_kv_heads = 16;
+  c.mla.q_lora_rank = 0;
+  c.mla.kv_lora_rank = 512;
+  c.mla.qk_nope_head_dim = 128;
+  c.mla.qk_rope_head_dim = 64;
+  c.mla.v_head_dim = 128;
+  c.head_dim = c.mla.qk_head_dim();
+  c.vocab_size = 32000;
+  c.num_experts = 16;
+  c.num_experts_per_tok = 6;
+  c.expert_intermediate_size = 1408;
+  c.shared_expert_intermediate_size = 2 * 1408;
+  c.first_k_dense_replace = 1;
+  c.dense_intermediate_size = 10944;
+  c.max_position_embeddings = 8192;
+  spec.dtype = DType::kBF16;
+  spec.num_shards = 1;
+  spec.seed = 1;
+  return spec;
+}
+
 namespace {
 
 // Bump when the generator's output changes, to invalidate cached models.

@@ -50,6 +50,11 @@ class ProgressLine {
 // The generated Mixtral-shaped bench model (hidden 1024, 8 layers, 16
 // experts top-2, BF16, ~2.2 GB).
 GeneratorSpec BenchSpec();
+// A DeepSeek-V2-Lite-shaped model scaled to about 2 GB: V2-Lite's hidden
+// size (2048), heads (16) and MLA sizes (no q LoRA, kv_lora 512, nope 128,
+// rope 64, v 128), two shared experts, top-6 routing and a dense first
+// layer, with 6 layers, 16 experts of width 1408 and a 32000 vocabulary.
+GeneratorSpec DeepseekBenchSpec();
 // Generates a model of `spec` into `dir` unless one of the same spec is
 // already there (the spec is recorded in dir/bench_spec.json) or
 // `regenerate`. Returns the generation seconds, 0 when the cached model was

@@ -46,6 +46,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/engine.h"
+#include "core/kv_cache.h"
 #include "core/generator.h"
 #include "core/model_generator.h"
 #include "core/model_weights.h"
@@ -70,6 +71,9 @@ ABSL_FLAG(bool, skip_triad, false,
           "Skip the bandwidth measurement (the bandwidth fraction then uses "
           "the report's previous memory_bandwidth_gbps, if any).");
 ABSL_FLAG(bool, skip_engine, false, "Only measure memory bandwidth.");
+ABSL_FLAG(std::string, deepseek_model_cache, "",
+          "Where the DeepSeek-V2-Lite-shaped bench model (~2 GB) is kept; "
+          "empty skips the DeepSeek measurements.");
 
 namespace {
 
@@ -224,6 +228,55 @@ double MeasurePrefill(moe::Engine& engine) {
   return best;
 }
 
+// Decode on the DeepSeek-V2-Lite-shaped model (MLA with its latent cache,
+// ungated shared experts, top-6 of 16) and its KV bytes per token against
+// the expanded K/V that MLA avoids.
+void MeasureDeepseek(const std::string& dir, std::optional<double> bandwidth,
+                     std::vector<Row>& rows, nlohmann::json& extra) {
+  absl::StatusOr<double> generated = moe::bench::EnsureGeneratedModel(
+      dir, moe::bench::DeepseekBenchSpec(), absl::GetFlag(FLAGS_regenerate),
+      "DeepSeek bench model");
+  if (!generated.ok()) Die(std::string(generated.status().message()));
+  Note("loading the engine on the DeepSeek bench model");
+  moe::EngineOptions options;
+  options.model_dir = dir;
+  options.populate_weights = true;
+  options.num_threads = absl::GetFlag(FLAGS_threads);
+  absl::StatusOr<std::unique_ptr<moe::Engine>> engine =
+      moe::Engine::Load(options);
+  if (!engine.ok()) {
+    Die(absl::StrCat("loading ", dir, ": ", engine.status().ToString()));
+  }
+  const moe::ModelConfig& c = (*engine)->config();
+  const int64_t active_bytes =
+      moe::ActiveWeightBytesPerToken((*engine)->weights());
+  extra["deepseek_active_weight_bytes_per_token"] = active_bytes;
+  const double b1 = MeasureDecode(**engine, 1);
+  rows.push_back({"deepseek_v2_lite_decode_b1_tokens_per_s", b1, "", true,
+                  "2 GB V2-Lite-shaped model, MLA absorbed"});
+  if (bandwidth) {
+    const double fraction = b1 * active_bytes / (*bandwidth * 1e9);
+    rows.push_back({"deepseek_v2_lite_decode_b1_bw_fraction", fraction, "",
+                    true, "active weight bytes x tokens/s / triad"});
+  }
+  rows.push_back({"deepseek_v2_lite_decode_b8_tokens_per_s",
+                  MeasureDecode(**engine, 8), "", true, ""});
+  // Float32 cache bytes per token over all layers.
+  const int64_t mla = moe::KvCacheShape::ForModel(c, 16).BytesPerTokenPerLayer() *
+                      c.num_layers;
+  const int64_t expanded = int64_t{4} * c.num_heads *
+                           (c.mla.qk_head_dim() + c.mla.v_head_dim) *
+                           c.num_layers;
+  rows.push_back({"deepseek_mla_kv_bytes_per_token", static_cast<double>(mla),
+                  "", true, "latent + rope key, float32, all layers"});
+  rows.push_back({"deepseek_expanded_kv_bytes_per_token",
+                  static_cast<double>(expanded), "", true,
+                  "per-head K and V, float32, all layers"});
+  rows.push_back({"deepseek_mla_kv_compression",
+                  static_cast<double>(expanded) / static_cast<double>(mla), "",
+                  true, "expanded / latent"});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -311,6 +364,11 @@ int main(int argc, char** argv) {
                     MeasureDecode(**engine, 32), "", true, ""});
     rows.push_back({"engine_prefill_tokens_per_s", MeasurePrefill(**engine), "",
                     true, "430 (llama.cpp, 128-token prompt)"});
+  }
+
+  if (const std::string dir = absl::GetFlag(FLAGS_deepseek_model_cache);
+      !dir.empty()) {
+    MeasureDeepseek(dir, bandwidth, rows, extra);
   }
 
   moe::bench::WriteReport(report_path, rows, extra);

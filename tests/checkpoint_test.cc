@@ -301,11 +301,11 @@ TEST_F(CheckpointTest, ConfigErrorsNameTheField) {
   EXPECT_THAT(ckpt.status().message(), HasSubstr("hidden_size"));
 
   config = SmallMixtralConfig();
-  config["architectures"] = {"DeepseekV3ForCausalLM"};
+  config["architectures"] = {"JambaForCausalLM"};
   WriteConfig(config);
   ckpt = Checkpoint::Open(dir_.path());
   ASSERT_FALSE(ckpt.ok());
-  EXPECT_THAT(ckpt.status().message(), HasSubstr("DeepseekV3ForCausalLM"));
+  EXPECT_THAT(ckpt.status().message(), HasSubstr("JambaForCausalLM"));
 }
 
 TEST_F(CheckpointTest, MissingDirectoryOrWeights) {

@@ -755,5 +755,72 @@ TEST(LayerDispatchStatsTest, BalancednessIsMeanOverMax) {
   EXPECT_DOUBLE_EQ(stats.Balancedness(), 0.25);
 }
 
+// DeepSeek gating in the plan: the correction bias and the group limit
+// choose the experts, and overflow reroutes by the same group-limited rank.
+ModelConfig DeepseekV3Config(int k, int topk_group) {
+  ModelConfig c = Config(8, k, ModelFamily::kDeepseekV3, /*norm=*/true);
+  c.scoring_func = ScoringFunc::kSigmoid;
+  c.topk_method = TopkMethod::kNoauxTc;
+  c.n_group = 4;
+  c.topk_group = topk_group;
+  c.routed_scaling_factor = 2.5;
+  return c;
+}
+
+TEST(DeepseekDispatchTest, PlanRoutesWithTheCorrectionBias) {
+  const ModelConfig config = DeepseekV3Config(2, 2);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0, 2);
+  const int tokens = 64;
+  std::vector<float> logits(tokens * 8);
+  for (float& v : logits) v = normal(rng);
+  std::vector<float> bias(8);
+  for (float& b : bias) b = normal(rng) * 0.2f;
+  const PlacementTable placement =
+      Placement(2, {{0}, {0}, {1}, {1}, {0}, {1}, {0, 1}, {1}});
+  absl::StatusOr<DispatchPlan> plan =
+      PlanDispatch(config, 0, logits.data(), tokens, placement,
+                   CapacityOptions(), {}, {}, bias);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const Routing want = RouteFromLogits(config, logits.data(), tokens, bias);
+  EXPECT_EQ(plan->routing.experts, want.experts);
+  EXPECT_EQ(plan->routing.weights, want.weights);
+  // The bias changed some choice (so it really went through the plan).
+  EXPECT_NE(RouteFromLogits(config, logits.data(), tokens).experts,
+            want.experts);
+  // A wrong-sized bias is refused by name.
+  const std::vector<float> short_bias(7, 0.0f);
+  EXPECT_THAT(PlanDispatch(config, 0, logits.data(), tokens, placement,
+                           CapacityOptions(), {}, {}, short_bias)
+                  .status()
+                  .message(),
+              HasSubstr("correction_bias"));
+}
+
+TEST(DeepseekDispatchTest, OverflowReroutesWithinTheKeptGroup) {
+  // Group 0 (experts 0, 1) has the best top-2 sum and is the only group
+  // kept; expert 2 (group 1) scores above expert 1 but is masked out.
+  const ModelConfig config = DeepseekV3Config(1, 1);
+  const std::vector<float> row = {3.0f, 2.9f, 2.95f, -3.0f,
+                                  -3.0f, -3.0f, -3.0f, -3.0f};
+  std::vector<float> logits = row;
+  logits.insert(logits.end(), row.begin(), row.end());  // two equal tokens
+  const std::vector<int32_t> rank = RankExperts(config, row.data());
+  ASSERT_EQ(rank[0], 0);
+  ASSERT_EQ(rank[1], 1);
+  CapacityOptions options;
+  options.capacity_factor = 4;  // ceil(4 * 2 * 1 / 8) = 1 slot per expert
+  options.policy = CapacityOptions::OverflowPolicy::kReroute;
+  const PlacementTable placement =
+      Placement(1, {{0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}});
+  absl::StatusOr<DispatchPlan> plan = PlanDispatch(
+      config, 0, logits.data(), 2, placement, options, {}, {}, {});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->capacity, 1);
+  EXPECT_EQ(plan->slots[0].expert, 0);
+  EXPECT_EQ(plan->slots[1].expert, 1);  // not 2: outside the kept group
+  EXPECT_TRUE(plan->slots[1].rerouted);
+}
+
 }  // namespace
 }  // namespace moe

@@ -47,8 +47,9 @@ using ::moe::testing::TempDir;
 using ::testing::HasSubstr;
 
 constexpr ModelFamily kFamilies[] = {
-    ModelFamily::kMixtral, ModelFamily::kQwen2Moe, ModelFamily::kQwen3Moe,
-    ModelFamily::kOlmoe};
+    ModelFamily::kMixtral,    ModelFamily::kQwen2Moe,
+    ModelFamily::kQwen3Moe,   ModelFamily::kOlmoe,
+    ModelFamily::kDeepseekV2, ModelFamily::kDeepseekV3};
 
 // Compares every ModelConfig field, naming the one that differs.
 void ExpectSameConfig(const ModelConfig& want, const ModelConfig& got) {
@@ -77,6 +78,24 @@ void ExpectSameConfig(const ModelConfig& want, const ModelConfig& got) {
   EXPECT_EQ(want.dense_intermediate_size, got.dense_intermediate_size);
   EXPECT_EQ(want.shared_expert_intermediate_size,
             got.shared_expert_intermediate_size);
+  EXPECT_EQ(want.shared_expert_gated, got.shared_expert_gated);
+  EXPECT_EQ(want.scoring_func, got.scoring_func);
+  EXPECT_EQ(want.topk_method, got.topk_method);
+  EXPECT_EQ(want.n_group, got.n_group);
+  EXPECT_EQ(want.topk_group, got.topk_group);
+  EXPECT_EQ(want.routed_scaling_factor, got.routed_scaling_factor);
+  EXPECT_EQ(want.first_k_dense_replace, got.first_k_dense_replace);
+  EXPECT_EQ(want.moe_layer_freq, got.moe_layer_freq);
+  EXPECT_EQ(want.mla.q_lora_rank, got.mla.q_lora_rank);
+  EXPECT_EQ(want.mla.kv_lora_rank, got.mla.kv_lora_rank);
+  EXPECT_EQ(want.mla.qk_nope_head_dim, got.mla.qk_nope_head_dim);
+  EXPECT_EQ(want.mla.qk_rope_head_dim, got.mla.qk_rope_head_dim);
+  EXPECT_EQ(want.mla.v_head_dim, got.mla.v_head_dim);
+  EXPECT_EQ(want.yarn.factor, got.yarn.factor);
+  EXPECT_EQ(want.yarn.original_max_position_embeddings,
+            got.yarn.original_max_position_embeddings);
+  EXPECT_EQ(want.yarn.mscale, got.yarn.mscale);
+  EXPECT_EQ(want.yarn.mscale_all_dim, got.yarn.mscale_all_dim);
   EXPECT_EQ(want.bos_token_id, got.bos_token_id);
   EXPECT_EQ(want.eos_token_ids, got.eos_token_ids);
   EXPECT_EQ(want.torch_dtype, got.torch_dtype);
@@ -159,7 +178,9 @@ TEST_P(GenerateModelTest, WritesACheckpointThatLoads) {
     auto file = SafetensorsFile::Open(entry.path().string());
     ASSERT_TRUE(file.ok());
     for (const auto& [name, e] : (*file)->entries()) {
-      EXPECT_EQ(e.dtype, DTypeName(dtype)) << name;
+      // DeepSeek-V3's correction bias is float32 whatever the weights are.
+      const bool f32 = absl::EndsWith(name, "e_score_correction_bias");
+      EXPECT_EQ(e.dtype, DTypeName(f32 ? DType::kF32 : dtype)) << name;
       total_bytes += static_cast<int64_t>(e.end - e.begin);
     }
   }
@@ -419,9 +440,25 @@ TEST(SmallConfigTest, ExercisesEachFamilysFeatures) {
   const ModelConfig olmoe = SmallConfig(ModelFamily::kOlmoe);
   EXPECT_EQ(olmoe.qk_norm, QkNorm::kWholeProjection);
   EXPECT_FALSE(olmoe.norm_topk_prob);
+  const ModelConfig v2 = SmallConfig(ModelFamily::kDeepseekV2);
+  EXPECT_TRUE(v2.uses_mla());
+  EXPECT_EQ(v2.mla.q_lora_rank, 0);
+  EXPECT_FALSE(v2.IsMoeLayer(0));  // first_k_dense_replace
+  EXPECT_TRUE(v2.has_shared_expert());
+  EXPECT_FALSE(v2.shared_expert_gated);
+  const ModelConfig v3 = SmallConfig(ModelFamily::kDeepseekV3);
+  EXPECT_GT(v3.mla.q_lora_rank, 0);
+  EXPECT_EQ(v3.scoring_func, ScoringFunc::kSigmoid);
+  EXPECT_EQ(v3.topk_method, TopkMethod::kNoauxTc);
+  EXPECT_LT(v3.topk_group, v3.n_group);
+  EXPECT_TRUE(v3.yarn.enabled());
   for (ModelFamily f : kFamilies) {
     const ModelConfig c = SmallConfig(f);
-    EXPECT_LT(c.num_kv_heads, c.num_heads) << FamilyName(f);  // GQA
+    if (c.uses_mla()) {
+      EXPECT_EQ(c.num_kv_heads, c.num_heads) << FamilyName(f);  // one latent
+    } else {
+      EXPECT_LT(c.num_kv_heads, c.num_heads) << FamilyName(f);  // GQA
+    }
     absl::StatusOr<ModelConfig> parsed = ParseModelConfig(ModelConfigToJson(c));
     ASSERT_TRUE(parsed.ok()) << parsed.status();
     ExpectSameConfig(c, *parsed);
@@ -662,7 +699,7 @@ TEST(MkmodelTest, BadFlagsExitWithStatus2NamingTheFlag) {
   const std::pair<std::string, std::string> cases[] = {
       {out + " --family gpt2",
        "moe-mkmodel: --family: unknown family \"gpt2\" (mixtral, qwen2_moe, "
-       "qwen3_moe, olmoe)"},
+       "qwen3_moe, olmoe, deepseek_v2, deepseek_v3)"},
       {out + " --dtype f8", "--dtype: unknown dtype \"f8\""},
       {out + " --hidden abc", "--hidden: invalid value \"abc\""},
       {out + " --bogus 1", "unknown flag --bogus"},

@@ -108,3 +108,14 @@ target_compile_definitions(loadgen_e2e_test PRIVATE
   MOE_CLUSTER_BIN="$<TARGET_FILE:moe-cluster>"
   MOE_LOADGEN_BIN="$<TARGET_FILE:moe-loadgen>"
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+
+# End-to-end: DeepSeek (MLA, DeepSeekMoE routing) in three topologies.
+moe_test(deepseek_cluster_e2e_test deepseek_cluster_e2e_test.cc
+  launched_cluster.cc)
+target_link_libraries(deepseek_cluster_e2e_test PRIVATE moe_process_test_util
+  moe_cluster_checks moe_rpc absl::strings)
+add_dependencies(deepseek_cluster_e2e_test moe-cluster expert_server router
+  attention_server gateway)
+target_compile_definitions(deepseek_cluster_e2e_test PRIVATE
+  MOE_CLUSTER_BIN="$<TARGET_FILE:moe-cluster>"
+  MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")

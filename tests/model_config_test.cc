@@ -2,10 +2,12 @@
 // every family, the errors for bad configs, and the JSON round trip.
 #include "core/model_config.h"
 
+#include <cmath>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/rope_scaling.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -707,6 +709,171 @@ TEST(ModelConfigTest, RoundTripsThroughJsonForAllFamilies) {
     ASSERT_TRUE(back.ok()) << back.status() << "\n" << text;
     ExpectSameConfig(c, *back);
   }
+}
+
+// --- DeepSeek ---------------------------------------------------------------
+
+// DeepSeek-V2-Lite's published config.json (the fields this engine reads;
+// aux-loss and training fields left out).
+Json DeepseekV2LiteJson() {
+  return Json::parse(R"({
+    "architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2",
+    "attention_bias": false, "bos_token_id": 100000, "eos_token_id": 100001,
+    "first_k_dense_replace": 1, "hidden_act": "silu", "hidden_size": 2048,
+    "intermediate_size": 10944, "kv_lora_rank": 512,
+    "max_position_embeddings": 163840, "moe_intermediate_size": 1408,
+    "moe_layer_freq": 1, "n_group": 1, "n_routed_experts": 64,
+    "n_shared_experts": 2, "norm_topk_prob": false, "num_attention_heads": 16,
+    "num_experts_per_tok": 6, "num_hidden_layers": 27,
+    "num_key_value_heads": 16, "q_lora_rank": null, "qk_nope_head_dim": 128,
+    "qk_rope_head_dim": 64, "rms_norm_eps": 1e-06,
+    "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40,
+                     "mscale": 0.707, "mscale_all_dim": 0.707,
+                     "original_max_position_embeddings": 4096, "type": "yarn"},
+    "rope_theta": 10000, "routed_scaling_factor": 1.0,
+    "scoring_func": "softmax", "tie_word_embeddings": false, "topk_group": 1,
+    "topk_method": "greedy", "torch_dtype": "bfloat16", "v_head_dim": 128,
+    "vocab_size": 102400})");
+}
+
+// DeepSeek-V3's published config.json as a BF16 copy has it (no fp8
+// quantization_config).
+Json DeepseekV3Json() {
+  return Json::parse(R"({
+    "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+    "attention_bias": false, "bos_token_id": 0, "eos_token_id": 1,
+    "ep_size": 1, "first_k_dense_replace": 3, "hidden_act": "silu",
+    "hidden_size": 7168, "intermediate_size": 18432, "kv_lora_rank": 512,
+    "max_position_embeddings": 163840, "moe_intermediate_size": 2048,
+    "moe_layer_freq": 1, "n_group": 8, "n_routed_experts": 256,
+    "n_shared_experts": 1, "norm_topk_prob": true, "num_attention_heads": 128,
+    "num_experts_per_tok": 8, "num_hidden_layers": 61,
+    "num_key_value_heads": 128, "num_nextn_predict_layers": 1,
+    "q_lora_rank": 1536, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+    "rms_norm_eps": 1e-06,
+    "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40,
+                     "mscale": 1.0, "mscale_all_dim": 1.0,
+                     "original_max_position_embeddings": 4096, "type": "yarn"},
+    "rope_theta": 10000, "routed_scaling_factor": 2.5,
+    "scoring_func": "sigmoid", "tie_word_embeddings": false, "topk_group": 4,
+    "topk_method": "noaux_tc", "torch_dtype": "bfloat16", "v_head_dim": 128,
+    "vocab_size": 129280})");
+}
+
+TEST(DeepseekConfigTest, ParsesDeepseekV2Lite) {
+  const ModelConfig c = ParseOk(DeepseekV2LiteJson());
+  EXPECT_EQ(c.family, ModelFamily::kDeepseekV2);
+  EXPECT_TRUE(c.uses_mla());
+  EXPECT_EQ(c.mla.q_lora_rank, 0);
+  EXPECT_EQ(c.mla.kv_lora_rank, 512);
+  EXPECT_EQ(c.mla.latent_dim(), 576);
+  EXPECT_EQ(c.head_dim, 192);
+  EXPECT_EQ(c.num_kv_heads, 16);
+  EXPECT_EQ(c.num_experts, 64);
+  EXPECT_EQ(c.num_experts_per_tok, 6);
+  EXPECT_EQ(c.shared_expert_intermediate_size, 2 * 1408);
+  EXPECT_FALSE(c.shared_expert_gated);
+  EXPECT_EQ(c.dense_intermediate_size, 10944);
+  EXPECT_FALSE(c.IsMoeLayer(0));
+  EXPECT_TRUE(c.IsMoeLayer(1));
+  EXPECT_EQ(c.NumMoeLayers(), 26);
+  EXPECT_EQ(c.scoring_func, ScoringFunc::kSoftmax);
+  EXPECT_EQ(c.topk_method, TopkMethod::kGreedy);
+  EXPECT_EQ(c.yarn.factor, 40);
+  EXPECT_DOUBLE_EQ(c.yarn.mscale_all_dim, 0.707);
+  EXPECT_FALSE(c.has_correction_bias());
+}
+
+TEST(DeepseekConfigTest, ParsesDeepseekV3) {
+  const ModelConfig c = ParseOk(DeepseekV3Json());
+  EXPECT_EQ(c.family, ModelFamily::kDeepseekV3);
+  EXPECT_EQ(c.mla.q_lora_rank, 1536);
+  EXPECT_EQ(c.NumMoeLayers(), 58);
+  EXPECT_EQ(c.n_group, 8);
+  EXPECT_EQ(c.topk_group, 4);
+  EXPECT_EQ(c.scoring_func, ScoringFunc::kSigmoid);
+  EXPECT_EQ(c.topk_method, TopkMethod::kNoauxTc);
+  EXPECT_TRUE(c.has_correction_bias());
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_DOUBLE_EQ(c.routed_scaling_factor, 2.5);
+  EXPECT_EQ(c.shared_expert_intermediate_size, 2048);
+}
+
+TEST(DeepseekConfigTest, RoundTripsThroughModelConfigToJson) {
+  for (const Json& j : {DeepseekV2LiteJson(), DeepseekV3Json()}) {
+    const ModelConfig c = ParseOk(j);
+    absl::StatusOr<ModelConfig> again = ParseModelConfig(ModelConfigToJson(c));
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->mla.q_lora_rank, c.mla.q_lora_rank);
+    EXPECT_EQ(again->n_group, c.n_group);
+    EXPECT_EQ(again->topk_method, c.topk_method);
+    EXPECT_EQ(again->yarn.mscale, c.yarn.mscale);
+    EXPECT_EQ(again->shared_expert_intermediate_size,
+              c.shared_expert_intermediate_size);
+    EXPECT_EQ(again->NumMoeLayers(), c.NumMoeLayers());
+  }
+}
+
+TEST(DeepseekConfigTest, BadFieldsAreNamed) {
+  struct Case {
+    const char* field;  // set to `value`, or removed when value is null
+    Json value;
+    const char* named;
+  };
+  const Case cases[] = {
+      {"kv_lora_rank", nullptr, "\"kv_lora_rank\" is missing"},
+      {"q_lora_rank", "x", "\"q_lora_rank\""},
+      {"n_group", 7, "\"n_group\""},
+      {"topk_group", 9, "\"topk_group\""},
+      {"scoring_func", "tanh", "\"scoring_func\""},
+      {"topk_method", "gready", "\"topk_method\""},
+      {"qk_rope_head_dim", 63, "\"qk_rope_head_dim\""},
+      {"attention_bias", true, "\"attention_bias\""},
+      {"rope_interleave", false, "\"rope_interleave\""},
+      {"quantization_config", Json{{"quant_method", "fp8"}},
+       "\"quantization_config\""},
+      {"rope_scaling", Json{{"type", "dynamic"}, {"factor", 2}},
+       "\"rope_scaling.type\""},
+      {"rope_scaling", Json{{"type", "yarn"}}, "\"rope_scaling.factor\""},
+      {"n_routed_experts", nullptr, "\"n_routed_experts\" is missing"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.field);
+    Json j = DeepseekV3Json();
+    if (c.value.is_null()) {
+      j.erase(c.field);
+    } else {
+      j[c.field] = c.value;
+    }
+    const absl::StatusOr<ModelConfig> parsed = ParseModelConfig(j.dump());
+    ASSERT_FALSE(parsed.ok());
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(parsed.status().message(), HasSubstr(c.named));
+  }
+}
+
+TEST(DeepseekConfigTest, YarnOfV2LiteGivesDeepseeksScales) {
+  const ModelConfig c = ParseOk(DeepseekV2LiteJson());
+  // qk_head_dim^-0.5 * (0.1 * 0.707 * ln 40 + 1)^2.
+  const double m = 0.1 * 0.707 * std::log(40.0) + 1.0;
+  EXPECT_NEAR(MlaSoftmaxScale(c), m * m / std::sqrt(192.0), 1e-6);
+  const RopeTable rope = MlaRopeTable(c);
+  ASSERT_EQ(rope.inv_freq.size(), 32u);
+  // mscale == mscale_all_dim: no cos/sin magnitude change.
+  EXPECT_FLOAT_EQ(rope.cos_sin_scale, 1.0f);
+  // The ramp runs from dimension pair 10 (floor of the correction dim of 32
+  // rotations) to 23 (ceil of that of 1 rotation): below it the original
+  // frequencies, above it the frequencies divided by the factor.
+  for (int i : {0, 5, 10}) {
+    EXPECT_FLOAT_EQ(rope.inv_freq[i], std::pow(10000.0, -2.0 * i / 64)) << i;
+  }
+  for (int i : {23, 31}) {
+    EXPECT_FLOAT_EQ(rope.inv_freq[i], std::pow(10000.0, -2.0 * i / 64) / 40)
+        << i;
+  }
+  const double extra = std::pow(10000.0, -2.0 * 16 / 64);
+  const double ramp = (16.0 - 10.0) / (23.0 - 10.0);
+  EXPECT_NEAR(rope.inv_freq[16], extra / 40 * ramp + extra * (1 - ramp), 1e-7);
 }
 
 }  // namespace

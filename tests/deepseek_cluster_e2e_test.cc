@@ -1,0 +1,103 @@
+// End-to-end: DeepSeek checkpoints (V2-Lite shape and V3 shape) served by
+// clusters of real processes on 127.0.0.1 in the topologies of deploy/local
+// that the issue names: 1p1d (the latent KV cache moves from the prefill to
+// the decode server), replicated (every expert on two servers) and
+// four-slices (each expert server holds a slice). Concurrent greedy streams
+// equal the single-process engine and the independent reference
+// (tests/reference_deepseek.h); the router chooses with the correction bias
+// and the group limit, the attention servers run MLA and the shared
+// experts.
+#include <memory>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/model_generator.h"
+#include "gtest/gtest.h"
+#include "tests/cluster_checks.h"
+#include "tests/generate_client.h"
+#include "tests/launched_cluster.h"
+#include "tests/reference_deepseek.h"
+#include "tests/test_util.h"
+
+namespace moe {
+namespace {
+
+using ::moe::testing::DeepseekReference;
+using ::moe::testing::LaunchedCluster;
+using ::moe::testing::StreamResult;
+using ::moe::testing::TempDir;
+
+struct Case {
+  ModelFamily family;
+  std::string topology;  // file in deploy/local
+};
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << FamilyName(c.family) << " on " << c.topology;
+}
+
+class DeepseekClusterE2eTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DeepseekClusterE2eTest, ConcurrentGreedyStreamsEqualEngineAndReference) {
+  TempDir dir;
+  GeneratorSpec spec{SmallConfig(GetParam().family), DType::kBF16, 1, 17};
+  ASSERT_TRUE(GenerateModel(dir.path(), spec).ok());
+  std::unique_ptr<LaunchedCluster> cluster = LaunchedCluster::Start(
+      "deploy/local/" + GetParam().topology + ".json", dir.path());
+  ASSERT_NE(cluster, nullptr);
+
+  struct Stream {
+    std::vector<int32_t> prompt;
+    int max_tokens;
+  };
+  std::vector<Stream> streams;
+  for (int i = 0; i < 6; ++i) {
+    std::vector<int32_t> prompt;
+    for (int t = 0; t < 2 + 7 * i; ++t) prompt.push_back(3 + (37 * t + 11 * i) % 500);
+    streams.push_back({prompt, 4 + 3 * i});
+  }
+  std::vector<StreamResult> results(streams.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < streams.size(); ++i) {
+    clients.emplace_back([&, i] {
+      results[i] = testing::RunGenerate(
+          cluster->gateway(),
+          testing::GreedyRequest(streams[i].prompt, streams[i].max_tokens));
+    });
+  }
+  for (std::thread& t : clients) t.join();
+
+  std::unique_ptr<Engine> engine = testing::LoadReferenceEngine(dir.path());
+  ASSERT_NE(engine, nullptr);
+  absl::StatusOr<DeepseekReference> reference = DeepseekReference::Load(dir.path());
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  for (size_t i = 0; i < streams.size(); ++i) {
+    SCOPED_TRACE(::testing::Message() << "stream " << i);
+    ASSERT_TRUE(results[i].status.ok()) << results[i].status.error_message();
+    EXPECT_EQ(results[i].tokens,
+              testing::EngineTokens(*engine, streams[i].prompt, streams[i].max_tokens));
+    EXPECT_EQ(results[i].tokens,
+              reference->Greedy(streams[i].prompt, streams[i].max_tokens));
+  }
+  EXPECT_TRUE(cluster->WaitForIdleKv());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Topologies, DeepseekClusterE2eTest,
+    ::testing::Values(Case{ModelFamily::kDeepseekV2, "1p1d"},
+                      Case{ModelFamily::kDeepseekV2, "four-slices"},
+                      Case{ModelFamily::kDeepseekV3, "1p1d"},
+                      Case{ModelFamily::kDeepseekV3, "replicated"},
+                      Case{ModelFamily::kDeepseekV3, "four-slices"}),
+    [](const auto& info) {
+      std::string name = std::string(FamilyName(info.param.family)) + "_" +
+                         info.param.topology;
+      for (char& ch : name) {
+        if (ch == '-') ch = '_';
+      }
+      return name;
+    });
+
+}  // namespace
+}  // namespace moe
