@@ -6,7 +6,8 @@
 // equal the single-process engine and the independent reference
 // (tests/reference_deepseek.h); the router chooses with the correction bias
 // and the group limit, the attention servers run MLA and the shared
-// experts.
+// experts. A repeated prompt reuses the cached latent blocks (prefix cache)
+// and still equals the engine.
 #include <memory>
 #include <ostream>
 #include <string>
@@ -80,6 +81,19 @@ TEST_P(DeepseekClusterE2eTest, ConcurrentGreedyStreamsEqualEngineAndReference) {
     EXPECT_EQ(results[i].tokens,
               reference->Greedy(streams[i].prompt, streams[i].max_tokens));
   }
+
+  // The longest prompt again, two tokens longer: its full blocks come from
+  // the prefix cache (the latent rows of the first request), and the tokens
+  // are still the engine's.
+  std::vector<int32_t> again = streams.back().prompt;
+  again.push_back(7);
+  again.push_back(9);
+  const StreamResult repeat = testing::RunGenerate(
+      cluster->gateway(), testing::GreedyRequest(again, 6));
+  ASSERT_TRUE(repeat.status.ok()) << repeat.status.error_message();
+  EXPECT_GT(repeat.usage.cached_tokens(), 0) << "no prefix-cache hit";
+  EXPECT_EQ(repeat.usage.cached_tokens() % 16, 0);  // whole blocks
+  EXPECT_EQ(repeat.tokens, testing::EngineTokens(*engine, again, 6));
   EXPECT_TRUE(cluster->WaitForIdleKv());
 }
 
