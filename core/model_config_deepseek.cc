@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/config_json.h"
@@ -103,6 +104,20 @@ absl::Status ParseMla(const Json& j, ModelConfig& c) {
   ASSIGN_OR_RETURN(m.qk_nope_head_dim, RequiredInt(j, "qk_nope_head_dim"));
   ASSIGN_OR_RETURN(m.qk_rope_head_dim, RequiredInt(j, "qk_rope_head_dim"));
   ASSIGN_OR_RETURN(m.v_head_dim, RequiredInt(j, "v_head_dim"));
+  // Bounded so that sums and products of these sizes stay far from
+  // overflow (real models use at most 1536).
+  constexpr int kMaxMlaSize = 1 << 16;
+  for (const auto& [field, value] :
+       {std::pair{"q_lora_rank", m.q_lora_rank},
+        std::pair{"kv_lora_rank", m.kv_lora_rank},
+        std::pair{"qk_nope_head_dim", m.qk_nope_head_dim},
+        std::pair{"qk_rope_head_dim", m.qk_rope_head_dim},
+        std::pair{"v_head_dim", m.v_head_dim}}) {
+    if (value > kMaxMlaSize) {
+      return FieldError(field, absl::StrCat("(", value, ") exceeds ",
+                                            kMaxMlaSize));
+    }
+  }
   if (m.qk_rope_head_dim % 2 != 0) {
     return FieldError("qk_rope_head_dim",
                       "must be even (rotary embedding pairs)");

@@ -113,6 +113,25 @@ def json_seeds():
     write("model_config", "mixtral_sliding", json.dumps(dict(
         base, architectures=["MixtralForCausalLM"], num_local_experts=4,
         sliding_window=32, tie_word_embeddings=True)))
+    deepseek = dict(
+        base, num_key_value_heads=4, intermediate_size=128,
+        n_routed_experts=8, moe_intermediate_size=48, n_shared_experts=2,
+        first_k_dense_replace=1, kv_lora_rank=32, qk_nope_head_dim=16,
+        qk_rope_head_dim=8, v_head_dim=16)
+    write("model_config", "deepseek_v2_lite", json.dumps(dict(
+        deepseek, architectures=["DeepseekV2ForCausalLM"], q_lora_rank=None,
+        scoring_func="softmax", topk_method="greedy", rope_theta=10000,
+        rope_scaling={"type": "yarn", "factor": 40, "mscale": 0.707,
+                      "mscale_all_dim": 0.707,
+                      "original_max_position_embeddings": 4096})))
+    write("model_config", "deepseek_v3", json.dumps(dict(
+        deepseek, architectures=["DeepseekV3ForCausalLM"], q_lora_rank=48,
+        scoring_func="sigmoid", topk_method="noaux_tc", n_group=4,
+        topk_group=2, norm_topk_prob=True, routed_scaling_factor=2.5,
+        moe_layer_freq=1, rope_scaling={
+            "rope_type": "yarn", "factor": 4, "beta_fast": 32,
+            "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0,
+            "original_max_position_embeddings": 256})))
     write("model_config", "not_an_object", "[1, 2, 3]")
     local = os.path.join(ROOT, "deploy", "local")
     for name in sorted(os.listdir(local)):
