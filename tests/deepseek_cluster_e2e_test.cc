@@ -4,10 +4,13 @@
 // the decode server), replicated (every expert on two servers) and
 // four-slices (each expert server holds a slice). Concurrent greedy streams
 // equal the single-process engine and the independent reference
-// (tests/reference_deepseek.h); the router chooses with the correction bias
+// (tests/reference_deepseek.h), and their streamed log-probabilities are
+// the reference's within the tolerance its logits imply; the router chooses with the correction bias
 // and the group limit, the attention servers run MLA and the shared
 // experts. A repeated prompt reuses the cached latent blocks (prefix cache)
 // and still equals the engine.
+#include <algorithm>
+#include <cmath>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -40,6 +43,41 @@ void PrintTo(const Case& c, std::ostream* os) {
 
 class DeepseekClusterE2eTest : public ::testing::TestWithParam<Case> {};
 
+constexpr int kTopLogprobs = 5;
+// Logits within 2e-3 of the reference's, as in the engine's tests, put each
+// log-probability within twice that (the log-sum-exp moves by at most the
+// largest logit difference).
+constexpr double kLogprobTolerance = 2 * 2e-3;
+
+// The streamed top log-probabilities of every step against the log-softmax
+// of the reference's logits along the stream's tokens.
+void ExpectLogprobsNearReference(const DeepseekReference& reference,
+                                 const std::vector<int32_t>& prompt,
+                                 const StreamResult& result) {
+  ASSERT_EQ(result.logprobs.size(), result.tokens.size());
+  std::vector<int32_t> seq = prompt;
+  seq.insert(seq.end(), result.tokens.begin(), result.tokens.end() - 1);
+  const std::vector<std::vector<float>> all = reference.AllLogits(seq);
+  for (size_t s = 0; s < result.tokens.size(); ++s) {
+    const std::vector<float>& logits = all[prompt.size() - 1 + s];
+    double max = logits[0];
+    for (float v : logits) max = std::max<double>(max, v);
+    double sum = 0;
+    for (float v : logits) sum += std::exp(v - max);
+    const double log_z = max + std::log(sum);
+    const v1::TokenLogprobs& got = result.logprobs[s];
+    EXPECT_EQ(got.token_id(), result.tokens[s]);
+    EXPECT_NEAR(got.logprob(), logits[got.token_id()] - log_z,
+                kLogprobTolerance) << "step " << s;
+    EXPECT_EQ(got.top_size(), kTopLogprobs);
+    for (const v1::TopLogprob& top : got.top()) {
+      EXPECT_NEAR(top.logprob(), logits[top.token_id()] - log_z,
+                  kLogprobTolerance)
+          << "step " << s << " token " << top.token_id();
+    }
+  }
+}
+
 TEST_P(DeepseekClusterE2eTest, ConcurrentGreedyStreamsEqualEngineAndReference) {
   TempDir dir;
   GeneratorSpec spec{SmallConfig(GetParam().family), DType::kBF16, 1, 17};
@@ -62,9 +100,10 @@ TEST_P(DeepseekClusterE2eTest, ConcurrentGreedyStreamsEqualEngineAndReference) {
   std::vector<std::thread> clients;
   for (size_t i = 0; i < streams.size(); ++i) {
     clients.emplace_back([&, i] {
-      results[i] = testing::RunGenerate(
-          cluster->gateway(),
-          testing::GreedyRequest(streams[i].prompt, streams[i].max_tokens));
+      v1::GenerateRequest request =
+          testing::GreedyRequest(streams[i].prompt, streams[i].max_tokens);
+      request.set_logprobs(kTopLogprobs);
+      results[i] = testing::RunGenerate(cluster->gateway(), request);
     });
   }
   for (std::thread& t : clients) t.join();
@@ -80,6 +119,7 @@ TEST_P(DeepseekClusterE2eTest, ConcurrentGreedyStreamsEqualEngineAndReference) {
               testing::EngineTokens(*engine, streams[i].prompt, streams[i].max_tokens));
     EXPECT_EQ(results[i].tokens,
               reference->Greedy(streams[i].prompt, streams[i].max_tokens));
+    ExpectLogprobsNearReference(*reference, streams[i].prompt, results[i]);
   }
 
   // The longest prompt again, two tokens longer: its full blocks come from
