@@ -31,6 +31,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/reference_deepseek.h"
+#include "tests/reference_checks.h"
 #include "tests/reference_model.h"
 #include "tests/safetensors_builder.h"
 #include "tests/test_util.h"
@@ -38,13 +39,12 @@
 namespace moe {
 namespace {
 
-using ::moe::testing::ArgMax;
 using ::moe::testing::DeepseekAblation;
 using ::moe::testing::DeepseekReference;
 using ::moe::testing::LogitsNear;
+using ::moe::testing::MakePrompt;
 using ::moe::testing::MaxAbsDiff;
 using ::moe::testing::TempDir;
-using ::moe::testing::TopTwoMargin;
 using ::testing::HasSubstr;
 
 constexpr double kLogitTolerance = 2e-3;
@@ -122,16 +122,6 @@ std::vector<DeepseekCase> AllCases() {
   return cases;
 }
 
-std::vector<int32_t> MakePrompt(int length, int vocab, uint32_t seed) {
-  std::vector<int32_t> prompt;
-  uint32_t state = seed * 2654435761u + 12345u;
-  for (int i = 0; i < length; ++i) {
-    state = state * 1664525u + 1013904223u;
-    prompt.push_back(3 + static_cast<int32_t>((state >> 8) % (vocab - 3)));
-  }
-  return prompt;
-}
-
 class DeepseekFamilyTest : public ::testing::TestWithParam<DeepseekCase> {
  protected:
   void SetUp() override {
@@ -165,20 +155,8 @@ class DeepseekFamilyTest : public ::testing::TestWithParam<DeepseekCase> {
 
   void ExpectMatchesReference(const std::vector<int32_t>& prompt,
                               const GenerationResult& result) const {
-    ASSERT_EQ(result.output.size(), static_cast<size_t>(kSteps));
-    ASSERT_EQ(result.logits.size(), static_cast<size_t>(kSteps));
-    std::vector<int32_t> seq = prompt;
-    seq.insert(seq.end(), result.output.begin(), result.output.end() - 1);
-    const std::vector<std::vector<float>> ref = reference_->AllLogits(seq);
-    for (int s = 0; s < kSteps; ++s) {
-      SCOPED_TRACE(::testing::Message() << "step " << s);
-      const std::vector<float>& want = ref[prompt.size() - 1 + s];
-      ASSERT_GT(TopTwoMargin(want), 2 * kLogitTolerance)
-          << "near-tie in the reference: pick another seed or prompt";
-      EXPECT_TRUE(LogitsNear(result.logits[s], want, kLogitTolerance));
-      EXPECT_EQ(result.output[s], ArgMax(want));
-    }
-    EXPECT_EQ(reference_->Greedy(prompt, kSteps), result.output);
+    testing::ExpectGreedyMatchesReference(*reference_, prompt, result, kSteps,
+                                          kLogitTolerance);
   }
 
   TempDir dir_;

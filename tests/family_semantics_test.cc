@@ -21,19 +21,19 @@
 #include "core/generator.h"
 #include "core/model_generator.h"
 #include "gtest/gtest.h"
+#include "tests/reference_checks.h"
 #include "tests/reference_model.h"
 #include "tests/test_util.h"
 
 namespace moe {
 namespace {
 
-using ::moe::testing::ArgMax;
 using ::moe::testing::LogitsNear;
+using ::moe::testing::MakePrompt;
 using ::moe::testing::MaxAbsDiff;
 using ::moe::testing::ReferenceAblation;
 using ::moe::testing::ReferenceModel;
 using ::moe::testing::TempDir;
-using ::moe::testing::TopTwoMargin;
 
 constexpr double kLogitTolerance = 2e-3;
 // Generated tokens per prompt. The reference recomputes the whole sequence
@@ -125,17 +125,6 @@ std::vector<FamilyCase> AllCases() {
   return cases;
 }
 
-// Deterministic pseudo-random prompt of `length` ids in [3, vocab).
-std::vector<int32_t> MakePrompt(int length, int vocab, uint32_t seed) {
-  std::vector<int32_t> prompt;
-  uint32_t state = seed * 2654435761u + 12345u;
-  for (int i = 0; i < length; ++i) {
-    state = state * 1664525u + 1013904223u;
-    prompt.push_back(3 + static_cast<int32_t>((state >> 8) % (vocab - 3)));
-  }
-  return prompt;
-}
-
 class FamilySemanticsTest : public ::testing::TestWithParam<FamilyCase> {
  protected:
   void SetUp() override {
@@ -167,27 +156,10 @@ class FamilySemanticsTest : public ::testing::TestWithParam<FamilyCase> {
     return request;
   }
 
-  // The engine's greedy continuation of `prompt` against the reference:
-  // teacher-forced along the engine's path, every step's logits within the
-  // tolerance and the same argmax; then the reference's own greedy path.
   void ExpectMatchesReference(const std::vector<int32_t>& prompt,
                               const GenerationResult& result) const {
-    ASSERT_EQ(result.output.size(), static_cast<size_t>(kSteps));
-    ASSERT_EQ(result.logits.size(), static_cast<size_t>(kSteps));
-    std::vector<int32_t> seq = prompt;
-    seq.insert(seq.end(), result.output.begin(), result.output.end() - 1);
-    const std::vector<std::vector<float>> ref = reference_->AllLogits(seq);
-    for (int s = 0; s < kSteps; ++s) {
-      SCOPED_TRACE(::testing::Message() << "step " << s);
-      const std::vector<float>& want = ref[prompt.size() - 1 + s];
-      // A near-tie would make the greedy path depend on rounding; the seeds
-      // are chosen so that none occurs, and this keeps it that way.
-      ASSERT_GT(TopTwoMargin(want), 2 * kLogitTolerance)
-          << "near-tie in the reference: pick another seed or prompt";
-      EXPECT_TRUE(LogitsNear(result.logits[s], want, kLogitTolerance));
-      EXPECT_EQ(result.output[s], ArgMax(want));
-    }
-    EXPECT_EQ(reference_->Greedy(prompt, kSteps), result.output);
+    testing::ExpectGreedyMatchesReference(*reference_, prompt, result, kSteps,
+                                          kLogitTolerance);
   }
 
   TempDir dir_;
