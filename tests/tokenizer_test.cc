@@ -329,6 +329,24 @@ TEST(TokenizerFileTest, BadFilesAreRefusedNamingTheField) {
       {absl::StrCat("{", kTinyModel, "}"), R"({"add_bos_token": "yes"})",
        "add_bos_token"},
       {absl::StrCat("{", kTinyModel, "}"), "{broken", "tokenizer_config.json: not valid JSON"},
+      // Fields of the wrong JSON type (the fuzzer found the first one
+      // aborting the process through an uncaught nlohmann type_error).
+      {R"({"model": {"type": 5, "vocab": {"a": 0}}})", "", "model.type: expected a string"},
+      {R"({"model": {"type": "BPE", "vocab": {"a": 0}, "fuse_unk": "yes"}})", "",
+       "model.fuse_unk: expected true or false"},
+      {absl::StrCat(R"({"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": 1}, )",
+                    kTinyModel, "}"),
+       "", "pre_tokenizer.add_prefix_space: expected true or false"},
+      {absl::StrCat(R"({"pre_tokenizer": {"type": "Digits", "individual_digits": "no"}, )",
+                    kTinyModel, "}"),
+       "", "pre_tokenizer.individual_digits"},
+      {absl::StrCat(R"({"normalizer": {"type": "Strip", "strip_left": []}, )", kTinyModel, "}"),
+       "", "normalizer.strip_left"},
+      {absl::StrCat(R"({"decoder": {"type": "Strip", "start": "1"}, )", kTinyModel, "}"), "",
+       "decoder.start: expected an integer"},
+      {absl::StrCat(R"({"added_tokens": [{"id": 1, "content": "x", "special": "y"}], )",
+                    kTinyModel, "}"),
+       "", "added_tokens[0].special: expected true or false"},
   };
   for (const Case& c : cases) {
     testing::TempDir temp;

@@ -2,8 +2,10 @@
 
 #include <cstdio>
 #include <queue>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/text/tokenizer_pipeline.h"
 #include "core/text/utf8.h"
 
 namespace moe::text {
@@ -24,7 +26,11 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(
   if (!json.is_object()) {
     return absl::InvalidArgumentError("model: expected an object");
   }
-  const std::string type = json.value("type", std::string("BPE"));
+  if (json.contains("type") && !json["type"].is_null() &&
+      !json["type"].is_string()) {
+    return absl::InvalidArgumentError("model.type: expected a string");
+  }
+  const std::string type = StringField(json, "type", "BPE");
   if (type != "BPE") {
     return absl::InvalidArgumentError(absl::StrCat(
         "model.type \"", type, "\" is not supported (only BPE)"));
@@ -101,9 +107,14 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(
     }
     model->unk_id_ = it->second;
   }
-  model->fuse_unk_ = json.value("fuse_unk", false);
-  model->byte_fallback_ = json.value("byte_fallback", false);
-  model->ignore_merges_ = json.value("ignore_merges", false);
+  for (const auto& [key, field] :
+       {std::pair{"fuse_unk", &model->fuse_unk_},
+        std::pair{"byte_fallback", &model->byte_fallback_},
+        std::pair{"ignore_merges", &model->ignore_merges_}}) {
+    absl::StatusOr<bool> value = BoolField(json, key, false, "model");
+    if (!value.ok()) return value.status();
+    *field = *value;
+  }
   if (json.contains("continuing_subword_prefix") &&
       json["continuing_subword_prefix"].is_string()) {
     model->continuing_subword_prefix_ =

@@ -222,13 +222,19 @@ absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const nlohmann::json& json,
   if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
   if (type == "Fuse") return std::make_unique<FuseDecoder>();
   if (type == "Strip") {
+    absl::StatusOr<int> start = IntField(json, "start", 0, where);
+    if (!start.ok()) return start.status();
+    absl::StatusOr<int> stop = IntField(json, "stop", 0, where);
+    if (!stop.ok()) return stop.status();
     return std::make_unique<StripDecoder>(StringField(json, "content", " "),
-                                          json.value("start", 0),
-                                          json.value("stop", 0));
+                                          *start, *stop);
   }
   if (type == "Metaspace") {
+    absl::StatusOr<bool> add_prefix_space =
+        BoolField(json, "add_prefix_space", true, where);
+    if (!add_prefix_space.ok()) return add_prefix_space.status();
     const std::string scheme = StringField(
-        json, "prepend_scheme", json.value("add_prefix_space", true) ? "always" : "never");
+        json, "prepend_scheme", *add_prefix_space ? "always" : "never");
     return std::make_unique<MetaspaceDecoder>(
         StringField(json, "replacement", "\xe2\x96\x81"), scheme != "never");
   }

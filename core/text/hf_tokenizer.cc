@@ -99,9 +99,16 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> HfTokenizer::Make(
           "tokenizer.json: added_tokens[", i,
           "]: expected {\"id\": 0..2^24, \"content\": \"...\"}"));
     }
-    AddedToken token{a["id"].get<int32_t>(), a["content"].get<std::string>(),
-                     a.value("special", false), a.value("lstrip", false),
-                     a.value("rstrip", false), a.value("single_word", false)};
+    const std::string where = absl::StrCat("tokenizer.json: added_tokens[", i, "]");
+    AddedToken token{a["id"].get<int32_t>(), a["content"].get<std::string>()};
+    for (const auto& [key, field] :
+         {std::pair{"special", &token.special}, std::pair{"lstrip", &token.lstrip},
+          std::pair{"rstrip", &token.rstrip},
+          std::pair{"single_word", &token.single_word}}) {
+      absl::StatusOr<bool> value = BoolField(a, key, false, where);
+      if (!value.ok()) return value.status();
+      *field = *value;
+    }
     if (token.content.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "tokenizer.json: added_tokens[", i, "].content: empty"));

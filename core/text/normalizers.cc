@@ -149,6 +149,29 @@ std::string StringField(const nlohmann::json& json, const char* key,
   return it != json.end() && it->is_string() ? it->get<std::string>() : fallback;
 }
 
+absl::StatusOr<bool> BoolField(const nlohmann::json& json, const char* key,
+                               bool fallback, const std::string& where) {
+  auto it = json.find(key);
+  if (it == json.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".", key, ": expected true or false"));
+  }
+  return it->get<bool>();
+}
+
+absl::StatusOr<int> IntField(const nlohmann::json& json, const char* key,
+                             int fallback, const std::string& where) {
+  auto it = json.find(key);
+  if (it == json.end() || it->is_null()) return fallback;
+  if (!it->is_number_integer() || it->get<int64_t>() < INT32_MIN ||
+      it->get<int64_t>() > INT32_MAX) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".", key, ": expected an integer"));
+  }
+  return static_cast<int>(it->get<int64_t>());
+}
+
 absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(
     const nlohmann::json& json, const std::string& where) {
   if (json.is_null()) return nullptr;
@@ -178,8 +201,11 @@ absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(
     return std::make_unique<Replace>(*pattern, StringField(json, "content"));
   }
   if (type == "Strip") {
-    return std::make_unique<Strip>(json.value("strip_left", true),
-                                   json.value("strip_right", true));
+    absl::StatusOr<bool> left = BoolField(json, "strip_left", true, where);
+    if (!left.ok()) return left.status();
+    absl::StatusOr<bool> right = BoolField(json, "strip_right", true, where);
+    if (!right.ok()) return right.status();
+    return std::make_unique<Strip>(*left, *right);
   }
   if (type == "Sequence") {
     absl::StatusOr<std::vector<std::unique_ptr<Normalizer>>> parts =

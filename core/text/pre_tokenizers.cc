@@ -221,14 +221,18 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(
   const std::string type = json["type"].get<std::string>();
   if (type == "ByteLevel") {
     std::shared_ptr<const Regex> regex;
-    if (json.value("use_regex", true)) {
+    absl::StatusOr<bool> use_regex = BoolField(json, "use_regex", true, where);
+    if (!use_regex.ok()) return use_regex.status();
+    absl::StatusOr<bool> add_prefix_space =
+        BoolField(json, "add_prefix_space", false, where);
+    if (!add_prefix_space.ok()) return add_prefix_space.status();
+    if (*use_regex) {
       absl::StatusOr<std::shared_ptr<const Regex>> compiled =
           Regex::Compile(kGpt2Pattern);
       if (!compiled.ok()) return compiled.status();
       regex = *compiled;
     }
-    return std::make_unique<ByteLevel>(json.value("add_prefix_space", false),
-                                       regex);
+    return std::make_unique<ByteLevel>(*add_prefix_space, regex);
   }
   if (type == "Split") {
     absl::StatusOr<std::shared_ptr<const Regex>> pattern =
@@ -245,12 +249,18 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(
       return absl::InvalidArgumentError(absl::StrCat(
           where, ".behavior \"", name, "\" is not supported"));
     }
-    return std::make_unique<SplitPreTokenizer>(*pattern, behavior,
-                                               json.value("invert", false));
+    absl::StatusOr<bool> invert = BoolField(json, "invert", false, where);
+    if (!invert.ok()) return invert.status();
+    return std::make_unique<SplitPreTokenizer>(*pattern, behavior, *invert);
   }
   if (type == "Metaspace") {
+    absl::StatusOr<bool> add_prefix_space =
+        BoolField(json, "add_prefix_space", true, where);
+    if (!add_prefix_space.ok()) return add_prefix_space.status();
+    absl::StatusOr<bool> split = BoolField(json, "split", true, where);
+    if (!split.ok()) return split.status();
     const std::string scheme = StringField(
-        json, "prepend_scheme", json.value("add_prefix_space", true) ? "always" : "never");
+        json, "prepend_scheme", *add_prefix_space ? "always" : "never");
     Metaspace::Prepend prepend;
     if (scheme == "always") prepend = Metaspace::Prepend::kAlways;
     else if (scheme == "first") prepend = Metaspace::Prepend::kFirst;
@@ -260,10 +270,13 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(
           where, ".prepend_scheme \"", scheme, "\" is not supported"));
     }
     return std::make_unique<Metaspace>(StringField(json, "replacement", "\xe2\x96\x81"),
-                                       prepend, json.value("split", true));
+                                       prepend, *split);
   }
   if (type == "Digits") {
-    return json.value("individual_digits", false)
+    absl::StatusOr<bool> individual =
+        BoolField(json, "individual_digits", false, where);
+    if (!individual.ok()) return individual.status();
+    return *individual
                ? RegexSplit("\\p{N}", Behavior::kIsolated)
                : RegexSplit("\\p{N}+", Behavior::kIsolated);
   }

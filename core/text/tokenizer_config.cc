@@ -80,7 +80,9 @@ absl::StatusOr<TokenizerConfig> ParseTokenizerConfig(
     } else if (chat->is_array()) {
       // Named templates: the "default" one.
       for (const nlohmann::json& entry : *chat) {
-        if (entry.is_object() && entry.value("name", std::string()) == "default" &&
+        if (entry.is_object() && entry.contains("name") &&
+            entry["name"].is_string() &&
+            entry["name"].get<std::string>() == "default" &&
             entry.contains("template") && entry["template"].is_string()) {
           out.chat_template = entry["template"].get<std::string>();
         }

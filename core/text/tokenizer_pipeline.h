@@ -51,6 +51,14 @@ absl::StatusOr<std::vector<std::unique_ptr<Stage>>> MakeStageList(
 std::string StringField(const nlohmann::json& json, const char* key,
                         const std::string& fallback = "");
 
+// json[key] when it is a boolean (BoolField) or an integer in int's range
+// (IntField); `fallback` when absent or null; INVALID_ARGUMENT naming
+// "<where>.<key>" when it holds anything else.
+absl::StatusOr<bool> BoolField(const nlohmann::json& json, const char* key,
+                               bool fallback, const std::string& where);
+absl::StatusOr<int> IntField(const nlohmann::json& json, const char* key,
+                             int fallback, const std::string& where);
+
 // text -> normalized text.
 class Normalizer {
  public:
