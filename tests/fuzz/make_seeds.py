@@ -255,7 +255,19 @@ def proto_seeds():
         write("kv_transfer", name, chunks(*texts))
 
 
+# Inputs a fuzzer found (kept byte for byte: they are not written by this
+# script, so regenerating the corpus must not drop them).
+FOUND_BY_FUZZING = {
+    "kv_transfer": ["too_many_first_tokens"],
+}
+
+
 def main():
+    kept = {}
+    for target, names in FOUND_BY_FUZZING.items():
+        for name in names:
+            with open(os.path.join(CORPUS, target, name), "rb") as f:
+                kept[(target, name)] = f.read()
     for target in ("safetensors", "model_config", "topology", "generate_request",
                    "tensor_codec", "expert_request", "router_request",
                    "prefill_request", "kv_transfer"):
@@ -264,6 +276,8 @@ def main():
     safetensors_seeds()
     json_seeds()
     proto_seeds()
+    for (target, name), data in kept.items():
+        write(target, name, data)
     return 0
 
 
