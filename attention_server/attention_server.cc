@@ -10,6 +10,13 @@
 
 namespace moe {
 
+absl::StatusOr<MoeDispatchMode> ParseMoeDispatchMode(const std::string& name) {
+  if (name == "router") return MoeDispatchMode::kRouter;
+  if (name == "direct") return MoeDispatchMode::kDirect;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "moe_dispatch: expected \"router\" or \"direct\", got \"", name, "\""));
+}
+
 absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
     const AttentionServerOptions& options) {
   if (options.router_address.empty()) {
@@ -24,12 +31,29 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
     return absl::UnavailableError(
         absl::StrCat("attention server: router: ", router.message()));
   }
-  server->moe_ = std::make_unique<RemoteMoeExecutor>(
-      options.router_address, config.hidden_size,
-      options.router_timeout_seconds);
   server->registry_ = options.registry != nullptr
                           ? options.registry
                           : std::make_shared<prometheus::Registry>();
+  if (options.moe_dispatch == MoeDispatchMode::kDirect) {
+    DirectMoeOptions direct;
+    direct.router_address = options.router_address;
+    direct.model_dir = options.engine.model_dir;
+    direct.connect_timeout_seconds = options.connect_timeout_seconds;
+    direct.call_timeout_seconds = options.router_timeout_seconds;
+    absl::StatusOr<std::unique_ptr<DirectMoeExecutor>> executor =
+        DirectMoeExecutor::Create(direct, *server->registry_);
+    if (!executor.ok()) {
+      return absl::Status(
+          executor.status().code(),
+          absl::StrCat("attention server: --moe_dispatch=direct: ",
+                       executor.status().message()));
+    }
+    server->moe_ = *std::move(executor);
+  } else {
+    server->moe_ = std::make_unique<RemoteMoeExecutor>(
+        options.router_address, config.hidden_size,
+        options.router_timeout_seconds);
+  }
   server->metrics_ = std::make_unique<AttentionMetrics>(
       *server->registry_, std::string(AttentionRoleName(options.role)));
   AttentionEngineOptions engine_options = options.engine;

@@ -1,5 +1,6 @@
 // An attention server (role `both`, `prefill` or `decode`): loads the
-// non-expert weights, runs the MoE layers through the router, and serves
+// non-expert weights, runs the MoE layers through the router (or dispatches
+// them to the expert servers itself, --moe_dispatch=direct), and serves
 // moe.v1.AttentionService, grpc.health.v1 and server reflection.
 #ifndef MOE_ATTENTION_SERVER_ATTENTION_SERVER_H_
 #define MOE_ATTENTION_SERVER_ATTENTION_SERVER_H_
@@ -11,16 +12,27 @@
 #include "attention_server/attention_engine.h"
 #include "attention_server/attention_metrics.h"
 #include "attention_server/attention_service.h"
+#include "attention_server/direct_moe_executor.h"
 #include "attention_server/remote_moe_executor.h"
 #include "grpcpp/server.h"
 #include "prometheus/registry.h"
 
 namespace moe {
 
+// How the MoE steps reach the expert servers: through the router's
+// MoeStream (the router gates, fans out and combines), or dispatched by the
+// attention server itself with the router's placement and policy
+// (attention_server/direct_moe_executor.h), one hop each way.
+enum class MoeDispatchMode { kRouter, kDirect };
+
+// "router" or "direct"; INVALID_ARGUMENT naming what was expected.
+absl::StatusOr<MoeDispatchMode> ParseMoeDispatchMode(const std::string& name);
+
 struct AttentionServerOptions {
   // host:port; port 0 picks a free port (see AttentionServer::port()).
   std::string listen_address = "127.0.0.1:0";
   std::string router_address;
+  MoeDispatchMode moe_dispatch = MoeDispatchMode::kRouter;
   AttentionRole role = AttentionRole::kBoth;
   // How long to wait for the router to report SERVING at start.
   double connect_timeout_seconds = 60;
@@ -54,7 +66,7 @@ class AttentionServer {
   // Declared first: the engine reports to the metrics until it is gone.
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<AttentionMetrics> metrics_;
-  std::unique_ptr<RemoteMoeExecutor> moe_;
+  std::unique_ptr<MoeExecutor> moe_;
   std::unique_ptr<AttentionEngine> engine_;
   std::unique_ptr<AttentionServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -15,6 +15,11 @@
 ABSL_FLAG(std::string, model, "",
           "Checkpoint directory (only the non-expert weights are loaded).");
 ABSL_FLAG(std::string, router, "", "Router address host:port.");
+ABSL_FLAG(std::string, moe_dispatch, "router",
+          "router: each MoE step goes to the router, which gates, fans out to "
+          "the expert servers and combines; direct: this server gates and "
+          "sends the groups to the expert servers itself with the router's "
+          "placement and capacity policy (one hop each way instead of two).");
 ABSL_FLAG(std::string, role, "both",
           "both: run requests end to end; prefill: compute prompts' K/V and "
           "ship it to decode servers; decode: receive K/V and decode.");
@@ -58,6 +63,11 @@ int main(int argc, char** argv) {
   absl::StatusOr<moe::AttentionRole> role =
       moe::ParseAttentionRole(absl::GetFlag(FLAGS_role));
   if (!role.ok()) return fail("--" + std::string(role.status().message()));
+  absl::StatusOr<moe::MoeDispatchMode> moe_dispatch =
+      moe::ParseMoeDispatchMode(absl::GetFlag(FLAGS_moe_dispatch));
+  if (!moe_dispatch.ok()) {
+    return fail("--" + std::string(moe_dispatch.status().message()));
+  }
   if (!(absl::GetFlag(FLAGS_kv_lease_seconds) > 0)) {
     return fail("--kv_lease_seconds must be > 0");
   }
@@ -90,6 +100,7 @@ int main(int argc, char** argv) {
   }
   moe::AttentionServerOptions options;
   options.router_address = absl::GetFlag(FLAGS_router);
+  options.moe_dispatch = *moe_dispatch;
   options.role = *role;
   options.engine.kv_lease_seconds = absl::GetFlag(FLAGS_kv_lease_seconds);
   options.engine.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
@@ -125,7 +136,10 @@ int main(int argc, char** argv) {
     return absl::StrCat("role ", moe::AttentionRoleName(options.role), ", ",
                         load.kv_blocks_total, " KV blocks of ",
                         load.kv_block_size, " tokens, router ",
-                        options.router_address);
+                        options.router_address,
+                        options.moe_dispatch == moe::MoeDispatchMode::kDirect
+                            ? " (MoE dispatched directly to the expert servers)"
+                            : "");
   };
   return moe::RunServerProcess(process);
 }

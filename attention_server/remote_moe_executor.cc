@@ -1,9 +1,9 @@
 #include "attention_server/remote_moe_executor.h"
 
 #include <atomic>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "attention_server/moe_response.h"
 #include "core/rpc/channel_util.h"
 #include "core/rpc/tensor_codec.h"
 #include "core/status_macros.h"
@@ -84,38 +84,9 @@ void RemoteMoeExecutor::Deliver(const v1::RunMoeResponse& response) {
   Call& call = it->second;
   call.done = true;
   watchdog_.Cancel(call.deadline);
-  if (response.error_code() != 0) {
-    call.status = absl::Status(
-        static_cast<absl::StatusCode>(response.error_code()),
-        absl::StrCat("router ", address_, ": layer ", call.layer, ": ",
-                     response.error_message()));
-    return;
-  }
-  absl::StatusOr<F32Rows> rows =
-      DecodeF32Rows(response.output(), hidden_size_, "router output");
-  if (!rows.ok()) {
-    call.status = absl::InternalError(rows.status().message());
-  } else if (rows->rows != call.tokens) {
-    call.status = absl::InternalError(absl::StrCat(
-        "router returned ", rows->rows, " rows for ", call.tokens, " tokens"));
-  } else {
-    std::memcpy(call.out, rows->data,
-                static_cast<size_t>(call.tokens * hidden_size_) *
-                    sizeof(float));
-  }
-  if (call.status.ok() && response.failed_tokens_size() > 0) {
-    for (int64_t t : response.failed_tokens()) {
-      if (t < 0 || t >= call.tokens) {
-        call.status = absl::InternalError(absl::StrCat(
-            "router ", address_, " listed failed token ", t, " of ",
-            call.tokens));
-        return;
-      }
-      call.failed.tokens.push_back(t);
-    }
-    call.failed.status = absl::UnavailableError(
-        absl::StrCat("router ", address_, ": ", response.failure_message()));
-  }
+  call.status = ReadMoeResponse(response, absl::StrCat("router ", address_),
+                                call.layer, hidden_size_, call.tokens, call.out,
+                                &call.failed);
 }
 
 absl::Status RemoteMoeExecutor::WaitMoe(uint64_t handle,

@@ -270,7 +270,8 @@ MoeDispatcher::MoeDispatcher(
     : engine_(engine),
       metrics_(metrics),
       connections_(std::move(connections)),
-      fanout_timeout_seconds_(fanout_timeout_seconds) {
+      fanout_timeout_seconds_(fanout_timeout_seconds),
+      health_probe_seconds_(health_probe_seconds) {
   std::vector<std::string> addresses;
   for (const auto& connection : connections_) {
     addresses.push_back(connection->address());

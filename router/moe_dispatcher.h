@@ -61,12 +61,16 @@ class MoeDispatcher {
     return *connections_[server];
   }
   const ExpertHealth& health() const { return *health_; }
+  int num_servers() const { return static_cast<int>(connections_.size()); }
+  double fanout_timeout_seconds() const { return fanout_timeout_seconds_; }
+  double health_probe_seconds() const { return health_probe_seconds_; }
 
  private:
   RouterEngine* engine_;
   RouterMetrics* metrics_;
   std::vector<std::unique_ptr<ExpertConnection>> connections_;
   double fanout_timeout_seconds_;
+  double health_probe_seconds_;
   std::unique_ptr<ExpertHealth> health_;
 };
 

@@ -43,6 +43,7 @@ class RouterEngine {
 
   const ModelConfig& config() const { return weights_.config; }
   const PlacementTable& placement() const { return placement_; }
+  const CapacityOptions& capacity() const { return capacity_; }
 
   // Gates x [tokens, hidden] of `layer` and plans the dispatch, choosing
   // replicas by the slots currently in flight to each server and leaving

@@ -8,6 +8,7 @@
 #include "core/rpc/call_stream_reactor.h"
 #include "core/rpc/grpc_status.h"
 #include "core/rpc/tensor_codec.h"
+#include "router/dispatch_config.h"
 
 namespace moe {
 namespace {
@@ -100,6 +101,16 @@ grpc::ServerUnaryReactor* RouterServiceImpl::GetStats(
     server->set_slots(totals.server_slots[s]);
     server->set_calls(totals.server_calls[s]);
   }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RouterServiceImpl::GetDispatchConfig(
+    grpc::CallbackServerContext* context,
+    const v1::GetDispatchConfigRequest* /*request*/,
+    v1::DispatchConfig* response) {
+  *response = DescribeDispatch(*dispatcher_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -1,6 +1,8 @@
 // gRPC adapter of the router: RunMoe (unary) and MoeStream (one long-lived
 // stream per attention server) hand each batch to the MoeDispatcher, which
-// fans it out to the expert servers; GetStats reports the dispatch counts.
+// fans it out to the expert servers; GetStats reports the dispatch counts;
+// GetDispatchConfig hands attention servers what they need to dispatch
+// themselves.
 // Never blocks inside a callback.
 #ifndef MOE_ROUTER_ROUTER_SERVICE_H_
 #define MOE_ROUTER_ROUTER_SERVICE_H_
@@ -24,6 +26,10 @@ class RouterServiceImpl final : public v1::RouterService::CallbackService {
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
                                      const v1::GetRouterStatsRequest* request,
                                      v1::RouterStats* response) override;
+  grpc::ServerUnaryReactor* GetDispatchConfig(
+      grpc::CallbackServerContext* context,
+      const v1::GetDispatchConfigRequest* request,
+      v1::DispatchConfig* response) override;
 
  private:
   MoeDispatcher* dispatcher_;

@@ -119,3 +119,14 @@ add_dependencies(deepseek_cluster_e2e_test moe-cluster expert_server router
 target_compile_definitions(deepseek_cluster_e2e_test PRIVATE
   MOE_CLUSTER_BIN="$<TARGET_FILE:moe-cluster>"
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+
+# Attention servers dispatching MoE steps to the expert servers themselves.
+moe_test(direct_dispatch_e2e_test direct_dispatch_e2e_test.cc
+  launched_cluster.cc)
+target_link_libraries(direct_dispatch_e2e_test PRIVATE moe_process_test_util
+  moe_cluster_checks moe_reliability_test_util moe_rpc absl::strings)
+add_dependencies(direct_dispatch_e2e_test moe-cluster expert_server router
+  attention_server gateway)
+target_compile_definitions(direct_dispatch_e2e_test PRIVATE
+  MOE_CLUSTER_BIN="$<TARGET_FILE:moe-cluster>"
+  MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")

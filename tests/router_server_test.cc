@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "attention_server/direct_moe_executor.h"
 #include "core/checkpoint.h"
 #include "core/local_moe_executor.h"
 #include "core/model_weights.h"
@@ -62,6 +63,9 @@ class Tier {
   }
 
   bool ok() const { return router_ != nullptr; }
+  std::string address() const {
+    return "127.0.0.1:" + std::to_string(router_->port());
+  }
   RouterServer& router() { return *router_; }
 
   grpc::Status RunMoe(const v1::RunMoeRequest& request, v1::RunMoeResponse* response) {
@@ -151,6 +155,79 @@ TEST_P(RouterEqualsEngineTest, EveryPlacementMatchesTheLocalMoeStep) {
       }
     }
   }
+}
+
+// An attention server's direct dispatch (DirectMoeExecutor) takes the
+// router's placement and capacity policy from GetDispatchConfig and computes
+// the router's answer bit for bit, without the router in the path, also
+// when capacity limits reroute and drop slots.
+TEST(DirectDispatchTest, EqualsTheRoutersAnswerBitForBit) {
+  const std::string fixture = "tiny-mixtral";
+  absl::StatusOr<ModelConfig> c = LoadModelConfig(testing::FixtureDir(fixture));
+  ASSERT_TRUE(c.ok()) << c.status();
+  const int L = c->num_layers, E = c->num_experts;
+  const std::vector<std::set<std::pair<int, int>>> placements = {
+      ExpertsWhere(L, E, [&](int l, int e) { return c->IsMoeLayer(l) && e % 2 == 0; }),
+      ExpertsWhere(L, E, [&](int l, int e) { return c->IsMoeLayer(l) && e % 3 != 0; }),
+      ExpertsWhere(L, E, [&](int l, int e) { return c->IsMoeLayer(l) && e % 6 == 3; })};
+  for (const auto policy : {CapacityOptions::OverflowPolicy::kReroute,
+                            CapacityOptions::OverflowPolicy::kDrop}) {
+    CapacityOptions capacity;
+    capacity.capacity_factor = 0.5;
+    capacity.policy = policy;
+    Tier tier(fixture, placements, capacity);
+    ASSERT_TRUE(tier.ok());
+    auto registry = std::make_shared<prometheus::Registry>();
+    DirectMoeOptions options;
+    options.router_address = tier.address();
+    options.model_dir = testing::FixtureDir(fixture);
+    absl::StatusOr<std::unique_ptr<DirectMoeExecutor>> direct =
+        DirectMoeExecutor::Create(options, *registry);
+    ASSERT_TRUE(direct.ok()) << direct.status();
+    EXPECT_EQ((*direct)->placement().num_entries(),
+              tier.router().engine().placement().num_entries());
+    int64_t moved = 0;
+    for (int layer = 0; layer < L; ++layer) {
+      if (!c->IsMoeLayer(layer)) continue;
+      for (int64_t tokens : {1, 7, 40}) {
+        const std::vector<float> x =
+            RandomRows(tokens, c->hidden_size, 97 * layer + tokens);
+        v1::RunMoeRequest request;
+        request.set_layer(layer);
+        EncodeF32(x.data(), tokens, c->hidden_size, request.mutable_hidden());
+        v1::RunMoeResponse response;
+        const grpc::Status status = tier.RunMoe(request, &response);
+        ASSERT_TRUE(status.ok()) << status.error_message();
+        moved += response.rerouted_slots() + response.dropped_slots();
+        absl::StatusOr<F32Rows> want =
+            DecodeF32Rows(response.output(), c->hidden_size, "output");
+        ASSERT_TRUE(want.ok()) << want.status();
+        std::vector<float> got(x.size());
+        const absl::Status run = (*direct)->RunMoe(layer, x.data(), tokens, got.data());
+        ASSERT_TRUE(run.ok()) << run;
+        for (size_t i = 0; i < got.size(); ++i) {
+          ASSERT_EQ(got[i], want->data[i])
+              << "layer " << layer << " tokens " << tokens << " i " << i;
+        }
+      }
+    }
+    EXPECT_GT(moved, 0) << "the capacity limit never moved a slot";
+  }
+}
+
+// Started against something that is not a router, direct dispatch fails
+// naming the router and the RPC.
+TEST(DirectDispatchTest, AnUnreachableRouterIsNamed) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  DirectMoeOptions options;
+  options.router_address = "127.0.0.1:1";
+  options.model_dir = testing::FixtureDir("tiny-mixtral");
+  options.connect_timeout_seconds = 0.5;
+  absl::StatusOr<std::unique_ptr<DirectMoeExecutor>> direct =
+      DirectMoeExecutor::Create(options, *registry);
+  ASSERT_FALSE(direct.ok());
+  EXPECT_EQ(direct.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(direct.status().message(), HasSubstr("router 127.0.0.1:1"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, RouterEqualsEngineTest,

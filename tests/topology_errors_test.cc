@@ -139,6 +139,9 @@ TEST(TopologyErrorsTest, RolesAreCheckedAndMixedConsistently) {
       "attention_servers": [{"role": "decode", "kv_lease_seconds": 0}])")),
               HasSubstr("attention_servers[0].kv_lease_seconds"));
   EXPECT_THAT(Error(With(R"("expert_servers": 1,
+      "attention_servers": [{"moe_dispatch": "peer"}])")),
+              HasSubstr("attention_servers[0].moe_dispatch"));
+  EXPECT_THAT(Error(With(R"("expert_servers": 1,
       "attention_servers": [{"prefix_cache": "yes"}])")),
               HasSubstr("attention_servers[0].prefix_cache: must be true or false"));
 }

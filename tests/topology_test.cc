@@ -176,7 +176,8 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
                          "threads": 2},
               "attention_servers": [{"kv_cache_mb": 128, "max_running": 8,
                                      "prefill_chunk_tokens": 64, "threads": 1},
-                                    {"name": "att-b", "role": "both"}],
+                                    {"name": "att-b", "role": "both",
+                                     "moe_dispatch": "direct"}],
               "gateway": {"max_in_flight": 16, "drain_seconds": 90})"),
                       "tiny-mixtral");
   ASSERT_TRUE(plan.ok()) << plan.status();
@@ -204,7 +205,8 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
               Contains("--router=127.0.0.1:9"));
   EXPECT_EQ(launches[4].name, "att-b");
   EXPECT_THAT(launches[4].args,
-              ElementsAre("--model=/models/m", "--role=both"));
+              ElementsAre("--model=/models/m", "--role=both",
+                          "--moe_dispatch=direct"));
   EXPECT_EQ(launches[5].name, "gateway");
   EXPECT_EQ(launches[5].stage, Stage::kGateway);
   EXPECT_THAT(launches[5].args,

@@ -97,6 +97,9 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     }
     AddIfSet(l.args, "kv_lease_seconds", server.kv_lease_seconds);
     AddIfSet(l.args, "micro_batches", server.micro_batches);
+    if (server.moe_dispatch.has_value()) {
+      l.args.push_back(absl::StrCat("--moe_dispatch=", *server.moe_dispatch));
+    }
     l.detail = absl::StrCat("role ", l.role);
     launches.push_back(std::move(l));
   }

@@ -284,7 +284,8 @@ absl::StatusOr<AttentionServerTopology> ParseAttentionServer(
   RETURN_IF_ERROR(CheckObject(
       value, path,
       {"name", "role", "threads", "kv_cache_mb", "prefill_chunk_tokens",
-       "max_running", "prefix_cache", "kv_lease_seconds", "micro_batches"}));
+       "max_running", "prefix_cache", "kv_lease_seconds", "micro_batches",
+       "moe_dispatch"}));
   AttentionServerTopology server;
   ASSIGN_OR_RETURN(server.name,
                    ReadName(value, path, absl::StrCat("attention-", index)));
@@ -309,6 +310,9 @@ absl::StatusOr<AttentionServerTopology> ParseAttentionServer(
                    OptionalNumber(value, path, "kv_lease_seconds", 0, true));
   ASSIGN_OR_RETURN(server.micro_batches,
                    OptionalInt(value, path, "micro_batches", 1, 3));
+  ASSIGN_OR_RETURN(server.moe_dispatch,
+                   OptionalString(value, path, "moe_dispatch",
+                                  {"router", "direct"}));
   return server;
 }
 

@@ -50,7 +50,12 @@
 //        "max_running": 64,       // integer >= 1
 //        "prefix_cache": true,    // reuse cached K/V of earlier prompts
 //        "kv_lease_seconds": 30,  // decode: how long K/V may take, > 0
-//        "micro_batches": 1}      // decode ping-pong micro-batches, 1..3
+//        "micro_batches": 1,      // decode ping-pong micro-batches, 1..3
+//        "moe_dispatch": "router"}  // "router" (default): MoE steps go
+//                                 // through the router; "direct": this
+//                                 // server sends them to the expert
+//                                 // servers itself with the router's
+//                                 // placement (one hop each way)
 //     ],
 //
 //     "data_plane": {             // how the groups' rows travel between
@@ -130,6 +135,7 @@ struct AttentionServerTopology {
   std::optional<bool> prefix_cache;
   std::optional<double> kv_lease_seconds;
   std::optional<int> micro_batches;
+  std::optional<std::string> moe_dispatch;  // "router" or "direct"
 };
 
 struct GatewayTopology {
