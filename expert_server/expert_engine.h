@@ -1,6 +1,8 @@
 // The compute side of an expert server: the FFN weights of the (layer,
 // expert) pairs placed here, and one executor thread that runs grouped
-// SwiGLU FFNs for queued batches. Knows nothing of gRPC.
+// SwiGLU FFNs for queued batches (a CPU batch that finds nothing queued or
+// running is computed by the submitting thread instead). Knows nothing of
+// gRPC.
 #ifndef MOE_EXPERT_SERVER_EXPERT_ENGINE_H_
 #define MOE_EXPERT_SERVER_EXPERT_ENGINE_H_
 
@@ -72,7 +74,9 @@ class ExpertEngine {
   // group's output is written, or the error that stopped it; and the seconds
   // spent computing.
   using DoneCallback = std::function<void(absl::Status, double)>;
-  // Queues a validated batch.
+  // Queues a validated batch. On a CPU backend with nothing queued or
+  // running, computes it on the calling thread instead (and runs `done`
+  // there before returning): one thread hand-off fewer per call.
   void Submit(std::vector<ExpertWork> work, DoneCallback done);
 
   // Work whose rows are not in host memory (the NCCL data plane receives
@@ -96,12 +100,19 @@ class ExpertEngine {
     DoneCallback done;
   };
   absl::Status Run(const Batch& batch);
+  // Runs `batch` and its callback, then clears running_ (which the caller
+  // set) and parks the compute threads when nothing is queued.
+  void RunAndReport(Batch& batch);
 
   ModelWeights weights_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<ExpertFfnBackend> backend_;  // executor thread only
   absl::Mutex mu_;
   std::deque<Batch> queue_ ABSL_GUARDED_BY(mu_);
+  // A batch is being computed (by the executor or inline by Submit's
+  // caller): the backend and the pool have one user at a time.
+  bool running_ ABSL_GUARDED_BY(mu_) = false;
+  bool run_inline_ = false;  // CPU backends: Submit may compute in place
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread executor_;
 };
