@@ -78,8 +78,8 @@ absl::StatusOr<std::unique_ptr<AttentionEngine>> AttentionEngine::Load(
       KvCache::Create(KvCacheShape::ForModel(engine->weights_.config,
                                              options.kv_block_size),
                       options.kv_cache_bytes));
-  engine->pool_ = std::make_unique<ThreadPool>(options.num_threads,
-                                               options.spin_microseconds);
+  engine->pool_ = std::make_unique<ThreadPool>(
+      options.num_threads, options.spin_microseconds, options.pin_cpus);
   for (int i = 0; i < options.micro_batches; ++i) {
     engine->transformers_.push_back(std::make_unique<Transformer>(
         &engine->weights_, engine->cache_.get(), moe, engine->pool_.get()));
@@ -361,6 +361,8 @@ bool AttentionEngine::StartSequence(Sequence& seq) {
 }
 
 void AttentionEngine::ExecutorLoop() {
+  // Best effort: unpinned, the steps compute the same results.
+  pool_->PinOwner().IgnoreError();
   for (;;) {
     std::vector<std::unique_ptr<Sequence>> admitted, dequeued, transferred;
     std::vector<std::pair<std::unique_ptr<Sequence>, absl::Status>> failed;

@@ -68,6 +68,8 @@ struct AttentionEngineOptions {
   int num_threads = 0;             // compute threads; 0 = one per core
   // How long idle compute threads spin before sleeping (see ThreadPool).
   int spin_microseconds = ThreadPool::kServerSpinMicroseconds;
+  // CPUs for the compute threads (core/cpu_affinity.h); empty: unpinned.
+  std::vector<int> pin_cpus;
   int kv_block_size = 16;          // tokens per KV block
   int64_t kv_cache_bytes = int64_t{1} << 30;
   int prefill_chunk_tokens = 512;  // prompt tokens per step, over sequences

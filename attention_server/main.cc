@@ -9,6 +9,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "attention_server/attention_server.h"
+#include "core/cpu_affinity.h"
 #include "core/server/server_process.h"
 #include "tools/common/command_line.h"
 
@@ -30,6 +31,11 @@ ABSL_FLAG(int, micro_batches, 1,
           "(1-3) whose attention overlaps the others' MoE steps.");
 ABSL_FLAG(bool, prefix_cache, true,
           "Reuse the cached K/V of earlier prompts' leading blocks.");
+ABSL_FLAG(std::string, pin_cpus, "",
+          "Pin the compute threads to these CPUs, thread k to the k-th: "
+          "\"all\" (every CPU this process may use, in order), a list such "
+          "as \"0,2-3\", or empty (unpinned). Keeps a server's threads on "
+          "distinct CPUs when several servers share a few cores.");
 ABSL_FLAG(int, spin_us, moe::ThreadPool::kServerSpinMicroseconds,
           "How long idle compute threads spin before sleeping, us: longer "
           "saves wake-ups when the server has its cores to itself, shorter "
@@ -115,6 +121,12 @@ int main(int argc, char** argv) {
   options.engine.num_threads = absl::GetFlag(FLAGS_threads);
   if (absl::GetFlag(FLAGS_spin_us) < 0) return fail("--spin_us must be >= 0");
   options.engine.spin_microseconds = absl::GetFlag(FLAGS_spin_us);
+  absl::StatusOr<std::vector<int>> pin_cpus =
+      moe::ParseCpuList(absl::GetFlag(FLAGS_pin_cpus));
+  if (!pin_cpus.ok()) {
+    return fail("--pin_cpus: " + std::string(pin_cpus.status().message()));
+  }
+  options.engine.pin_cpus = *std::move(pin_cpus);
   options.engine.kv_cache_bytes = kv_mb << 20;
   options.engine.kv_block_size = block;
   options.engine.prefill_chunk_tokens = absl::GetFlag(FLAGS_prefill_chunk_tokens);
@@ -137,6 +149,7 @@ int main(int argc, char** argv) {
                         load.kv_blocks_total, " KV blocks of ",
                         load.kv_block_size, " tokens, router ",
                         options.router_address,
+                        moe::DescribePinning(options.engine.pin_cpus),
                         options.moe_dispatch == moe::MoeDispatchMode::kDirect
                             ? " (MoE dispatched directly to the expert servers)"
                             : "");

@@ -1,5 +1,7 @@
 #include "core/thread_pool.h"
 
+#include "core/cpu_affinity.h"
+
 #include <algorithm>
 #include <chrono>
 
@@ -24,15 +26,28 @@ constexpr int kCallerSpinIterations = 2000;
 
 }  // namespace
 
-ThreadPool::ThreadPool(int num_threads, int spin_microseconds)
-    : spin_microseconds_(std::max(0, spin_microseconds)) {
+ThreadPool::ThreadPool(int num_threads, int spin_microseconds,
+                       std::vector<int> pin_cpus)
+    : spin_microseconds_(std::max(0, spin_microseconds)),
+      pin_cpus_(std::move(pin_cpus)) {
   if (num_threads <= 0) {
     num_threads = static_cast<int>(std::thread::hardware_concurrency());
   }
   num_threads_ = std::max(1, num_threads);
   for (int i = 1; i < num_threads_; ++i) {
-    workers_.emplace_back([this, i] { WorkerLoop(i); });
+    workers_.emplace_back([this, i] {
+      // Best effort: an unpinned worker computes the same results.
+      if (!pin_cpus_.empty()) {
+        PinCurrentThread(pin_cpus_[i % pin_cpus_.size()]).IgnoreError();
+      }
+      WorkerLoop(i);
+    });
   }
+}
+
+absl::Status ThreadPool::PinOwner() {
+  if (pin_cpus_.empty()) return absl::OkStatus();
+  return PinCurrentThread(pin_cpus_[0]);
 }
 
 ThreadPool::~ThreadPool() {

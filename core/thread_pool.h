@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace moe {
 
 class ThreadPool {
@@ -29,14 +31,22 @@ class ThreadPool {
 
   // `num_threads` counts the caller; 0 means one per hardware core.
   // `spin_microseconds` (>= 0) is how long an idle worker spins before it
-  // sleeps.
+  // sleeps. With `pin_cpus` (see core/cpu_affinity.h), worker k (1 ..
+  // num_threads-1) is pinned to pin_cpus[k % size] and PinOwner puts the
+  // owning thread, worker 0, on pin_cpus[0].
   explicit ThreadPool(int num_threads = 0,
-                      int spin_microseconds = kDefaultSpinMicroseconds);
+                      int spin_microseconds = kDefaultSpinMicroseconds,
+                      std::vector<int> pin_cpus = {});
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int num_threads() const { return num_threads_; }
+  bool pinned() const { return !pin_cpus_.empty(); }
+
+  // Pins the calling thread (the one that will call ParallelFor) to
+  // pin_cpus[0]; OK and nothing done without pin_cpus.
+  absl::Status PinOwner();
 
   // Tells idle workers to stop spinning and sleep now: the caller is about to
   // wait for something slow (an RPC, the next request), so a spinning worker
@@ -55,6 +65,7 @@ class ThreadPool {
 
   int num_threads_;
   int spin_microseconds_;
+  const std::vector<int> pin_cpus_;
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -23,7 +23,7 @@ absl::StatusOr<std::unique_ptr<ExpertEngine>> ExpertEngine::Load(
   // A GPU server's FFNs run on the device: one host thread is enough.
   engine->pool_ = std::make_unique<ThreadPool>(
       options.device.is_cuda() ? 1 : options.num_threads,
-      options.spin_microseconds);
+      options.spin_microseconds, options.pin_cpus);
   std::vector<const FfnWeights*> hosted;
   for (const LayerWeights& layer : engine->weights_.layers) {
     for (const auto& entry : layer.experts) hosted.push_back(&entry.second);
@@ -31,8 +31,9 @@ absl::StatusOr<std::unique_ptr<ExpertEngine>> ExpertEngine::Load(
   ASSIGN_OR_RETURN(engine->backend_,
                    CreateExpertFfnBackend(options.device, hosted,
                                           engine->pool_.get()));
-  // A CUDA backend stays on the executor thread, where its stream lives.
-  engine->run_inline_ = !options.device.is_cuda();
+  // A CUDA backend stays on the executor thread, where its stream lives;
+  // pinned compute threads stay on their CPUs.
+  engine->run_inline_ = !options.device.is_cuda() && options.pin_cpus.empty();
   engine->executor_ = std::thread([e = engine.get()] { e->ExecutorLoop(); });
   return engine;
 }
@@ -141,6 +142,8 @@ void ExpertEngine::RunAndReport(Batch& batch) {
 }
 
 void ExpertEngine::ExecutorLoop() {
+  // Best effort: unpinned, the FFNs compute the same results.
+  pool_->PinOwner().IgnoreError();
   for (;;) {
     Batch batch;
     {

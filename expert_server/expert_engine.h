@@ -35,6 +35,9 @@ struct ExpertEngineOptions {
   int num_threads = 0;  // compute threads; 0 = one per core
   // How long idle compute threads spin before sleeping (see ThreadPool).
   int spin_microseconds = ThreadPool::kServerSpinMicroseconds;
+  // CPUs for the compute threads (core/cpu_affinity.h); empty: unpinned.
+  // Pinned, batches are always computed on the executor thread.
+  std::vector<int> pin_cpus;
   // Where the FFNs run: the CPU, or a CUDA device (the experts' weights are
   // uploaded to it as BF16 at load).
   DeviceSpec device;
@@ -74,9 +77,9 @@ class ExpertEngine {
   // group's output is written, or the error that stopped it; and the seconds
   // spent computing.
   using DoneCallback = std::function<void(absl::Status, double)>;
-  // Queues a validated batch. On a CPU backend with nothing queued or
-  // running, computes it on the calling thread instead (and runs `done`
-  // there before returning): one thread hand-off fewer per call.
+  // Queues a validated batch. On an unpinned CPU backend with nothing
+  // queued or running, computes it on the calling thread instead (and runs
+  // `done` there before returning): one thread hand-off fewer per call.
   void Submit(std::vector<ExpertWork> work, DoneCallback done);
 
   // Work whose rows are not in host memory (the NCCL data plane receives

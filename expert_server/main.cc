@@ -14,6 +14,7 @@
 #include "core/expert_list.h"
 #include "core/model_config.h"
 #include "core/nccl_data_plane.h"
+#include "core/cpu_affinity.h"
 #include "core/server/server_process.h"
 #include "expert_server/auto_placement.h"
 #include "expert_server/expert_server.h"
@@ -34,6 +35,11 @@ ABSL_FLAG(int, server_index, -1,
           "the host name's trailing -N (a StatefulSet pod's ordinal).");
 ABSL_FLAG(bool, metrics_per_expert, true,
           "Label token counters by expert (off for models with many experts).");
+ABSL_FLAG(std::string, pin_cpus, "",
+          "Pin the compute threads to these CPUs, thread k to the k-th: "
+          "\"all\" (every CPU this process may use, in order), a list such "
+          "as \"0,2-3\", or empty (unpinned). Keeps a server's threads on "
+          "distinct CPUs when several servers share a few cores.");
 ABSL_FLAG(int, spin_us, moe::ThreadPool::kServerSpinMicroseconds,
           "How long idle compute threads spin before sleeping, us: longer "
           "saves wake-ups when the server has its cores to itself, shorter "
@@ -119,6 +125,12 @@ int main(int argc, char** argv) {
     return fail("--drain_seconds must be >= 0");
   }
   options.engine.spin_microseconds = absl::GetFlag(FLAGS_spin_us);
+  absl::StatusOr<std::vector<int>> pin_cpus =
+      moe::ParseCpuList(absl::GetFlag(FLAGS_pin_cpus));
+  if (!pin_cpus.ok()) {
+    return fail("--pin_cpus: " + std::string(pin_cpus.status().message()));
+  }
+  options.engine.pin_cpus = *std::move(pin_cpus);
   absl::StatusOr<moe::DeviceSpec> device =
       moe::ParseDeviceSpec(absl::GetFlag(FLAGS_device));
   if (!device.ok()) return fail(absl::StrCat("--device: ", device.status().message()));
@@ -157,9 +169,10 @@ int main(int argc, char** argv) {
     options.listen_address = bound_address;
     return moe::ExpertServer::Start(options);
   };
-  process.detail = [](moe::ExpertServer& server) {
+  process.detail = [&options](moe::ExpertServer& server) {
     return absl::StrCat(server.engine().HostedExperts().size(), " experts on ",
-                        server.engine().backend_name());
+                        server.engine().backend_name(),
+                        moe::DescribePinning(options.engine.pin_cpus));
   };
   return moe::RunServerProcess(process);
 }

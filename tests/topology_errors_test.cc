@@ -141,6 +141,12 @@ TEST(TopologyErrorsTest, RolesAreCheckedAndMixedConsistently) {
   EXPECT_THAT(Error(With(R"("expert_servers": 1,
       "attention_servers": [{"moe_dispatch": "peer"}])")),
               HasSubstr("attention_servers[0].moe_dispatch"));
+  EXPECT_THAT(Error(With(R"("expert_servers": 1, "attention_servers": 1,
+      "pin_cpus": "0-x")")),
+              HasSubstr("pin_cpus: CPU list \"0-x\""));
+  EXPECT_THAT(Error(With(R"("expert_servers": 1, "attention_servers": 1,
+      "pin_cpus": 3)")),
+              HasSubstr("pin_cpus"));
   EXPECT_THAT(Error(With(R"("expert_servers": 1,
       "attention_servers": [{"prefix_cache": "yes"}])")),
               HasSubstr("attention_servers[0].prefix_cache: must be true or false"));

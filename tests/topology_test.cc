@@ -171,6 +171,7 @@ TEST(TopologyTest, AutomaticPlacementGivesEachExpertReplicasDistinctServers) {
 TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
   absl::StatusOr<ClusterPlan> plan =
       ParseAndResolve(With(R"("expert_servers": 2, "expert_threads": 3,
+              "pin_cpus": "all",
               "router": {"capacity_factor": 0.5, "overflow": "drop",
                          "per_server_token_cap": 7, "fanout_timeout": 2.5,
                          "threads": 2},
@@ -187,7 +188,8 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
   EXPECT_THAT(
       launches[0].args,
       ElementsAre("--model=/models/m",
-                  "--experts=0:0,0:2,0:4,0:6,1:0,1:2,1:4,1:6", "--threads=3"));
+                  "--experts=0:0,0:2,0:4,0:6,1:0,1:2,1:4,1:6", "--threads=3",
+                  "--pin_cpus=all"));
   EXPECT_EQ(launches[0].detail, "experts 0:0,0:2,0:4,0:6,1:0,1:2,1:4,1:6");
   EXPECT_EQ(launches[2].name, "router");
   EXPECT_THAT(launches[2].args,
@@ -200,13 +202,13 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
   EXPECT_THAT(launches[3].args,
               ElementsAre("--model=/models/m", "--role=both", "--threads=1",
                           "--kv_cache_mb=128", "--prefill_chunk_tokens=64",
-                          "--max_running=8"));
+                          "--max_running=8", "--pin_cpus=all"));
   EXPECT_THAT(WithDependencies(launches[3], {{"127.0.0.1:9", ""}}),
               Contains("--router=127.0.0.1:9"));
   EXPECT_EQ(launches[4].name, "att-b");
   EXPECT_THAT(launches[4].args,
               ElementsAre("--model=/models/m", "--role=both",
-                          "--moe_dispatch=direct"));
+                          "--moe_dispatch=direct", "--pin_cpus=all"));
   EXPECT_EQ(launches[5].name, "gateway");
   EXPECT_EQ(launches[5].stage, Stage::kGateway);
   EXPECT_THAT(launches[5].args,

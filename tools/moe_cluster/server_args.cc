@@ -51,6 +51,7 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     l.args = {model, absl::StrCat("--experts=", experts)};
     AddIfSet(l.args, "threads", server.threads);
     AddIfSet(l.args, "device", server.device);
+    AddIfSet(l.args, "pin_cpus", plan.pin_cpus);
     if (plan.data_plane.kind == DataPlane::kNccl) {
       l.args.push_back("--data_plane=nccl");
     }
@@ -100,6 +101,7 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     if (server.moe_dispatch.has_value()) {
       l.args.push_back(absl::StrCat("--moe_dispatch=", *server.moe_dispatch));
     }
+    AddIfSet(l.args, "pin_cpus", plan.pin_cpus);
     l.detail = absl::StrCat("role ", l.role);
     launches.push_back(std::move(l));
   }

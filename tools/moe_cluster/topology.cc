@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "core/cpu_affinity.h"
 #include "core/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "tools/moe_cluster/json_fields.h"
@@ -429,7 +430,8 @@ absl::StatusOr<Topology> ParseRoot(const Json& root, absl::string_view source) {
       CheckObject(root, "",
                   {"name", "description", "expert_servers", "replicas",
                    "expert_threads", "expert_device", "router",
-                   "attention_servers", "gateway", "security", "data_plane"}));
+                   "attention_servers", "gateway", "security", "data_plane",
+                   "pin_cpus"}));
   Topology topology;
   topology.source = std::string(source);
   absl::string_view stem = source.substr(source.rfind('/') + 1);
@@ -447,6 +449,14 @@ absl::StatusOr<Topology> ParseRoot(const Json& root, absl::string_view source) {
   ASSIGN_OR_RETURN(topology.gateway, ParseGateway(root));
   ASSIGN_OR_RETURN(topology.security, ParseSecurity(root, source));
   ASSIGN_OR_RETURN(topology.data_plane, ParseDataPlaneSection(root));
+  ASSIGN_OR_RETURN(topology.pin_cpus, OptionalString(root, "", "pin_cpus"));
+  if (topology.pin_cpus.has_value()) {
+    // Checked against this host's CPUs, where the servers will run.
+    if (absl::Status cpus = ParseCpuList(*topology.pin_cpus).status();
+        !cpus.ok()) {
+      return PathError("pin_cpus", cpus.message());
+    }
+  }
   RETURN_IF_ERROR(CheckUniqueNames(topology));
   RETURN_IF_ERROR(CheckDataPlane(topology, experts.device_paths));
   return topology;

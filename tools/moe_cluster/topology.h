@@ -27,6 +27,10 @@
 //                                 // (0 = one per core); unset: server default
 //     "expert_device": "cuda:1",  // default --device of every expert server:
 //                                 // "cpu", "cuda" (= "cuda:0") or "cuda:N"
+//     "pin_cpus": "all",          // --pin_cpus of every expert and attention
+//                                 // server: their compute threads pinned,
+//                                 // thread k to the k-th CPU ("all" or a
+//                                 // list like "0,2-3"); unset: unpinned
 //
 //     "router": {                 // each key maps to the router flag
 //       "capacity_factor": 0,     // number >= 0 (0 = unlimited)
@@ -173,6 +177,7 @@ struct Topology {
   GatewayTopology gateway;
   SecurityTopology security;
   DataPlaneTopology data_plane;
+  std::optional<std::string> pin_cpus;
 };
 
 // Parses topology JSON. `source` names the file in errors; it also gives the
@@ -203,6 +208,7 @@ struct ClusterPlan {
   GatewayTopology gateway;
   SecurityTopology security;
   DataPlaneTopology data_plane;
+  std::optional<std::string> pin_cpus;
 };
 
 // Resolves the placement: automatic placement through moe::AutoPlacement,

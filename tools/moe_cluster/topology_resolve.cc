@@ -51,6 +51,7 @@ absl::StatusOr<ClusterPlan> Resolve(const Topology& topology,
   plan.gateway = topology.gateway;
   plan.security = topology.security;
   plan.data_plane = topology.data_plane;
+  plan.pin_cpus = topology.pin_cpus;
   const int num_servers = static_cast<int>(topology.expert_servers.size());
   absl::StatusOr<PlacementTable> table =
       topology.automatic_placement
