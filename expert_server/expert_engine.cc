@@ -1,6 +1,7 @@
 #include "expert_server/expert_engine.h"
 
 #include <chrono>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -16,17 +17,22 @@ absl::StatusOr<std::unique_ptr<ExpertEngine>> ExpertEngine::Load(
   WeightSelection selection = WeightSelection::Experts(options.experts);
   selection.all_experts = options.all_experts;
   std::unique_ptr<ExpertEngine> engine(new ExpertEngine());
-  ASSIGN_OR_RETURN(engine->weights_,
+  engine->model_dir_ = options.model_dir;
+  engine->cuda_ = options.device.is_cuda();
+  ASSIGN_OR_RETURN(ModelWeights weights,
                    LoadModelWeightsFromDir(options.model_dir, selection,
                                            /*populate=*/true));
+  engine->config_ = weights.config;
   RETURN_IF_ERROR(CheckDeviceUsable(options.device));
   // A GPU server's FFNs run on the device: one host thread is enough.
   engine->pool_ = std::make_unique<ThreadPool>(
       options.device.is_cuda() ? 1 : options.num_threads,
       options.spin_microseconds, options.pin_cpus);
   std::vector<const FfnWeights*> hosted;
-  for (const LayerWeights& layer : engine->weights_.layers) {
-    for (const auto& entry : layer.experts) hosted.push_back(&entry.second);
+  {
+    absl::MutexLock lock(&engine->hosted_mu_);
+    engine->AddHostedLocked(std::make_shared<ModelWeights>(std::move(weights)));
+    for (const auto& [id, w] : engine->hosted_) hosted.push_back(w.get());
   }
   ASSIGN_OR_RETURN(engine->backend_,
                    CreateExpertFfnBackend(options.device, hosted,
@@ -46,21 +52,97 @@ ExpertEngine::~ExpertEngine() {
   if (executor_.joinable()) executor_.join();
 }
 
-std::vector<std::pair<int, int>> ExpertEngine::HostedExperts() const {
-  std::vector<std::pair<int, int>> out;
-  for (size_t l = 0; l < weights_.layers.size(); ++l) {
-    for (const auto& [e, w] : weights_.layers[l].experts) {
-      out.emplace_back(static_cast<int>(l), e);
+void ExpertEngine::AddHostedLocked(std::shared_ptr<const ModelWeights> weights) {
+  for (size_t l = 0; l < weights->layers.size(); ++l) {
+    for (const auto& [e, w] : weights->layers[l].experts) {
+      // Aliasing: each entry keeps the whole load (its mappings) alive.
+      hosted_[{static_cast<int>(l), e}] =
+          std::shared_ptr<const FfnWeights>(weights, &w);
     }
   }
+}
+
+std::vector<std::pair<int, int>> ExpertEngine::HostedExperts() const {
+  absl::ReaderMutexLock lock(&hosted_mu_);
+  std::vector<std::pair<int, int>> out;
+  out.reserve(hosted_.size());
+  for (const auto& [id, w] : hosted_) out.push_back(id);
   return out;
 }
 
 bool ExpertEngine::Hosts(int layer, int expert) const {
-  if (layer < 0 || layer >= static_cast<int>(weights_.layers.size())) {
-    return false;
+  absl::ReaderMutexLock lock(&hosted_mu_);
+  return hosted_.count({layer, expert}) > 0;
+}
+
+absl::Status ExpertEngine::CheckExperts(
+    const std::set<std::pair<int, int>>& experts) const {
+  for (const auto& [layer, expert] : experts) {
+    if (layer < 0 || layer >= config_.num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("experts: layer ", layer, " is outside the model's "
+                       "layers [0, ", config_.num_layers, ")"));
+    }
+    if (!config_.IsMoeLayer(layer)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "experts: layer ", layer, " is a dense layer (it has no experts)"));
+    }
+    if (expert < 0 || expert >= config_.num_experts) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "experts: expert ", expert, " of layer ", layer,
+          " is outside the model's experts [0, ", config_.num_experts, ")"));
+    }
   }
-  return weights_.layers[layer].experts.count(expert) > 0;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> ExpertEngine::LoadExperts(
+    const std::set<std::pair<int, int>>& experts) {
+  RETURN_IF_ERROR(CheckExperts(experts));
+  if (cuda_) {
+    return absl::FailedPreconditionError(
+        "LoadExperts: this expert server runs its FFNs on CUDA, whose "
+        "backend uploads the experts once at start; loading experts while "
+        "serving is supported on --device=cpu only");
+  }
+  absl::MutexLock one_load(&load_mu_);
+  std::set<std::pair<int, int>> missing;
+  {
+    absl::ReaderMutexLock lock(&hosted_mu_);
+    for (const auto& id : experts) {
+      if (hosted_.count(id) == 0) missing.insert(id);
+    }
+  }
+  if (missing.empty()) return 0;
+  ASSIGN_OR_RETURN(ModelWeights weights,
+                   LoadModelWeightsFromDir(model_dir_,
+                                           WeightSelection::Experts(missing),
+                                           /*populate=*/true));
+  if (weights.config.hidden_size != config_.hidden_size ||
+      weights.config.num_layers != config_.num_layers ||
+      weights.config.num_experts != config_.num_experts) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "LoadExperts: the checkpoint in ", model_dir_,
+        " no longer matches the one this server started with (hidden size, "
+        "layers or experts changed)"));
+  }
+  absl::MutexLock lock(&hosted_mu_);
+  AddHostedLocked(std::make_shared<ModelWeights>(std::move(weights)));
+  return static_cast<int>(missing.size());
+}
+
+absl::StatusOr<int> ExpertEngine::UnloadExperts(
+    const std::set<std::pair<int, int>>& experts) {
+  RETURN_IF_ERROR(CheckExperts(experts));
+  if (cuda_) {
+    return absl::FailedPreconditionError(
+        "UnloadExperts: this expert server runs its FFNs on CUDA, whose "
+        "experts are fixed at start; supported on --device=cpu only");
+  }
+  absl::MutexLock lock(&hosted_mu_);
+  int removed = 0;
+  for (const auto& id : experts) removed += hosted_.erase(id);
+  return removed;
 }
 
 absl::Status ExpertEngine::Validate(absl::Span<const ExpertWork> work) const {
@@ -112,12 +194,29 @@ void ExpertEngine::SubmitTask(std::vector<ExpertWork> work, BackendTask task,
 
 absl::Status ExpertEngine::Run(const Batch& batch) {
   RETURN_IF_ERROR(Validate(batch.work));
+  // The weights are held for the whole batch: an expert unloaded meanwhile
+  // stays mapped until the batch is done.
+  std::vector<std::shared_ptr<const FfnWeights>> held;
+  held.reserve(batch.work.size());
+  {
+    absl::ReaderMutexLock lock(&hosted_mu_);
+    for (size_t i = 0; i < batch.work.size(); ++i) {
+      const ExpertWork& w = batch.work[i];
+      auto it = hosted_.find({w.layer, w.expert});
+      if (it == hosted_.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "groups[", i, "].expert: layer ", w.layer, " expert ", w.expert,
+            " is not hosted on this expert server (unloaded)"));
+      }
+      held.push_back(it->second);
+    }
+  }
   std::vector<FfnGroup> groups;
   groups.reserve(batch.work.size());
-  for (const ExpertWork& w : batch.work) {
+  for (size_t i = 0; i < batch.work.size(); ++i) {
+    const ExpertWork& w = batch.work[i];
     if (w.tokens == 0) continue;
-    groups.push_back({&weights_.layers[w.layer].experts.at(w.expert), w.x,
-                      w.tokens, w.out});
+    groups.push_back({held[i].get(), w.x, w.tokens, w.out});
   }
   if (batch.task) return batch.task(*backend_, groups);
   return backend_->Run(groups);

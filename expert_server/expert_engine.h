@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -63,11 +64,30 @@ class ExpertEngine {
   // Finishes queued batches, then stops the executor.
   ~ExpertEngine();
 
-  const ModelConfig& config() const { return weights_.config; }
+  const ModelConfig& config() const { return config_; }
   // The compute backend's name ("cpu", "cuda:0 (NVIDIA H100 ...)").
   std::string backend_name() const { return backend_->name(); }
+  // What is hosted now, ascending by (layer, expert).
   std::vector<std::pair<int, int>> HostedExperts() const;
   bool Hosts(int layer, int expert) const;
+
+  // INVALID_ARGUMENT naming a pair outside the model's MoE layers/experts.
+  absl::Status CheckExperts(const std::set<std::pair<int, int>>& experts) const;
+
+  // Loads these (layer, expert) pairs from the checkpoint while serving
+  // (batches keep running; a load runs on the caller's thread, one at a
+  // time) and hosts them once loaded; returns how many were not hosted
+  // before. INVALID_ARGUMENT naming a layer or expert outside the model or
+  // a dense layer; the checkpoint's errors; FAILED_PRECONDITION on a CUDA
+  // backend (its experts are uploaded once at start) or when the checkpoint
+  // changed.
+  absl::StatusOr<int> LoadExperts(const std::set<std::pair<int, int>>& experts);
+  // Stops hosting these pairs; returns how many were hosted. Batches already
+  // running finish with the weights they hold; later ones naming an
+  // unloaded expert are refused (INVALID_ARGUMENT naming the group). Errors
+  // as LoadExperts.
+  absl::StatusOr<int> UnloadExperts(
+      const std::set<std::pair<int, int>>& experts);
 
   // INVALID_ARGUMENT naming the group (index, layer, expert) that this
   // server does not host.
@@ -103,11 +123,23 @@ class ExpertEngine {
     DoneCallback done;
   };
   absl::Status Run(const Batch& batch);
+  // Hosts every expert of `weights` (replacing any already hosted).
+  void AddHostedLocked(std::shared_ptr<const ModelWeights> weights)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(hosted_mu_);
   // Runs `batch` and its callback, then clears running_ (which the caller
   // set) and parks the compute threads when nothing is queued.
   void RunAndReport(Batch& batch);
 
-  ModelWeights weights_;
+  std::string model_dir_;
+  bool cuda_ = false;
+  ModelConfig config_;
+  // (layer, expert) -> weights; each entry shares ownership of the load it
+  // came from (its checkpoint mappings). Declared before the backend, which
+  // may refer to the weights until it is destroyed.
+  mutable absl::Mutex hosted_mu_;
+  std::map<std::pair<int, int>, std::shared_ptr<const FfnWeights>> hosted_
+      ABSL_GUARDED_BY(hosted_mu_);
+  absl::Mutex load_mu_;  // one LoadExperts at a time
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<ExpertFfnBackend> backend_;  // executor thread only
   absl::Mutex mu_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -300,6 +301,79 @@ ExpertServiceImpl::ExpertStream(grpc::CallbackServerContext* context) {
                   std::move(*response)));
             });
   });
+}
+
+namespace {
+
+std::set<std::pair<int, int>> RequestedExperts(
+    const v1::ChangeExpertsRequest& request) {
+  std::set<std::pair<int, int>> experts;
+  for (const v1::ExpertId& id : request.experts()) {
+    experts.emplace(id.layer(), id.expert());
+  }
+  return experts;
+}
+
+void DescribeHosted(const ExpertEngine& engine, v1::Placement* out) {
+  for (const auto& [layer, expert] : engine.HostedExperts()) {
+    v1::ExpertId* id = out->add_experts();
+    id->set_layer(layer);
+    id->set_expert(expert);
+  }
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ExpertServiceImpl::LoadExperts(
+    grpc::CallbackServerContext* context,
+    const v1::ChangeExpertsRequest* request,
+    v1::ChangeExpertsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::set<std::pair<int, int>> experts = RequestedExperts(*request);
+  absl::MutexLock lock(&mu_);
+  joins_.emplace_back([this, reactor, response,
+                       experts = std::move(experts)] {
+    const absl::Time start = absl::Now();
+    if (absl::Status valid = engine_->CheckExperts(experts); !valid.ok()) {
+      reactor->Finish(ToGrpcStatus(valid));
+      return;
+    }
+    // The series exist before the first call can name a loaded expert.
+    metrics_->AddExperts({experts.begin(), experts.end()});
+    absl::StatusOr<int> loaded = engine_->LoadExperts(experts);
+    if (!loaded.ok()) {
+      reactor->Finish(ToGrpcStatus(loaded.status()));
+      return;
+    }
+    response->set_changed(*loaded);
+    DescribeHosted(*engine_, response->mutable_hosted());
+    response->set_seconds(absl::ToDoubleSeconds(absl::Now() - start));
+    metrics_->SetHostedExperts(
+        static_cast<int64_t>(response->hosted().experts_size()));
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ExpertServiceImpl::UnloadExperts(
+    grpc::CallbackServerContext* context,
+    const v1::ChangeExpertsRequest* request,
+    v1::ChangeExpertsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const absl::Time start = absl::Now();
+  absl::StatusOr<int> unloaded =
+      engine_->UnloadExperts(RequestedExperts(*request));
+  if (!unloaded.ok()) {
+    reactor->Finish(ToGrpcStatus(unloaded.status()));
+    return reactor;
+  }
+  response->set_changed(*unloaded);
+  DescribeHosted(*engine_, response->mutable_hosted());
+  response->set_seconds(absl::ToDoubleSeconds(absl::Now() - start));
+  metrics_->SetHostedExperts(
+      static_cast<int64_t>(response->hosted().experts_size()));
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ExpertServiceImpl::GetPlacement(

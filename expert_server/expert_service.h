@@ -86,6 +86,16 @@ class ExpertServiceImpl final : public v1::ExpertService::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::JoinDataPlaneRequest* request,
       v1::JoinDataPlaneResponse* response) override;
+  // The load runs on its own thread (it reads the checkpoint), so no
+  // callback thread waits on the disk.
+  grpc::ServerUnaryReactor* LoadExperts(
+      grpc::CallbackServerContext* context,
+      const v1::ChangeExpertsRequest* request,
+      v1::ChangeExpertsResponse* response) override;
+  grpc::ServerUnaryReactor* UnloadExperts(
+      grpc::CallbackServerContext* context,
+      const v1::ChangeExpertsRequest* request,
+      v1::ChangeExpertsResponse* response) override;
 
  private:
   // The link a router joined. The communicator is used by one serve step at

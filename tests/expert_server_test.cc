@@ -1,9 +1,11 @@
 // The expert server in process on an ephemeral loopback port: RunExperts
 // equals the core grouped FFN, and every malformed group is refused with
 // INVALID_ARGUMENT naming the problem.
+#include <atomic>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/checkpoint.h"
@@ -115,6 +117,125 @@ TEST_F(ExpertServerTest, ReportsItsPlacement) {
                                                    std::make_pair(1, 5)));
 }
 
+
+// Hot loading (LoadExperts / UnloadExperts): a loaded expert computes what
+// the core FFN computes; an unloaded one is refused naming it; calls on the
+// other experts keep succeeding while a load is in progress.
+TEST_F(ExpertServerTest, LoadsAndUnloadsExpertsWhileServing) {
+  auto run = [&](int layer, int expert, uint64_t seed,
+                 v1::RunExpertsResponse* response, std::vector<float>* x) {
+    *x = RandomRows(3, seed);
+    v1::RunExpertsRequest request;
+    v1::ExpertGroup* g = request.add_groups();
+    g->set_layer(layer);
+    g->set_expert(expert);
+    EncodeF32(x->data(), 3, hidden(), g->mutable_hidden());
+    return Call(request, response);
+  };
+  // Refused before the load: (1, 2) is not hosted.
+  v1::RunExpertsResponse response;
+  std::vector<float> x;
+  grpc::Status before = run(1, 2, 11, &response, &x);
+  ASSERT_EQ(before.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(before.error_message(), HasSubstr("not hosted"));
+
+  // Calls to a hosted expert from another thread while the load runs.
+  std::atomic<bool> stop{false};
+  std::atomic<int> served{0}, failed{0};
+  std::thread caller([&] {
+    uint64_t seed = 1000;
+    while (!stop.load()) {
+      v1::RunExpertsResponse r;
+      std::vector<float> in;
+      if (run(0, 1, seed++, &r, &in).ok()) {
+        ++served;
+      } else {
+        ++failed;
+      }
+    }
+  });
+  v1::ChangeExpertsRequest load;
+  for (const auto& [layer, expert] : std::vector<std::pair<int, int>>{
+           {1, 2}, {1, 5}, {0, 6}}) {
+    v1::ExpertId* id = load.add_experts();
+    id->set_layer(layer);
+    id->set_expert(expert);
+  }
+  v1::ChangeExpertsResponse loaded;
+  {
+    grpc::ClientContext context;
+    const grpc::Status status = stub_->LoadExperts(&context, load, &loaded);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  // Wait for at least one call after the load, then stop the caller.
+  const int served_at_load = served.load();
+  while (served.load() <= served_at_load + 1 && failed.load() == 0) {
+    std::this_thread::yield();
+  }
+  stop.store(true);
+  caller.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(loaded.changed(), 2);  // (1, 5) was hosted already
+  EXPECT_EQ(loaded.hosted().experts_size(), 5);
+
+  for (const auto& [layer, expert] : std::vector<std::pair<int, int>>{
+           {1, 2}, {0, 6}, {1, 5}}) {
+    ASSERT_TRUE(run(layer, expert, 20 + expert, &response, &x).ok());
+    absl::StatusOr<F32Rows> got =
+        DecodeF32Rows(response.outputs(0), hidden(), "output");
+    ASSERT_TRUE(got.ok()) << got.status();
+    const std::vector<float> want = LocalFfn(layer, expert, x);
+    for (size_t j = 0; j < want.size(); ++j) {
+      ASSERT_EQ(got->data[j], want[j]) << layer << ":" << expert << " " << j;
+    }
+  }
+
+  v1::ChangeExpertsRequest unload;
+  v1::ExpertId* id = unload.add_experts();
+  id->set_layer(0);
+  id->set_expert(1);
+  v1::ChangeExpertsResponse unloaded;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->UnloadExperts(&context, unload, &unloaded).ok());
+  }
+  EXPECT_EQ(unloaded.changed(), 1);
+  EXPECT_EQ(unloaded.hosted().experts_size(), 4);
+  const grpc::Status after = run(0, 1, 30, &response, &x);
+  EXPECT_EQ(after.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(after.error_message(), HasSubstr("layer 0 expert 1"));
+  grpc::ClientContext context;
+  v1::Placement placement;
+  ASSERT_TRUE(
+      stub_->GetPlacement(&context, v1::GetPlacementRequest(), &placement).ok());
+  EXPECT_EQ(placement.experts_size(), 4);
+}
+
+TEST_F(ExpertServerTest, LoadingExpertsOutsideTheModelIsRefusedByName) {
+  struct Case {
+    int layer, expert;
+    const char* message;
+  };
+  for (const Case& c : {Case{9, 0, "layer 9 is outside"},
+                        Case{-1, 0, "layer -1 is outside"},
+                        Case{0, 8, "expert 8 of layer 0 is outside"},
+                        Case{1, -2, "expert -2 of layer 1"}}) {
+    v1::ChangeExpertsRequest request;
+    v1::ExpertId* id = request.add_experts();
+    id->set_layer(c.layer);
+    id->set_expert(c.expert);
+    v1::ChangeExpertsResponse response;
+    for (bool unload : {false, true}) {
+      grpc::ClientContext context;
+      const grpc::Status status =
+          unload ? stub_->UnloadExperts(&context, request, &response)
+                 : stub_->LoadExperts(&context, request, &response);
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+          << c.message;
+      EXPECT_THAT(status.error_message(), HasSubstr(c.message));
+    }
+  }
+}
 
 TEST_F(ExpertServerTest, RefusesBadGroupsNamingTheProblem) {
   const std::vector<float> x = RandomRows(2, 7);
