@@ -75,7 +75,7 @@ absl::StatusOr<std::unique_ptr<DirectMoeExecutor>> DirectMoeExecutor::Create(
                    RouterEngine::Load(engine_options, config->placement));
   executor->hidden_size_ = executor->engine_->config().hidden_size;
   executor->metrics_ = std::make_unique<RouterMetrics>(
-      registry, executor->engine_->config(), executor->engine_->placement(),
+      registry, executor->engine_->config(), *executor->engine_->placement(),
       config->expert_servers, /*per_expert=*/true);
   std::vector<std::unique_ptr<ExpertConnection>> connections;
   for (const std::string& address : config->expert_servers) {

@@ -59,7 +59,9 @@ class DirectMoeExecutor : public MoeExecutor {
   absl::Status WaitMoe(uint64_t handle, MoeTokenFailures* failed) override;
   bool WaitsOnRemote() const override { return true; }
 
-  const PlacementTable& placement() const { return engine_->placement(); }
+  std::shared_ptr<const PlacementTable> placement() const {
+    return engine_->placement();
+  }
 
  private:
   struct Call;

@@ -20,12 +20,13 @@ absl::Status CheckSeconds(double seconds, const char* field) {
 
 v1::DispatchConfig DescribeDispatch(MoeDispatcher& dispatcher) {
   v1::DispatchConfig out;
-  const PlacementTable& placement = dispatcher.engine().placement();
+  const std::shared_ptr<const PlacementTable> placement =
+      dispatcher.engine().placement();
   for (int s = 0; s < dispatcher.num_servers(); ++s) {
     out.add_expert_servers(dispatcher.connection(s).address());
     v1::ServerPlacement* server = out.add_placement();
     server->set_server(s);
-    for (const LayerExpert& id : placement.ExpertsOn(s)) {
+    for (const LayerExpert& id : placement->ExpertsOn(s)) {
       v1::ExpertId* expert = server->add_experts();
       expert->set_layer(id.layer);
       expert->set_expert(id.expert);

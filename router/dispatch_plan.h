@@ -41,6 +41,7 @@
 
 #include <cstdint>
 #include <string>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -141,6 +142,11 @@ struct DispatchPlan {
   // live replica, ascending. Empty when every server is up.
   std::vector<int64_t> failed_tokens;
   std::vector<int32_t> unavailable_experts;
+  // The placement the plan was made with and its version (set by
+  // RouterEngine::Plan; null when PlanDispatch is called directly). A
+  // failed group is resent to another replica of this placement.
+  std::shared_ptr<const PlacementTable> placement;
+  uint64_t placement_version = 0;
 };
 
 // Plans one MoE layer of a batch (see the file comment for the semantics).

@@ -50,6 +50,17 @@ ABSL_FLAG(std::string, device, "cuda:0",
           "With --data_plane=nccl: the router's GPU (cuda or cuda:N), which "
           "must not be an expert server's.");
 
+ABSL_FLAG(double, rebalance_period_s, 0.0,
+          "Seconds between automatic expert rebalances (re-placing and "
+          "replicating experts from the load since the last one, while "
+          "serving); 0: only when asked (moe-cli rebalance).");
+ABSL_FLAG(double, rebalance_min_gain, 0.1,
+          "Rebalance only when the predicted imbalance (most-loaded over mean "
+          "expert server tokens) falls by at least this fraction, in [0, 1).");
+ABSL_FLAG(int, rebalance_slots_per_server, 0,
+          "Experts of one layer one expert server may host after a "
+          "rebalance; 0: the current most per server and layer, plus one.");
+
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Route MoE layers to expert servers.\n"
@@ -118,6 +129,20 @@ int main(int argc, char** argv) {
   options.data_plane = *data_plane;
   options.device = *device;
 
+  const double period = absl::GetFlag(FLAGS_rebalance_period_s);
+  if (!(period >= 0) || period > 86400 * 365) {
+    return fail("--rebalance_period_s must be in [0, 31536000] seconds");
+  }
+  const double min_gain = absl::GetFlag(FLAGS_rebalance_min_gain);
+  if (!(min_gain >= 0 && min_gain < 1)) {
+    return fail("--rebalance_min_gain must be in [0, 1)");
+  }
+  const int slots = absl::GetFlag(FLAGS_rebalance_slots_per_server);
+  if (slots < 0) return fail("--rebalance_slots_per_server must be >= 0");
+  options.rebalance.period_seconds = period;
+  options.rebalance.min_gain = min_gain;
+  options.rebalance.slots_per_server = slots;
+
   options.metrics_per_expert = absl::GetFlag(FLAGS_metrics_per_expert);
   options.registry = std::make_shared<prometheus::Registry>();
 
@@ -133,6 +158,10 @@ int main(int argc, char** argv) {
   process.detail = [&options](moe::RouterServer&) {
     return absl::StrCat(
         options.expert_addresses.size(), " expert servers",
+        options.rebalance.period_seconds > 0
+            ? absl::StrCat(", rebalancing every ",
+                           options.rebalance.period_seconds, " s")
+            : "",
         options.data_plane == moe::DataPlane::kNccl
             ? absl::StrCat(", NCCL data plane from ", options.device.ToString())
             : "");

@@ -163,7 +163,7 @@ struct FanOut : std::enable_shared_from_this<FanOut> {
       for (const GroupRef& ref : groups) {
         const ExpertGroup& group = plan.servers[ref.server].groups[ref.group];
         int best = -1;
-        for (int32_t r : engine->placement().Replicas(plan.layer, group.expert)) {
+        for (int32_t r : plan.placement->Replicas(plan.layer, group.expert)) {
           if (failed_server[r] || !health->IsUp(r)) continue;
           if (best < 0 || resend[r].size() < resend[best].size()) best = r;
         }
@@ -325,7 +325,7 @@ void MoeDispatcher::Dispatch(const v1::RunMoeRequest& request,
     for (int64_t t : fan->plan.failed_tokens) fan->failed_token[t] = true;
     if (!fan->plan.failed_tokens.empty()) {
       fan->failures.push_back(
-          DescribeMissing(fan->plan, engine_->placement(), connections_));
+          DescribeMissing(fan->plan, *fan->plan.placement, connections_));
     }
   }
   if (servers.empty()) {  // no tokens, every slot dropped, or all failed

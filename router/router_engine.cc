@@ -23,13 +23,13 @@ absl::StatusOr<std::unique_ptr<RouterEngine>> RouterEngine::Load(
 RouterEngine::RouterEngine(ModelWeights weights, PlacementTable placement,
                            CapacityOptions capacity, int num_threads)
     : weights_(std::move(weights)),
-      placement_(std::move(placement)),
       capacity_(capacity),
+      placement_(std::make_shared<const PlacementTable>(std::move(placement))),
       pool_(std::make_unique<ThreadPool>(num_threads)),
-      in_flight_(placement_.num_servers(), 0) {
+      in_flight_(placement_->num_servers(), 0) {
   totals_.layers.resize(weights_.config.num_layers);
-  totals_.server_slots.assign(placement_.num_servers(), 0);
-  totals_.server_calls.assign(placement_.num_servers(), 0);
+  totals_.server_slots.assign(placement_->num_servers(), 0);
+  totals_.server_calls.assign(placement_->num_servers(), 0);
   for (int l = 0; l < weights_.config.num_layers; ++l) {
     totals_.layers[l].layer = l;
     totals_.layers[l].experts.resize(weights_.config.num_experts);
@@ -50,9 +50,12 @@ absl::StatusOr<DispatchPlan> RouterEngine::Plan(int layer, const float* x,
   cpu::MatMul(x, tokens, weights_.layers[layer].router_gate, logits.data(),
               pool_.get());
   ASSIGN_OR_RETURN(DispatchPlan plan,
-                   PlanDispatch(c, layer, logits.data(), tokens, placement_,
+                   PlanDispatch(c, layer, logits.data(), tokens, *placement_,
                                 capacity_, in_flight_, server_down,
                                 weights_.layers[layer].router_correction_bias));
+  plan.placement = placement_;
+  plan.placement_version = placement_version_;
+  ++plans_in_flight_[placement_version_];
   for (size_t s = 0; s < plan.servers.size(); ++s) {
     in_flight_[s] += plan.servers[s].num_slots;
     totals_.server_slots[s] += plan.servers[s].num_slots;
@@ -78,6 +81,40 @@ void RouterEngine::Release(const DispatchPlan& plan) {
   for (size_t s = 0; s < plan.servers.size(); ++s) {
     in_flight_[s] -= plan.servers[s].num_slots;
   }
+  auto it = plans_in_flight_.find(plan.placement_version);
+  if (it != plans_in_flight_.end() && --it->second == 0) {
+    plans_in_flight_.erase(it);
+  }
+}
+
+std::shared_ptr<const PlacementTable> RouterEngine::placement() const {
+  absl::MutexLock lock(&mu_);
+  return placement_;
+}
+
+uint64_t RouterEngine::placement_version() const {
+  absl::MutexLock lock(&mu_);
+  return placement_version_;
+}
+
+absl::StatusOr<uint64_t> RouterEngine::SwitchPlacement(PlacementTable next) {
+  RETURN_IF_ERROR(next.Validate(weights_.config));
+  absl::MutexLock lock(&mu_);
+  if (next.num_servers() != placement_->num_servers()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "placement: ", next.num_servers(), " servers, but the router has ",
+        placement_->num_servers()));
+  }
+  placement_ = std::make_shared<const PlacementTable>(std::move(next));
+  return ++placement_version_;
+}
+
+void RouterEngine::AwaitPlansBefore(uint64_t version) {
+  absl::MutexLock lock(&mu_);
+  auto drained = [this, version]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return plans_in_flight_.empty() || plans_in_flight_.begin()->first >= version;
+  };
+  mu_.Await(absl::Condition(&drained));
 }
 
 void RouterEngine::Combine(

@@ -5,6 +5,7 @@
 #define MOE_ROUTER_ROUTER_ENGINE_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,7 +43,20 @@ class RouterEngine {
       const RouterEngineOptions& options, PlacementTable placement);
 
   const ModelConfig& config() const { return weights_.config; }
-  const PlacementTable& placement() const { return placement_; }
+  // The current placement (a snapshot: a later SwitchPlacement does not
+  // change it).
+  std::shared_ptr<const PlacementTable> placement() const;
+  uint64_t placement_version() const;
+
+  // Makes `next` the placement of every later Plan (the servers must be
+  // the same: next.num_servers() == placement()->num_servers()) and
+  // returns its version. PlacementTable::Validate's error naming the first
+  // (layer, expert) without a replica, or INVALID_ARGUMENT for another
+  // server count; the current placement stays then.
+  absl::StatusOr<uint64_t> SwitchPlacement(PlacementTable next);
+  // Returns once every plan made with a placement older than `version` has
+  // been released (its expert calls are over).
+  void AwaitPlansBefore(uint64_t version);
   const CapacityOptions& capacity() const { return capacity_; }
 
   // Gates x [tokens, hidden] of `layer` and plans the dispatch, choosing
@@ -70,9 +84,12 @@ class RouterEngine {
                CapacityOptions capacity, int num_threads);
 
   ModelWeights weights_;
-  PlacementTable placement_;
   CapacityOptions capacity_;
   mutable absl::Mutex mu_;
+  std::shared_ptr<const PlacementTable> placement_ ABSL_GUARDED_BY(mu_);
+  uint64_t placement_version_ ABSL_GUARDED_BY(mu_) = 1;
+  // Plans not yet released, by the placement version they were made with.
+  std::map<uint64_t, int64_t> plans_in_flight_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<ThreadPool> pool_ ABSL_GUARDED_BY(mu_);
   std::vector<int64_t> in_flight_ ABSL_GUARDED_BY(mu_);  // slots per server
   RouterTotals totals_ ABSL_GUARDED_BY(mu_);

@@ -77,13 +77,39 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry,
               "Times the NCCL data plane to an expert server broke, after "
               "which its calls carried their rows over gRPC again.")
           .Register(registry);
+  auto& experts =
+      prometheus::BuildGauge()
+          .Name("moe_router_server_experts")
+          .Help("(layer, expert) pairs placed on each expert server.")
+          .Register(registry);
   for (const std::string& address : server_addresses) {
     const prometheus::Labels labels = {{"server", address}};
     servers_.push_back({&dispatched.Add(labels), &replica_choices.Add(labels),
                         &up.Add(labels), &down.Add(labels),
-                        &fallbacks.Add(labels)});
+                        &fallbacks.Add(labels), &experts.Add(labels)});
     servers_.back().up->Set(1.0);
   }
+  auto& rebalances = prometheus::BuildCounter()
+                         .Name("moe_router_rebalances_total")
+                         .Help("Rebalances by result: applied (experts "
+                               "moved), skipped (not enough gain or no "
+                               "load), failed.")
+                         .Register(registry);
+  for (const char* result : {"applied", "skipped", "failed"}) {
+    rebalances_[result] = &rebalances.Add({{"result", result}});
+  }
+  auto& imbalance =
+      prometheus::BuildGauge()
+          .Name("moe_router_imbalance_ratio")
+          .Help("Most-loaded over mean expert server tokens in the last "
+                "rebalance's window (summed over layers), under the "
+                "placement before and after it.")
+          .Register(registry);
+  imbalance_before_ = &imbalance.Add({{"placement", "before"}});
+  imbalance_after_ = &imbalance.Add({{"placement", "after"}});
+  imbalance_before_->Set(1.0);
+  imbalance_after_->Set(1.0);
+  SetServerExperts(placement);
   fanout_seconds_ = &prometheus::BuildHistogram()
                          .Name("moe_router_fanout_seconds")
                          .Help("One MoE layer of one batch: from sending to "
@@ -111,7 +137,9 @@ void RouterMetrics::RecordPlan(const DispatchPlan& plan) {
     servers_[s].dispatched->Increment(static_cast<double>(dispatch.num_slots));
     int64_t replicated = 0;
     for (const ExpertGroup& group : dispatch.groups) {
-      if (placement_.Replicas(plan.layer, group.expert).size() > 1) {
+      const PlacementTable& placement =
+          plan.placement != nullptr ? *plan.placement : placement_;
+      if (placement.Replicas(plan.layer, group.expert).size() > 1) {
         replicated += static_cast<int64_t>(group.tokens.size());
       }
     }
@@ -135,6 +163,23 @@ void RouterMetrics::RecordServerState(int server, bool up) {
 void RouterMetrics::RecordDataPlaneFallback(int server) {
   if (server < 0 || server >= static_cast<int>(servers_.size())) return;
   servers_[server].data_plane_fallbacks->Increment();
+}
+
+void RouterMetrics::RecordRebalance(const std::string& result,
+                                    double imbalance_before,
+                                    double imbalance_after) {
+  auto it = rebalances_.find(result);
+  if (it != rebalances_.end()) it->second->Increment();
+  if (result == "failed") return;
+  imbalance_before_->Set(imbalance_before);
+  imbalance_after_->Set(imbalance_after);
+}
+
+void RouterMetrics::SetServerExperts(const PlacementTable& placement) {
+  for (size_t s = 0; s < servers_.size(); ++s) {
+    servers_[s].experts->Set(static_cast<double>(
+        placement.ExpertsOn(static_cast<int>(s)).size()));
+  }
 }
 
 }  // namespace moe

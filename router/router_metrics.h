@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <memory>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,8 @@ namespace moe {
 // the topology), so recording takes no registry lock.
 class RouterMetrics {
  public:
-  // `registry` and `placement` must outlive this object. `per_expert` false
+  // `registry` must outlive this object. `placement` (copied) is used for
+  // plans that carry none (DispatchPlan::placement). `per_expert` false
   // drops the `expert` label from moe_router_tokens_total.
   RouterMetrics(prometheus::Registry& registry, const ModelConfig& config,
                 const PlacementTable& placement,
@@ -43,6 +45,12 @@ class RouterMetrics {
   // The NCCL data plane to expert server `server` broke: its calls went
   // back to gRPC bytes.
   void RecordDataPlaneFallback(int server);
+  // A rebalance ended with `result` ("applied", "skipped" or "failed") and
+  // these imbalance ratios (ignored for "failed").
+  void RecordRebalance(const std::string& result, double imbalance_before,
+                       double imbalance_after);
+  // moe_router_server_experts from the current placement.
+  void SetServerExperts(const PlacementTable& placement);
 
  private:
   struct LayerSeries {
@@ -58,13 +66,17 @@ class RouterMetrics {
     prometheus::Gauge* up = nullptr;
     prometheus::Counter* down = nullptr;
     prometheus::Counter* data_plane_fallbacks = nullptr;
+    prometheus::Gauge* experts = nullptr;
   };
 
-  const PlacementTable& placement_;
+  const PlacementTable placement_;
   bool per_expert_;
   std::vector<LayerSeries> layers_;  // [num_layers]; dense layers unused
   std::vector<ServerSeries> servers_;
   prometheus::Histogram* fanout_seconds_;
+  std::map<std::string, prometheus::Counter*> rebalances_;
+  prometheus::Gauge* imbalance_before_ = nullptr;
+  prometheus::Gauge* imbalance_after_ = nullptr;
 };
 
 }  // namespace moe

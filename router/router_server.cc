@@ -114,7 +114,7 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
                           : std::make_shared<prometheus::Registry>();
   server->metrics_ = std::make_unique<RouterMetrics>(
       *server->registry_, server->engine_->config(),
-      server->engine_->placement(), options.expert_addresses,
+      *server->engine_->placement(), options.expert_addresses,
       options.metrics_per_expert);
   if (options.data_plane == DataPlane::kNccl) {
     RETURN_IF_ERROR(JoinDataPlanes(options,
@@ -125,8 +125,11 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
       server->engine_.get(), std::move(connections),
       options.fanout_timeout_seconds, options.health_probe_seconds,
       server->metrics_.get());
-  server->service_ =
-      std::make_unique<RouterServiceImpl>(server->dispatcher_.get());
+  server->rebalancer_ = std::make_unique<Rebalancer>(
+      server->engine_.get(), options.expert_addresses, options.rebalance,
+      server->metrics_.get());
+  server->service_ = std::make_unique<RouterServiceImpl>(
+      server->dispatcher_.get(), server->rebalancer_.get());
 
   ASSIGN_OR_RETURN(StartedServer started,
                    StartGrpcServer("router", options.listen_address,

@@ -14,6 +14,7 @@
 #include "grpcpp/server.h"
 #include "prometheus/registry.h"
 #include "router/moe_dispatcher.h"
+#include "router/rebalancer.h"
 #include "router/router_engine.h"
 #include "router/router_metrics.h"
 #include "router/router_service.h"
@@ -40,6 +41,9 @@ struct RouterServerOptions {
   // `connect_timeout_seconds`, or Start fails naming it.
   DataPlane data_plane = DataPlane::kGrpc;
   DeviceSpec device;
+  // Online expert rebalancing (router/rebalancer.h): its period (0: only on
+  // a Rebalance call), gain threshold and slot budget.
+  RebalanceOptions rebalance;
 };
 
 // Builds the placement from the expert servers' GetPlacement answers.
@@ -55,6 +59,7 @@ class RouterServer {
 
   int port() const { return port_; }
   RouterEngine& engine() { return *engine_; }
+  Rebalancer& rebalancer() { return *rebalancer_; }
 
   void Shutdown(double grace_seconds = 5.0);
   void Wait();
@@ -65,6 +70,7 @@ class RouterServer {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<MoeDispatcher> dispatcher_;
+  std::unique_ptr<Rebalancer> rebalancer_;  // used by service_'s threads
   std::unique_ptr<RouterServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -110,9 +110,56 @@ grpc::ServerUnaryReactor* RouterServiceImpl::GetDispatchConfig(
     grpc::CallbackServerContext* context,
     const v1::GetDispatchConfigRequest* /*request*/,
     v1::DispatchConfig* response) {
+  // That attention server keeps the placement it copies now, so the experts
+  // must stay where they are.
+  if (rebalancer_ != nullptr) {
+    rebalancer_->Refuse(absl::StrCat(
+        "an attention server (", context->peer(),
+        ") dispatches MoE steps directly with the placement it copied "
+        "(--moe_dispatch=direct); moving experts would break its calls"));
+  }
   *response = DescribeDispatch(*dispatcher_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+RouterServiceImpl::~RouterServiceImpl() {
+  std::vector<std::thread> running;
+  {
+    absl::MutexLock lock(&mu_);
+    running.swap(rebalances_);
+  }
+  for (std::thread& t : running) t.join();
+}
+
+grpc::ServerUnaryReactor* RouterServiceImpl::Rebalance(
+    grpc::CallbackServerContext* context, const v1::RebalanceRequest* request,
+    v1::RebalanceResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (rebalancer_ == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                 "this router has no rebalancer"));
+    return reactor;
+  }
+  const bool force = request->force();
+  absl::MutexLock lock(&mu_);
+  rebalances_.emplace_back([this, reactor, response, force] {
+    absl::StatusOr<RebalanceResult> result = rebalancer_->Rebalance(force);
+    if (!result.ok()) {
+      reactor->Finish(ToGrpcStatus(result.status()));
+      return;
+    }
+    response->set_applied(result->applied);
+    response->set_reason(result->reason);
+    response->set_imbalance_before(result->imbalance_before);
+    response->set_imbalance_after(result->imbalance_after);
+    response->set_window_tokens(result->window_tokens);
+    response->set_loaded(result->loaded);
+    response->set_unloaded(result->unloaded);
+    response->set_seconds(result->seconds);
+    reactor->Finish(grpc::Status::OK);
+  });
   return reactor;
 }
 

@@ -8,15 +8,24 @@
 #define MOE_ROUTER_ROUTER_SERVICE_H_
 
 #include "moe/v1/router.grpc.pb.h"
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "router/moe_dispatcher.h"
+#include "router/rebalancer.h"
 
 namespace moe {
 
 class RouterServiceImpl final : public v1::RouterService::CallbackService {
  public:
   // `dispatcher` is borrowed and must outlive the service.
-  explicit RouterServiceImpl(MoeDispatcher* dispatcher)
-      : dispatcher_(dispatcher) {}
+  // `rebalancer` may be null (Rebalance is then UNIMPLEMENTED).
+  RouterServiceImpl(MoeDispatcher* dispatcher, Rebalancer* rebalancer)
+      : dispatcher_(dispatcher), rebalancer_(rebalancer) {}
+  // Waits for rebalances in progress.
+  ~RouterServiceImpl() override;
 
   grpc::ServerUnaryReactor* RunMoe(grpc::CallbackServerContext* context,
                                    const v1::RunMoeRequest* request,
@@ -30,9 +39,17 @@ class RouterServiceImpl final : public v1::RouterService::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::GetDispatchConfigRequest* request,
       v1::DispatchConfig* response) override;
+  // Runs the rebalance on its own thread: it waits for weight loads and for
+  // expert calls to drain.
+  grpc::ServerUnaryReactor* Rebalance(grpc::CallbackServerContext* context,
+                                      const v1::RebalanceRequest* request,
+                                      v1::RebalanceResponse* response) override;
 
  private:
   MoeDispatcher* dispatcher_;
+  Rebalancer* rebalancer_;
+  absl::Mutex mu_;
+  std::vector<std::thread> rebalances_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace moe

@@ -184,8 +184,8 @@ TEST(DirectDispatchTest, EqualsTheRoutersAnswerBitForBit) {
     absl::StatusOr<std::unique_ptr<DirectMoeExecutor>> direct =
         DirectMoeExecutor::Create(options, *registry);
     ASSERT_TRUE(direct.ok()) << direct.status();
-    EXPECT_EQ((*direct)->placement().num_entries(),
-              tier.router().engine().placement().num_entries());
+    EXPECT_EQ((*direct)->placement()->num_entries(),
+              tier.router().engine().placement()->num_entries());
     int64_t moved = 0;
     for (int layer = 0; layer < L; ++layer) {
       if (!c->IsMoeLayer(layer)) continue;

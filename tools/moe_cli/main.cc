@@ -58,6 +58,11 @@ ABSL_FLAG(std::string, request_id, "",
 ABSL_FLAG(double, timeout, 0,
           "Deadline of the call in seconds; 0 = none for generate, 30 s for "
           "info and abort.");
+ABSL_FLAG(std::string, router, "",
+          "rebalance: the router's address, host:port.");
+ABSL_FLAG(bool, force, false,
+          "rebalance: move experts whenever the predicted imbalance falls, "
+          "not only by the router's --rebalance_min_gain.");
 ABSL_FLAG(bool, json, false,
           "generate: one JSON line at the end (moe-generate's format); info: "
           "one JSON object.");
@@ -77,6 +82,7 @@ constexpr char kUsage[] =
     "[--max-tokens N ...]\n"
     "  moe-cli info --gateway ADDR [--json]\n"
     "  moe-cli abort --gateway ADDR --request-id ID\n"
+    "  moe-cli rebalance --router ADDR [--force] [--json]\n"
     "TLS and the bearer token: --tls-ca-file CA.pem [--tls-cert-file CERT.pem "
     "--tls-key-file KEY.pem] --auth-token-file TOKEN";
 
@@ -158,7 +164,8 @@ int main(int argc, char** argv) {
 
   if (positional->empty()) {
     UsageError(
-        absl::StrCat("missing command (generate, chat, info or abort)\n",
+        absl::StrCat("missing command (generate, chat, info, abort or "
+                     "rebalance)\n",
                      kUsage));
   }
   const std::string& command = (*positional)[0];
@@ -170,9 +177,16 @@ int main(int argc, char** argv) {
   const std::string gateway = absl::GetFlag(FLAGS_gateway);
   if (command == "generate") return Generate();
   if (command == "chat") return Chat();
+  if (command == "rebalance") {
+    const std::string router = absl::GetFlag(FLAGS_router);
+    if (router.empty()) UsageError("--router is required (host:port)");
+    return moe::cli::RunRebalance(router, absl::GetFlag(FLAGS_force), timeout,
+                                  absl::GetFlag(FLAGS_json));
+  }
   if (command != "info" && command != "abort") {
-    UsageError(absl::StrCat("unknown command \"", command,
-                            "\" (expected generate, chat, info or abort)"));
+    UsageError(absl::StrCat(
+        "unknown command \"", command,
+        "\" (expected generate, chat, info, abort or rebalance)"));
   }
   if (gateway.empty()) UsageError("--gateway is required (host:port)");
   if (command == "info") {

@@ -7,6 +7,7 @@
 #include "core/rpc/channel_util.h"
 #include "grpcpp/client_context.h"
 #include "moe/v1/generate.grpc.pb.h"
+#include "moe/v1/router.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "tools/moe_cli/cli_rpc.h"
 
@@ -68,6 +69,43 @@ int RunAbort(const std::string& gateway, const std::string& request_id,
               response.found() ? "aborted" : "not running");
   std::fflush(stdout);
   return response.found() ? 0 : 1;
+}
+
+int RunRebalance(const std::string& router, bool force, double timeout_seconds,
+                 bool json) {
+  auto stub = moe::v1::RouterService::NewStub(MakeChannel(router));
+  grpc::ClientContext context;
+  // Moving weights may take long: loads from disk and drains.
+  ApplyTimeout(context, timeout_seconds > 0 ? timeout_seconds : 1800);
+  moe::v1::RebalanceRequest request;
+  request.set_force(force);
+  moe::v1::RebalanceResponse response;
+  const grpc::Status status = stub->Rebalance(&context, request, &response);
+  if (!status.ok()) return ReportRpcError(status);
+  if (json) {
+    const nlohmann::json out = {
+        {"applied", response.applied()},
+        {"reason", response.reason()},
+        {"imbalance_before", response.imbalance_before()},
+        {"imbalance_after", response.imbalance_after()},
+        {"window_tokens", response.window_tokens()},
+        {"loaded", response.loaded()},
+        {"unloaded", response.unloaded()},
+        {"seconds", response.seconds()}};
+    std::printf("%s\n", out.dump().c_str());
+  } else if (response.applied()) {
+    std::printf(
+        "rebalanced: imbalance %.3f -> %.3f (window of %lld tokens), %d "
+        "experts loaded, %d unloaded, %.3f s%s%s\n",
+        response.imbalance_before(), response.imbalance_after(),
+        static_cast<long long>(response.window_tokens()), response.loaded(),
+        response.unloaded(), response.seconds(),
+        response.reason().empty() ? "" : "; ", response.reason().c_str());
+  } else {
+    std::printf("not rebalanced: %s\n", response.reason().c_str());
+  }
+  std::fflush(stdout);
+  return 0;
 }
 
 }  // namespace moe::cli

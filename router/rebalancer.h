@@ -1,0 +1,106 @@
+// Online expert rebalancing (EPLB) without stopping the router.
+//
+// A rebalance takes the per-(layer, expert) tokens the router computed
+// since the previous rebalance (or its start): the load window. For each
+// MoE layer it plans replica counts and an assignment with
+// PlanLayerPlacement (router/eplb.h) under a slot budget per server, and
+// compares the predicted imbalance (the sum over layers of the most-loaded
+// server's tokens over the sum of the mean server's: layers run one after
+// the other, so that is the step time's stretch) with the current
+// placement's. When it gains enough, it migrates without blocking a step:
+//   1. every server loads the experts it is to gain (LoadExperts, in
+//      parallel; batches keep running on the old placement);
+//   2. the router switches to the new placement atomically between plans
+//      (RouterEngine::SwitchPlacement);
+//   3. once every plan made with the old placement is released (its calls
+//      are over), each server unloads what it no longer hosts.
+// A load that fails leaves the placement as it was (extra experts loaded
+// on some servers stay until the next rebalance). Greedy tokens do not
+// change: the combine order does not depend on placement.
+#ifndef MOE_ROUTER_REBALANCER_H_
+#define MOE_ROUTER_REBALANCER_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "moe/v1/expert.grpc.pb.h"
+#include "router/router_engine.h"
+#include "router/router_metrics.h"
+
+namespace moe {
+
+struct RebalanceOptions {
+  // Experts of one layer a server may host; 0: the current placement's
+  // largest count on a server in a layer, plus one (room for one replica
+  // of a hot expert per server and layer).
+  int slots_per_server = 0;
+  // Rebalance only when the predicted imbalance falls by at least this
+  // fraction: after <= before * (1 - min_gain).
+  double min_gain = 0.1;
+  // Seconds between automatic rebalances; 0: only on request.
+  double period_seconds = 0;
+  // How long one server's LoadExperts may take.
+  double load_timeout_seconds = 600;
+};
+
+struct RebalanceResult {
+  bool applied = false;
+  std::string reason;  // why not, when not applied
+  double imbalance_before = 1;  // of the window under the old placement
+  double imbalance_after = 1;   // predicted under the new one
+  int64_t window_tokens = 0;
+  int loaded = 0;    // (layer, expert, server) triples added
+  int unloaded = 0;  // and removed
+  double seconds = 0;
+};
+
+// Thread-safe; one rebalance runs at a time.
+class Rebalancer {
+ public:
+  // `engine` and `metrics` are borrowed; `addresses[s]` is server id s.
+  // Starts the periodic thread when options.period_seconds > 0.
+  Rebalancer(RouterEngine* engine, std::vector<std::string> addresses,
+             RebalanceOptions options, RouterMetrics* metrics);
+  ~Rebalancer();
+
+  // Plans and, when it gains at least min_gain (or `force`, when it gains
+  // anything), migrates. Errors: FAILED_PRECONDITION when `refuse_reason`
+  // is set (see Refuse), the planner's INVALID_ARGUMENT (a slot budget too
+  // small for the layer), UNAVAILABLE naming the server whose LoadExperts
+  // failed (nothing switched then).
+  absl::StatusOr<RebalanceResult> Rebalance(bool force);
+
+  // Refuses later rebalances with FAILED_PRECONDITION and `why` (e.g.
+  // attention servers that dispatch with a placement they copied).
+  void Refuse(std::string why);
+
+ private:
+  absl::StatusOr<RebalanceResult> RebalanceLocked(bool force)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Calls Load/UnloadExperts on every server with work, in parallel; the
+  // first error names its server.
+  absl::Status ChangeExperts(
+      bool load, const std::vector<std::vector<LayerExpert>>& per_server);
+  void PeriodicLoop();
+
+  RouterEngine* engine_;
+  std::vector<std::string> addresses_;
+  std::vector<std::unique_ptr<v1::ExpertService::Stub>> stubs_;
+  RebalanceOptions options_;
+  RouterMetrics* metrics_;
+  absl::Mutex mu_;
+  // Per (layer, expert) tokens at the start of the window.
+  std::vector<std::vector<int64_t>> window_start_ ABSL_GUARDED_BY(mu_);
+  std::string refuse_reason_ ABSL_GUARDED_BY(mu_);
+  absl::Notification stop_;
+  std::thread periodic_;
+};
+
+}  // namespace moe
+
+#endif  // MOE_ROUTER_REBALANCER_H_

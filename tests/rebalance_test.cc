@@ -1,0 +1,261 @@
+// Online expert rebalancing in process: four real expert servers on
+// loopback ports and a router. A skewed workload (every token the same
+// hidden state, so each layer routes everything to two experts) leaves two
+// servers idle; a Rebalance replicates the hot experts while a client keeps
+// calling RunMoe, and
+//   * no call fails and every output stays bit-identical to the
+//     single-process engine's MoE step, before, during and after;
+//   * the servers host what the router's new placement says, and the
+//     measured imbalance falls to what the plan predicted;
+//   * a second rebalance without new load moves nothing; after an attention
+//     server copied the placement (GetDispatchConfig), rebalancing is
+//     refused naming it.
+#include <atomic>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/checkpoint.h"
+#include "core/local_moe_executor.h"
+#include "core/model_weights.h"
+#include "core/rpc/tensor_codec.h"
+#include "expert_server/expert_server.h"
+#include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "gtest/gtest.h"
+#include "moe/v1/router.grpc.pb.h"
+#include "router/router_server.h"
+#include "tests/test_util.h"
+
+namespace moe {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int kServers = 4;
+
+class RebalanceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string model = testing::FixtureDir("tiny-mixtral");
+    absl::StatusOr<std::unique_ptr<Checkpoint>> ckpt = Checkpoint::Open(model);
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+    absl::StatusOr<ModelWeights> weights = LoadModelWeights(
+        std::shared_ptr<Checkpoint>(*std::move(ckpt)), WeightSelection::Full());
+    ASSERT_TRUE(weights.ok()) << weights.status();
+    weights_ = *std::move(weights);
+    const ModelConfig& c = weights_.config;
+    RouterServerOptions router_options;
+    for (int s = 0; s < kServers; ++s) {
+      ExpertServerOptions options;
+      options.engine.model_dir = model;
+      for (int l = 0; l < c.num_layers; ++l) {
+        if (!c.IsMoeLayer(l)) continue;
+        for (int e = s; e < c.num_experts; e += kServers) {
+          options.engine.experts.emplace(l, e);
+        }
+      }
+      options.engine.num_threads = 1;
+      absl::StatusOr<std::unique_ptr<ExpertServer>> server =
+          ExpertServer::Start(options);
+      ASSERT_TRUE(server.ok()) << server.status();
+      router_options.expert_addresses.push_back(
+          "127.0.0.1:" + std::to_string((*server)->port()));
+      experts_.push_back(*std::move(server));
+    }
+    router_options.engine.model_dir = model;
+    router_options.rebalance.min_gain = 0.1;
+    absl::StatusOr<std::unique_ptr<RouterServer>> router =
+        RouterServer::Start(router_options);
+    ASSERT_TRUE(router.ok()) << router.status();
+    router_ = *std::move(router);
+    stub_ = v1::RouterService::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(router_->port()),
+        grpc::InsecureChannelCredentials()));
+    // The skewed batch: one hidden state, 12 times.
+    std::mt19937_64 rng(5);
+    std::normal_distribution<float> dist;
+    std::vector<float> row(c.hidden_size);
+    for (float& v : row) v = dist(rng);
+    for (int t = 0; t < kTokens; ++t) x_.insert(x_.end(), row.begin(), row.end());
+    ThreadPool pool(1);
+    LocalMoeExecutor local(&weights_, &pool);
+    want_.resize(c.num_layers);
+    for (int l = 0; l < c.num_layers; ++l) {
+      if (!c.IsMoeLayer(l)) continue;
+      want_[l].resize(x_.size());
+      ASSERT_TRUE(local.RunMoe(l, x_.data(), kTokens, want_[l].data()).ok());
+    }
+  }
+
+  // One RunMoe of the skewed batch on `layer`; "" when it equals the
+  // engine's bit for bit, else what went wrong.
+  std::string RunAndCompare(int layer) {
+    v1::RunMoeRequest request;
+    request.set_layer(layer);
+    EncodeF32(x_.data(), kTokens, weights_.config.hidden_size,
+              request.mutable_hidden());
+    v1::RunMoeResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status = stub_->RunMoe(&context, request, &response);
+    if (!status.ok()) return "RunMoe failed: " + status.error_message();
+    absl::StatusOr<F32Rows> got =
+        DecodeF32Rows(response.output(), weights_.config.hidden_size, "output");
+    if (!got.ok()) return std::string(got.status().message());
+    for (size_t i = 0; i < want_[layer].size(); ++i) {
+      if (got->data[i] != want_[layer][i]) {
+        return "layer " + std::to_string(layer) + " differs at " +
+               std::to_string(i);
+      }
+    }
+    return "";
+  }
+
+  std::vector<int> MoeLayers() const {
+    std::vector<int> out;
+    for (int l = 0; l < weights_.config.num_layers; ++l) {
+      if (weights_.config.IsMoeLayer(l)) out.push_back(l);
+    }
+    return out;
+  }
+
+  // Max over mean of the slots each server computed since `before`.
+  double MeasuredImbalance(const v1::RouterStats& before) {
+    v1::RouterStats now;
+    grpc::ClientContext context;
+    EXPECT_TRUE(stub_->GetStats(&context, v1::GetRouterStatsRequest(), &now).ok());
+    double max = 0, sum = 0;
+    for (int s = 0; s < now.servers_size(); ++s) {
+      const double slots = static_cast<double>(now.servers(s).slots() -
+                                               before.servers(s).slots());
+      max = std::max(max, slots);
+      sum += slots;
+    }
+    return sum > 0 ? max / (sum / now.servers_size()) : 1.0;
+  }
+
+  v1::RouterStats Stats() {
+    v1::RouterStats stats;
+    grpc::ClientContext context;
+    EXPECT_TRUE(stub_->GetStats(&context, v1::GetRouterStatsRequest(), &stats).ok());
+    return stats;
+  }
+
+  grpc::Status Rebalance(bool force, v1::RebalanceResponse* response) {
+    grpc::ClientContext context;
+    v1::RebalanceRequest request;
+    request.set_force(force);
+    return stub_->Rebalance(&context, request, response);
+  }
+
+  static constexpr int kTokens = 12;
+  ModelWeights weights_;
+  std::vector<std::unique_ptr<ExpertServer>> experts_;
+  std::unique_ptr<RouterServer> router_;
+  std::unique_ptr<v1::RouterService::Stub> stub_;
+  std::vector<float> x_;
+  std::vector<std::vector<float>> want_;  // [layer]
+};
+
+TEST_F(RebalanceTest, HotExpertsAreReplicatedWhileServingWithIdenticalOutputs) {
+  const std::vector<int> layers = MoeLayers();
+  ASSERT_FALSE(layers.empty());
+  const v1::RouterStats start = Stats();
+  for (int round = 0; round < 4; ++round) {
+    for (int l : layers) ASSERT_EQ(RunAndCompare(l), "");
+  }
+  const double measured_before = MeasuredImbalance(start);
+  EXPECT_GE(measured_before, 2.0) << "the workload is not skewed";
+
+  // A client keeps calling while the experts move.
+  std::atomic<bool> stop{false};
+  std::atomic<int> calls{0};
+  std::atomic<int> bad_calls{0};
+  std::string first_problem;  // written by the client before bad_calls
+  std::thread client([&] {
+    while (!stop.load()) {
+      for (int l : layers) {
+        const std::string problem = RunAndCompare(l);
+        if (!problem.empty() && bad_calls.fetch_add(1) == 0) {
+          first_problem = problem;
+        }
+        ++calls;
+      }
+    }
+  });
+  v1::RebalanceResponse response;
+  const grpc::Status status = Rebalance(/*force=*/false, &response);
+  // Calls after the switch, then stop.
+  const int calls_at_switch = calls.load();
+  while (calls.load() < calls_at_switch + 4 && bad_calls.load() == 0) {
+    std::this_thread::yield();
+  }
+  stop.store(true);
+  client.join();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(bad_calls.load(), 0) << first_problem;
+  ASSERT_TRUE(response.applied()) << response.reason();
+  EXPECT_GT(response.window_tokens(), 0);
+  EXPECT_GE(response.imbalance_before(), 2.0);
+  EXPECT_LT(response.imbalance_after(), response.imbalance_before() * 0.9);
+  EXPECT_GT(response.loaded(), 0);
+
+  // The servers host exactly the router's new placement.
+  const std::shared_ptr<const PlacementTable> placement =
+      router_->engine().placement();
+  for (int s = 0; s < kServers; ++s) {
+    std::set<std::pair<int, int>> want;
+    for (const LayerExpert& id : placement->ExpertsOn(s)) {
+      want.emplace(id.layer, id.expert);
+    }
+    const std::vector<std::pair<int, int>> hosted =
+        experts_[s]->engine().HostedExperts();
+    const std::set<std::pair<int, int>> got(hosted.begin(), hosted.end());
+    EXPECT_EQ(got, want) << "server " << s;
+  }
+
+  // The measured imbalance is the predicted one.
+  const v1::RouterStats after_switch = Stats();
+  for (int round = 0; round < 4; ++round) {
+    for (int l : layers) ASSERT_EQ(RunAndCompare(l), "");
+  }
+  const double measured_after = MeasuredImbalance(after_switch);
+  // Every layer is balanced the same way, so the servers' totals over the
+  // layers show the planned ratio.
+  EXPECT_NEAR(measured_after, response.imbalance_after(), 0.05);
+  EXPECT_LT(measured_after, measured_before);
+  std::printf("[rebalance] imbalance %.3f -> %.3f (predicted %.3f -> %.3f), "
+              "%d loaded, %d unloaded in %.3f s, %d calls during it\n",
+              measured_before, measured_after, response.imbalance_before(),
+              response.imbalance_after(), response.loaded(),
+              response.unloaded(), response.seconds(), calls.load());
+
+  // Nothing new to gain: nothing moves.
+  v1::RebalanceResponse again;
+  ASSERT_TRUE(Rebalance(/*force=*/false, &again).ok());
+  EXPECT_FALSE(again.applied());
+  EXPECT_FALSE(again.reason().empty());
+}
+
+TEST_F(RebalanceTest, NoLoadMovesNothingAndDirectDispatchRefusesIt) {
+  v1::RebalanceResponse response;
+  ASSERT_TRUE(Rebalance(/*force=*/true, &response).ok());
+  EXPECT_FALSE(response.applied());
+  EXPECT_THAT(response.reason(), HasSubstr("no tokens"));
+
+  grpc::ClientContext context;
+  v1::DispatchConfig config;
+  ASSERT_TRUE(stub_->GetDispatchConfig(&context, v1::GetDispatchConfigRequest(),
+                                       &config).ok());
+  for (int l : MoeLayers()) ASSERT_EQ(RunAndCompare(l), "");
+  const grpc::Status refused = Rebalance(/*force=*/true, &response);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(refused.error_message(), HasSubstr("--moe_dispatch=direct"));
+}
+
+}  // namespace
+}  // namespace moe
