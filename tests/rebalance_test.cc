@@ -28,7 +28,9 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "moe/v1/router.grpc.pb.h"
+#include "nlohmann/json.hpp"
 #include "router/router_server.h"
+#include "tests/process_util.h"
 #include "tests/test_util.h"
 
 namespace moe {
@@ -255,6 +257,38 @@ TEST_F(RebalanceTest, NoLoadMovesNothingAndDirectDispatchRefusesIt) {
   const grpc::Status refused = Rebalance(/*force=*/true, &response);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(refused.error_message(), HasSubstr("--moe_dispatch=direct"));
+}
+
+// `moe-cli rebalance`, the operator's way in: the outcome as text or JSON,
+// the router's refusal as an error, a missing --router named.
+TEST_F(RebalanceTest, MoeCliRebalancePrintsTheOutcome) {
+  const std::string router = "127.0.0.1:" + std::to_string(router_->port());
+  testing::ProcessResult json =
+      testing::RunProcess({MOE_CLI_BIN, "rebalance", "--router", router, "--json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const nlohmann::json out = nlohmann::json::parse(json.out, nullptr, false);
+  ASSERT_FALSE(out.is_discarded()) << json.out;
+  EXPECT_EQ(out["applied"], false);
+  EXPECT_THAT(out["reason"].get<std::string>(), HasSubstr("no tokens"));
+
+  for (int l : MoeLayers()) ASSERT_EQ(RunAndCompare(l), "");
+  testing::ProcessResult text =
+      testing::RunProcess({MOE_CLI_BIN, "rebalance", "--router", router});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_THAT(text.out, HasSubstr("rebalanced: imbalance"));
+
+  grpc::ClientContext context;
+  v1::DispatchConfig config;
+  ASSERT_TRUE(stub_->GetDispatchConfig(&context, v1::GetDispatchConfigRequest(),
+                                       &config).ok());
+  testing::ProcessResult refused =
+      testing::RunProcess({MOE_CLI_BIN, "rebalance", "--router", router, "--force"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("rebalance refused"));
+
+  testing::ProcessResult missing = testing::RunProcess({MOE_CLI_BIN, "rebalance"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_THAT(missing.err, HasSubstr("--router is required"));
 }
 
 }  // namespace

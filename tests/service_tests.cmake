@@ -20,4 +20,8 @@ moe_test(server_metrics_test server_metrics_test.cc)
 target_link_libraries(server_metrics_test PRIVATE moe_gateway moe_router_server
   moe_expert_server)
 moe_test(rebalance_test rebalance_test.cc)
-target_link_libraries(rebalance_test PRIVATE moe_router_server moe_expert_server)
+target_link_libraries(rebalance_test PRIVATE moe_router_server moe_expert_server
+  moe_process_test_util)
+add_dependencies(rebalance_test moe-cli)
+target_compile_definitions(rebalance_test PRIVATE
+  MOE_CLI_BIN="$<TARGET_FILE:moe-cli>")

@@ -147,6 +147,12 @@ TEST(TopologyErrorsTest, RolesAreCheckedAndMixedConsistently) {
   EXPECT_THAT(Error(With(R"("expert_servers": 1, "attention_servers": 1,
       "pin_cpus": 3)")),
               HasSubstr("pin_cpus"));
+  EXPECT_THAT(Error(With(R"("expert_servers": 1, "attention_servers": 1,
+      "router": {"rebalance_min_gain": 1.5})")),
+              HasSubstr("router.rebalance_min_gain: must be in [0, 1)"));
+  EXPECT_THAT(Error(With(R"("expert_servers": 1, "attention_servers": 1,
+      "router": {"rebalance_period_s": -1})")),
+              HasSubstr("router.rebalance_period_s"));
   EXPECT_THAT(Error(With(R"("expert_servers": 1,
       "attention_servers": [{"prefix_cache": "yes"}])")),
               HasSubstr("attention_servers[0].prefix_cache: must be true or false"));

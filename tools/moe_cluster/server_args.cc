@@ -72,6 +72,9 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     AddIfSet(l.args, "per_server_token_cap", r.per_server_token_cap);
     AddIfSet(l.args, "fanout_timeout", r.fanout_timeout);
     AddIfSet(l.args, "threads", r.threads);
+    AddIfSet(l.args, "rebalance_period_s", r.rebalance_period_s);
+    AddIfSet(l.args, "rebalance_min_gain", r.rebalance_min_gain);
+    AddIfSet(l.args, "rebalance_slots_per_server", r.rebalance_slots_per_server);
     if (plan.data_plane.kind == DataPlane::kNccl) {
       l.args.push_back("--data_plane=nccl");
       l.args.push_back(

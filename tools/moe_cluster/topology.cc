@@ -190,7 +190,8 @@ absl::StatusOr<RouterTopology> ParseRouter(const Json& root) {
   RETURN_IF_ERROR(
       CheckObject(r, "router",
                   {"capacity_factor", "overflow", "per_server_token_cap",
-                   "fanout_timeout", "threads"}));
+                   "fanout_timeout", "threads", "rebalance_period_s",
+                   "rebalance_min_gain", "rebalance_slots_per_server"}));
   ASSIGN_OR_RETURN(router.capacity_factor,
                    OptionalNumber(r, "router", "capacity_factor", 0, false));
   ASSIGN_OR_RETURN(router.overflow, OptionalString(r, "router", "overflow",
@@ -202,6 +203,19 @@ absl::StatusOr<RouterTopology> ParseRouter(const Json& root) {
                    OptionalNumber(r, "router", "fanout_timeout", 0, true));
   ASSIGN_OR_RETURN(router.threads,
                    OptionalInt(r, "router", "threads", 0, kMaxThreads));
+  ASSIGN_OR_RETURN(router.rebalance_period_s,
+                   OptionalNumber(r, "router", "rebalance_period_s", 0, false));
+  ASSIGN_OR_RETURN(router.rebalance_min_gain,
+                   OptionalNumber(r, "router", "rebalance_min_gain", 0, false));
+  if (router.rebalance_min_gain.has_value() &&
+      *router.rebalance_min_gain >= 1) {
+    return PathError("router.rebalance_min_gain",
+                     absl::StrCat("must be in [0, 1), got ",
+                                  *router.rebalance_min_gain));
+  }
+  ASSIGN_OR_RETURN(router.rebalance_slots_per_server,
+                   OptionalInt(r, "router", "rebalance_slots_per_server", 0,
+                               kMaxTokens));
   return router;
 }
 

@@ -37,7 +37,10 @@
 //       "overflow": "reroute",    // "reroute" or "drop"
 //       "per_server_token_cap": 0,// integer >= 0 (0 = none)
 //       "fanout_timeout": 10,     // seconds, number > 0
-//       "threads": 1              // integer >= 0
+//       "threads": 1,             // integer >= 0
+//       "rebalance_period_s": 0,  // seconds >= 0 (0 = only on request)
+//       "rebalance_min_gain": 0.1,// in [0, 1)
+//       "rebalance_slots_per_server": 0}  // integer >= 0 (0 = automatic)
 //     },
 //
 //     // Attention servers (required): a count (1..256, all role "both",
@@ -127,6 +130,9 @@ struct RouterTopology {
   std::optional<int> per_server_token_cap;
   std::optional<double> fanout_timeout;  // seconds
   std::optional<int> threads;
+  std::optional<double> rebalance_period_s;  // 0: only on request
+  std::optional<double> rebalance_min_gain;  // [0, 1)
+  std::optional<int> rebalance_slots_per_server;  // 0: automatic
 };
 
 struct AttentionServerTopology {
