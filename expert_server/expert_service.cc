@@ -340,19 +340,25 @@ grpc::ServerUnaryReactor* ExpertServiceImpl::LoadExperts(
     }
     // The series exist before the first call can name a loaded expert.
     metrics_->AddExperts({experts.begin(), experts.end()});
-    absl::StatusOr<int> loaded = engine_->LoadExperts(experts);
-    if (!loaded.ok()) {
-      reactor->Finish(ToGrpcStatus(loaded.status()));
-      return;
-    }
-    response->set_changed(*loaded);
-    DescribeHosted(*engine_, response->mutable_hosted());
-    response->set_seconds(absl::ToDoubleSeconds(absl::Now() - start));
-    metrics_->SetHostedExperts(
-        static_cast<int64_t>(response->hosted().experts_size()));
-    reactor->Finish(grpc::Status::OK);
+    FinishChange(engine_->LoadExperts(experts), start, response, reactor);
   });
   return reactor;
+}
+
+void ExpertServiceImpl::FinishChange(absl::StatusOr<int> changed,
+                                     absl::Time start,
+                                     v1::ChangeExpertsResponse* response,
+                                     grpc::ServerUnaryReactor* reactor) {
+  if (!changed.ok()) {
+    reactor->Finish(ToGrpcStatus(changed.status()));
+    return;
+  }
+  response->set_changed(*changed);
+  DescribeHosted(*engine_, response->mutable_hosted());
+  response->set_seconds(absl::ToDoubleSeconds(absl::Now() - start));
+  metrics_->SetHostedExperts(
+      static_cast<int64_t>(response->hosted().experts_size()));
+  reactor->Finish(grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* ExpertServiceImpl::UnloadExperts(
@@ -361,32 +367,19 @@ grpc::ServerUnaryReactor* ExpertServiceImpl::UnloadExperts(
     v1::ChangeExpertsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const absl::Time start = absl::Now();
-  absl::StatusOr<int> unloaded =
-      engine_->UnloadExperts(RequestedExperts(*request));
-  if (!unloaded.ok()) {
-    reactor->Finish(ToGrpcStatus(unloaded.status()));
-    return reactor;
-  }
-  response->set_changed(*unloaded);
-  DescribeHosted(*engine_, response->mutable_hosted());
-  response->set_seconds(absl::ToDoubleSeconds(absl::Now() - start));
-  metrics_->SetHostedExperts(
-      static_cast<int64_t>(response->hosted().experts_size()));
-  reactor->Finish(grpc::Status::OK);
+  FinishChange(engine_->UnloadExperts(RequestedExperts(*request)), start,
+               response, reactor);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* ExpertServiceImpl::GetPlacement(
     grpc::CallbackServerContext* context,
     const v1::GetPlacementRequest* /*request*/, v1::Placement* response) {
-  for (const auto& [layer, expert] : engine_->HostedExperts()) {
-    v1::ExpertId* id = response->add_experts();
-    id->set_layer(layer);
-    id->set_expert(expert);
-  }
+  DescribeHosted(*engine_, response);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
+
 
 }  // namespace moe

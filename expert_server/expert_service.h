@@ -23,6 +23,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "core/backends.h"
 #include "core/nccl_data_plane.h"
 #include "core/rpc/tensor_codec.h"
@@ -98,6 +99,13 @@ class ExpertServiceImpl final : public v1::ExpertService::CallbackService {
       v1::ChangeExpertsResponse* response) override;
 
  private:
+  // Answers a Load/UnloadExperts call: the change's error, or how many
+  // pairs changed, what is hosted now and how long it took (also exported
+  // as moe_expert_hosted_experts).
+  void FinishChange(absl::StatusOr<int> changed, absl::Time start,
+                    v1::ChangeExpertsResponse* response,
+                    grpc::ServerUnaryReactor* reactor);
+
   // The link a router joined. The communicator is used by one serve step at
   // a time, on the engine's executor thread; serve steps hold the link, so
   // a replaced link lives until its last one ends.
