@@ -25,6 +25,10 @@ absl::StatusOr<ExpertList> ParseExpertList(absl::string_view text) {
     out.all = true;
     return out;
   }
+  if (text == "none") {
+    out.none = true;
+    return out;
+  }
   for (absl::string_view entry : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     entry = absl::StripAsciiWhitespace(entry);
     auto bad = [&] {
@@ -57,7 +61,7 @@ absl::StatusOr<ExpertList> ParseExpertList(absl::string_view text) {
   }
   if (out.experts.empty()) {
     return absl::InvalidArgumentError(
-        "experts: empty list (give LAYER:EXPERT,... or \"all\")");
+        "experts: empty list (give LAYER:EXPERT,..., \"all\" or \"none\")");
   }
   return out;
 }

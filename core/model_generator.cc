@@ -130,6 +130,39 @@ void FillUniform(char* dst, DType dtype, int64_t n, uint64_t key, float center,
   }
 }
 
+// Fills `row_centers.size()` equal rows of `n` elements in all: row r is
+// uniform noise of ± `scale` with its mean removed (so that it has no
+// component along the all-ones direction), plus row_centers[r]. Each row
+// draws from its own stream of `key`.
+void FillMeanFreeRows(char* dst, DType dtype, int64_t n, uint64_t key,
+                      float scale, const std::vector<float>& row_centers) {
+  const int64_t rows = static_cast<int64_t>(row_centers.size());
+  const int64_t per_row = n / rows;
+  std::vector<float> row(per_row);
+  for (int64_t r = 0; r < rows; ++r) {
+    FillRange<F32Store>(reinterpret_cast<char*>(row.data()), 0, per_row,
+                        key ^ (0x9e3779b97f4a7c15ULL * (r + 1)), 0.0f, scale);
+    double sum = 0;
+    for (float v : row) sum += v;
+    const float shift = row_centers[r] - static_cast<float>(sum / per_row);
+    for (int64_t i = 0; i < per_row; ++i) {
+      const float v = row[i] + shift;
+      const int64_t at = r * per_row + i;
+      switch (dtype) {
+        case DType::kBF16:
+          Bf16Store::Store(dst, at, v);
+          break;
+        case DType::kF16:
+          F16Store::Store(dst, at, v);
+          break;
+        case DType::kF32:
+          F32Store::Store(dst, at, v);
+          break;
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 // The tensors of a model.
 
@@ -140,15 +173,26 @@ struct PlannedTensor {
   float center = 0.0f;
   float scale = 0.0f;
   bool float32 = false;  // stored as F32 whatever the model's dtype
+  // Non-empty: the tensor's rows (first dimension) are mean-free noise of
+  // ± `scale` plus these centers, one per row (FillMeanFreeRows); `center`
+  // is unused.
+  std::vector<float> row_centers = {};
 };
 
 class Planner {
  public:
-  explicit Planner(const ModelConfig& c) : c_(c) {}
+  // `gate_row_centers`: see PlannedTensor::row_centers, for every MoE
+  // layer's router gate (empty: plain rows); `embedding_center`: the
+  // center of every embedding element.
+  Planner(const ModelConfig& c, std::vector<float> gate_row_centers,
+          float embedding_center)
+      : c_(c),
+        gate_row_centers_(std::move(gate_row_centers)),
+        embedding_center_(embedding_center) {}
 
   std::vector<PlannedTensor> Plan() && {
     const int64_t h = c_.hidden_size;
-    Add(EmbedTokensName(), {c_.vocab_size, h}, 0.0f, 1.0f);
+    Add(EmbedTokensName(), {c_.vocab_size, h}, embedding_center_, 1.0f);
     for (int l = 0; l < c_.num_layers; ++l) AddLayer(l);
     Norm(FinalNormName(), h);
     if (!c_.tie_word_embeddings) Linear(LmHeadName(), c_.vocab_size, h);
@@ -246,6 +290,7 @@ class Planner {
     // that tiny numeric differences rarely flip an expert choice.
     Add(RouterGateName(c_, l), {c_.num_experts, h}, 0.0f,
         3.0f * std::sqrt(3.0f / static_cast<float>(h)));
+    tensors_.back().row_centers = gate_row_centers_;
     if (c_.has_correction_bias()) {
       // float32, as DeepSeek-V3 stores it; large enough against sigmoid
       // scores in (0, 1) to change some choices.
@@ -269,6 +314,8 @@ class Planner {
 
   const ModelConfig& c_;
   std::vector<PlannedTensor> tensors_;
+  const std::vector<float> gate_row_centers_;
+  const float embedding_center_;
 };
 
 // ---------------------------------------------------------------------------
@@ -725,11 +772,63 @@ ModelConfig SmallConfig(ModelFamily family) {
   return c;
 }
 
+namespace {
+
+// With hot experts, every embedding row gets this shared component (all
+// ones), so that every hidden state has a positive mean, which the hot
+// experts' gate rows pick up.
+constexpr float kHotEmbeddingCenter = 1.0f;
+
+// The router gates' row centers of `spec` (empty without hot experts): 0
+// for the others, hot_gate_bias / hidden_size for the hot experts, whose
+// logits thereby gain hot_gate_bias times the mean of the normalised hidden
+// state. INVALID_ARGUMENT naming the field for an expert outside the model,
+// a repeated one, or a bias that is not positive and finite.
+absl::StatusOr<std::vector<float>> GateRowCenters(const GeneratorSpec& spec) {
+  if (spec.hot_experts.empty()) {
+    if (spec.hot_gate_bias != 0) {
+      return SpecError("hot_gate_bias", "needs hot_experts");
+    }
+    return std::vector<float>();
+  }
+  if (!(spec.hot_gate_bias > 0) || !std::isfinite(spec.hot_gate_bias)) {
+    return SpecError("hot_gate_bias",
+                     absl::StrCat("must be positive and finite, got ",
+                                  spec.hot_gate_bias));
+  }
+  const int experts = spec.config.num_experts;
+  std::vector<float> centers(experts, 0.0f);
+  std::vector<bool> listed(experts, false);
+  for (size_t i = 0; i < spec.hot_experts.size(); ++i) {
+    const int e = spec.hot_experts[i];
+    const std::string field = absl::StrCat("hot_experts[", i, "]");
+    if (e < 0 || e >= experts) {
+      return SpecError(field, absl::StrCat(e, " is outside the model's "
+                                              "experts [0, ",
+                                           experts, ")"));
+    }
+    if (listed[e]) {
+      return SpecError(field, absl::StrCat("expert ", e, " is listed twice"));
+    }
+    listed[e] = true;
+    centers[e] = spec.hot_gate_bias /
+                 static_cast<float>(spec.config.hidden_size);
+  }
+  return centers;
+}
+
+}  // namespace
+
 absl::Status GenerateModel(
     const std::string& dir, const GeneratorSpec& spec,
     const std::function<void(int64_t, int64_t)>& progress) {
   RETURN_IF_ERROR(ValidateConfig(spec.config));
-  std::vector<PlannedTensor> plan = Planner(spec.config).Plan();
+  ASSIGN_OR_RETURN(std::vector<float> gate_row_centers, GateRowCenters(spec));
+  const float embedding_center =
+      gate_row_centers.empty() ? 0.0f : kHotEmbeddingCenter;
+  std::vector<PlannedTensor> plan =
+      Planner(spec.config, std::move(gate_row_centers), embedding_center)
+          .Plan();
   if (spec.num_shards < 1 ||
       static_cast<size_t>(spec.num_shards) > plan.size()) {
     return SpecError("num_shards",
@@ -786,9 +885,16 @@ absl::Status GenerateModel(
       const uint64_t key = TensorKey(spec.seed, p.name);
       const DType dtype = t.dtype;
       const float center = p.center, scale = p.scale;
-      t.fill = [=](char* dst) {
-        FillUniform(dst, dtype, n, key, center, scale);
-      };
+      if (p.row_centers.empty()) {
+        t.fill = [=](char* dst) {
+          FillUniform(dst, dtype, n, key, center, scale);
+        };
+      } else {
+        const std::vector<float> rows = p.row_centers;
+        t.fill = [=](char* dst) {
+          FillMeanFreeRows(dst, dtype, n, key, scale, rows);
+        };
+      }
       tensors.push_back(std::move(t));
       weight_map[p.name] = file;
       shard_bytes += bytes[i];

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "core/dtype.h"
@@ -19,6 +20,15 @@ struct GeneratorSpec {
   DType dtype = DType::kBF16;
   int num_shards = 1;  // > 1: model-0000i-of-0000n.safetensors + index
   uint64_t seed = 0;
+  // Skewed routing, for load-balancing tests and benchmarks: every
+  // embedding row gets a shared all-ones component (so every hidden state
+  // has a positive mean), every MoE layer's router-gate rows are drawn with
+  // their mean removed, and the rows of these experts are centred so that
+  // their logits gain `hot_gate_bias` times the mean of the normalised
+  // hidden state: they win the top-k for most tokens whatever the prompt.
+  // Empty: no bias (the files are those of a spec without these fields).
+  std::vector<int> hot_experts = {};
+  float hot_gate_bias = 0.0f;
 };
 
 // A small config of `family` with every field the family uses set (e.g.

@@ -10,9 +10,16 @@ namespace moe {
 
 absl::StatusOr<std::unique_ptr<ExpertEngine>> ExpertEngine::Load(
     const ExpertEngineOptions& options) {
-  if (!options.all_experts && options.experts.empty()) {
+  if (!options.all_experts && options.experts.empty() &&
+      !options.start_empty) {
     return absl::InvalidArgumentError(
-        "expert server: no experts placed on it (empty placement)");
+        "expert server: no experts placed on it (empty placement; "
+        "--experts=none starts it empty on purpose)");
+  }
+  if (options.start_empty && options.device.is_cuda()) {
+    return absl::FailedPreconditionError(
+        "expert server: --experts=none needs --device=cpu: a CUDA server "
+        "uploads its experts once at start and cannot load more later");
   }
   WeightSelection selection = WeightSelection::Experts(options.experts);
   selection.all_experts = options.all_experts;
@@ -159,9 +166,14 @@ absl::Status ExpertEngine::Validate(absl::Span<const ExpertWork> work) const {
           " is outside the model's experts [0, ", c.num_experts, ")"));
     }
     if (!Hosts(work[i].layer, work[i].expert)) {
-      return absl::InvalidArgumentError(absl::StrCat(
+      // Not the request's fault: the router's placement and this server's
+      // experts disagree (FAILED_PRECONDITION makes the router route
+      // around this server until its experts are reloaded).
+      return absl::FailedPreconditionError(absl::StrCat(
           "groups[", i, "].expert: layer ", work[i].layer, " expert ",
-          work[i].expert, " is not hosted on this expert server"));
+          work[i].expert,
+          " is not hosted on this expert server (restarted with other "
+          "experts? the router reloads them)"));
     }
     if (work[i].tokens < 0) {
       return absl::InvalidArgumentError(
@@ -204,7 +216,7 @@ absl::Status ExpertEngine::Run(const Batch& batch) {
       const ExpertWork& w = batch.work[i];
       auto it = hosted_.find({w.layer, w.expert});
       if (it == hosted_.end()) {
-        return absl::InvalidArgumentError(absl::StrCat(
+        return absl::FailedPreconditionError(absl::StrCat(
             "groups[", i, "].expert: layer ", w.layer, " expert ", w.expert,
             " is not hosted on this expert server (unloaded)"));
       }

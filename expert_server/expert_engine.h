@@ -33,6 +33,9 @@ struct ExpertEngineOptions {
   // (layer, expert) pairs to host; empty with all_experts = every expert.
   std::set<std::pair<int, int>> experts;
   bool all_experts = false;
+  // With no experts: start hosting nothing (`--experts=none`) and host
+  // what LoadExperts brings (the router assigns it). CPU only.
+  bool start_empty = false;
   int num_threads = 0;  // compute threads; 0 = one per core
   // How long idle compute threads spin before sleeping (see ThreadPool).
   int spin_microseconds = ThreadPool::kServerSpinMicroseconds;

@@ -23,7 +23,8 @@
 ABSL_FLAG(std::string, model, "", "Checkpoint directory.");
 ABSL_FLAG(std::string, experts, "",
           "Experts placed here: LAYER:EXPERT or LAYER:FIRST-LAST entries, "
-          "comma-separated, or \"all\". Or use --placement_servers.");
+          "comma-separated, \"all\", or \"none\" (join empty and host "
+          "what the router assigns). Or use --placement_servers.");
 ABSL_FLAG(int, placement_servers, 0,
           "Automatic placement instead of --experts: the number of expert "
           "servers every expert is dealt across (the router's and launcher's "
@@ -71,6 +72,11 @@ absl::Status ChoosePlacement(const std::string& model_dir,
     }
     engine.all_experts = experts->all;
     engine.experts = experts->experts;
+    engine.start_empty = experts->none;
+    if (experts->none) {
+      std::printf("expert_server: --experts=none: hosting no expert until "
+                  "the router assigns some\n");
+    }
     return absl::OkStatus();
   }
   if (!experts_flag.empty()) {

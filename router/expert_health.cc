@@ -32,6 +32,11 @@ void ExpertHealth::MarkDown(int server, const absl::Status& why) {
   Set(server, false, std::string(why.message()));
 }
 
+void ExpertHealth::SetAdmission(Admission admission) {
+  absl::MutexLock lock(&admission_mu_);
+  admission_ = std::move(admission);
+}
+
 bool ExpertHealth::IsUp(int server) const { return up_[server].load(); }
 
 std::vector<bool> ExpertHealth::DownMask() const {
@@ -64,7 +69,14 @@ void ExpertHealth::ProbeLoop() {
           CheckServingOn(*stubs_[s], addresses_[s], interval_seconds_);
       if (status.ok()) {
         failures[s] = 0;
-        Set(s, true, "");
+        absl::Status admitted;
+        {
+          absl::MutexLock lock(&admission_mu_);
+          if (admission_) admitted = admission_(s, IsUp(s));
+        }
+        // A server that answers but does not host its experts takes no
+        // work: at once, not after several probes.
+        Set(s, admitted.ok(), std::string(admitted.message()));
       } else if (++failures[s] >= kProbeFailuresToMarkDown) {
         Set(s, false, std::string(status.message()));
       }

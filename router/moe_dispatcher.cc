@@ -23,9 +23,14 @@ struct GroupRef {
   int group = 0;
 };
 
+// A dead or hung server (UNAVAILABLE, DEADLINE_EXCEEDED), or one that does
+// not host an expert the placement puts on it (FAILED_PRECONDITION: it
+// restarted with other experts; the router's health probe reloads them
+// before marking it up again).
 bool IsServerFailure(const absl::Status& status) {
   return status.code() == absl::StatusCode::kUnavailable ||
-         status.code() == absl::StatusCode::kDeadlineExceeded;
+         status.code() == absl::StatusCode::kDeadlineExceeded ||
+         status.code() == absl::StatusCode::kFailedPrecondition;
 }
 
 // State of one dispatch, owned by the expert calls' callbacks; the last one

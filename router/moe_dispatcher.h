@@ -9,8 +9,9 @@
 //   tokens are computed as usual. When every token failed, the call fails
 //   with UNAVAILABLE and that message instead.
 // * A call that fails with UNAVAILABLE or DEADLINE_EXCEEDED (a dead or hung
-//   server; each call waits at most `fanout_timeout_seconds`) marks its
-//   server down, and its groups are sent again to other live replicas of
+//   server; each call waits at most `fanout_timeout_seconds`), or with
+//   FAILED_PRECONDITION (a server that lost experts placed on it, e.g. by
+//   restarting with other ones), marks its server down, and its groups are sent again to other live replicas of
 //   their experts, which compute the same rows bit for bit; groups with no
 //   other live replica fail their tokens as above.
 #ifndef MOE_ROUTER_MOE_DISPATCHER_H_
@@ -61,6 +62,10 @@ class MoeDispatcher {
     return *connections_[server];
   }
   const ExpertHealth& health() const { return *health_; }
+  // See ExpertHealth::SetAdmission.
+  void SetAdmission(ExpertHealth::Admission admission) {
+    health_->SetAdmission(std::move(admission));
+  }
   int num_servers() const { return static_cast<int>(connections_.size()); }
   double fanout_timeout_seconds() const { return fanout_timeout_seconds_; }
   double health_probe_seconds() const { return health_probe_seconds_; }

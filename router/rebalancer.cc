@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/rpc/channel_util.h"
+#include "core/status_macros.h"
 #include "router/eplb.h"
 
 namespace moe {
@@ -83,6 +84,66 @@ void Rebalancer::PeriodicLoop() {
                    std::string(result.status().message()).c_str());
     }
   }
+}
+
+absl::Status Rebalancer::Admit(int server, bool up) {
+  // A rebalance holds mu_ while servers load (seconds to minutes); the
+  // probe must not wait that long, and the placement is changing anyway.
+  if (!mu_.TryLock()) {
+    if (up) return absl::OkStatus();
+    return absl::UnavailableError(absl::StrCat(
+        "expert server ", server, " (", addresses_[server],
+        ") waits for the rebalance in progress before it is checked"));
+  }
+  absl::Status admitted = AdmitLocked(server);
+  mu_.Unlock();
+  return admitted;
+}
+
+absl::Status Rebalancer::AdmitLocked(int server) {
+  if (server < 0 || server >= static_cast<int>(stubs_.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert server ", server, " is not in the placement"));
+  }
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(30));
+  v1::Placement hosted_reply;
+  const grpc::Status status = stubs_[server]->GetPlacement(
+      &context, v1::GetPlacementRequest(), &hosted_reply);
+  if (!status.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "expert server ", server, " (", addresses_[server],
+        ") did not report what it hosts: ", status.error_message()));
+  }
+  std::vector<LayerExpert> hosted;
+  for (const v1::ExpertId& id : hosted_reply.experts()) {
+    hosted.push_back({id.layer(), id.expert()});
+  }
+  std::sort(hosted.begin(), hosted.end());
+  const std::vector<LayerExpert> placed =
+      engine_->placement()->ExpertsOn(server);
+  std::vector<std::vector<LayerExpert>> to_load(stubs_.size());
+  std::vector<std::vector<LayerExpert>> to_unload(stubs_.size());
+  std::set_difference(placed.begin(), placed.end(), hosted.begin(),
+                      hosted.end(), std::back_inserter(to_load[server]));
+  std::set_difference(hosted.begin(), hosted.end(), placed.begin(),
+                      placed.end(), std::back_inserter(to_unload[server]));
+  if (to_load[server].empty() && to_unload[server].empty()) {
+    return absl::OkStatus();
+  }
+  std::printf("router: expert server %d (%s) hosts %zu experts but the "
+              "placement gives it %zu (restarted?): loading %zu, unloading "
+              "%zu\n",
+              server, addresses_[server].c_str(), hosted.size(),
+              placed.size(), to_load[server].size(),
+              to_unload[server].size());
+  std::fflush(stdout);
+  RETURN_IF_ERROR(ChangeExperts(/*load=*/true, to_load));
+  // No plan routes to what the placement does not give this server, and no
+  // migration runs (mu_ is held): unloading disturbs no call.
+  RETURN_IF_ERROR(ChangeExperts(/*load=*/false, to_unload));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<RebalanceResult> Rebalancer::Rebalance(bool force) {

@@ -75,6 +75,16 @@ class Rebalancer {
   // failed (nothing switched then).
   absl::StatusOr<RebalanceResult> Rebalance(bool force);
 
+  // The health probe's admission check (ExpertHealth::Admission): makes
+  // server `server` host exactly what the current placement gives it. Asks
+  // it what it hosts (GetPlacement); when that differs (a server restarted
+  // with its old --experts, or with --experts=none), loads what it lacks
+  // and unloads what it no longer hosts, then answers OK. Errors name the
+  // server and the call that failed; the server stays down until a later
+  // probe succeeds. While a rebalance runs it changes nothing and answers
+  // `up` (OK for a server already up, UNAVAILABLE for one down).
+  absl::Status Admit(int server, bool up);
+
   // Refuses later rebalances with FAILED_PRECONDITION and `why` (e.g.
   // attention servers that dispatch with a placement they copied).
   void Refuse(std::string why);
@@ -87,6 +97,7 @@ class Rebalancer {
   absl::Status ChangeExperts(
       bool load, const std::vector<std::vector<LayerExpert>>& per_server);
   void PeriodicLoop();
+  absl::Status AdmitLocked(int server) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   RouterEngine* engine_;
   std::vector<std::string> addresses_;

@@ -128,6 +128,12 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
   server->rebalancer_ = std::make_unique<Rebalancer>(
       server->engine_.get(), options.expert_addresses, options.rebalance,
       server->metrics_.get());
+  // A server the prober finds SERVING takes work once it hosts what the
+  // placement gives it (a restarted one gets its experts back).
+  server->dispatcher_->SetAdmission(
+      [rebalancer = server->rebalancer_.get()](int s, bool up) {
+        return rebalancer->Admit(s, up);
+      });
   server->service_ = std::make_unique<RouterServiceImpl>(
       server->dispatcher_.get(), server->rebalancer_.get());
 
@@ -142,6 +148,8 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
 RouterServer::~RouterServer() {
   Shutdown(0);
   Wait();
+  // The prober (the dispatcher's) outlives the rebalancer it calls.
+  if (dispatcher_ != nullptr) dispatcher_->SetAdmission(nullptr);
 }
 
 void RouterServer::Shutdown(double grace_seconds) {

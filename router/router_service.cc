@@ -100,6 +100,7 @@ grpc::ServerUnaryReactor* RouterServiceImpl::GetStats(
     server->set_address(dispatcher_->connection(static_cast<int>(s)).address());
     server->set_slots(totals.server_slots[s]);
     server->set_calls(totals.server_calls[s]);
+    server->set_up(dispatcher_->health().IsUp(static_cast<int>(s)));
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

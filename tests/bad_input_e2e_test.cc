@@ -532,7 +532,7 @@ TEST_F(BadInputTest,
          return RunExperts(
              ExpertRequest(host_layer, foreign_expert, F32Tensor(2, hidden)));
        },
-       kInvalid, "groups[0].expert"},
+       grpc::StatusCode::FAILED_PRECONDITION, "groups[0].expert"},
       {experts, "hidden [2, hidden_size + 1]",
        [&] {
          return RunExperts(
@@ -583,7 +583,7 @@ TEST_F(BadInputTest,
          EXPECT_TRUE(stream->Finish().ok());
          return in_stream;
        },
-       kInvalid, "groups[0].expert"},
+       grpc::StatusCode::FAILED_PRECONDITION, "groups[0].expert"},
   };
   RunRpcCases(expert_cases);
 

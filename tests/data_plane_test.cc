@@ -304,11 +304,14 @@ TEST_F(ExpertDataPlaneTest, NcclGroupsAreCheckedLikeAnyOther) {
   EXPECT_EQ((*work)[0].x, nullptr);
   EXPECT_EQ((*work)[1].expert, 5);
 
-  auto error = [&](const v1::RunExpertsRequest& request) {
+  // Malformed groups are INVALID_ARGUMENT; an expert the server does not
+  // host is FAILED_PRECONDITION (the router routes around the server).
+  auto error = [&](const v1::RunExpertsRequest& request,
+                   absl::StatusCode code = absl::StatusCode::kInvalidArgument) {
     absl::StatusOr<std::vector<ExpertWork>> w =
         DecodeNcclExpertRequest(request, engine);
     EXPECT_FALSE(w.ok());
-    EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(w.status().code(), code);
     return std::string(w.status().message());
   };
   v1::RunExpertsRequest bytes = NcclRequest({{0, 1, 1}});
@@ -323,7 +326,8 @@ TEST_F(ExpertDataPlaneTest, NcclGroupsAreCheckedLikeAnyOther) {
   v1::RunExpertsRequest bf16 = NcclRequest({{0, 1, 1}});
   bf16.mutable_groups(0)->mutable_hidden()->set_dtype(v1::DTYPE_BF16);
   EXPECT_THAT(error(bf16), HasSubstr("dtype must be F32"));
-  EXPECT_THAT(error(NcclRequest({{0, 1, 1}, {0, 2, 1}})),
+  EXPECT_THAT(error(NcclRequest({{0, 1, 1}, {0, 2, 1}}),
+                    absl::StatusCode::kFailedPrecondition),
               HasSubstr("groups[1].expert: layer 0 expert 2 is not hosted"));
 }
 

@@ -42,16 +42,7 @@ using ::testing::HasSubstr;
 
 using Clock = std::chrono::steady_clock;
 
-// Polls `condition` until it holds; false after 120 s (against hangs only:
-// it returns as soon as the condition holds).
-bool Eventually(const std::function<bool()>& condition) {
-  const Clock::time_point give_up = Clock::now() + std::chrono::seconds(120);
-  while (Clock::now() < give_up) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return condition();
-}
+using ::moe::testing::Eventually;
 
 // A decode server's K/V lease where the test does not provoke its expiry:
 // an hour, so that no request fails because a busy machine took long to

@@ -136,7 +136,7 @@ TEST_F(ExpertServerTest, LoadsAndUnloadsExpertsWhileServing) {
   v1::RunExpertsResponse response;
   std::vector<float> x;
   grpc::Status before = run(1, 2, 11, &response, &x);
-  ASSERT_EQ(before.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_EQ(before.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(before.error_message(), HasSubstr("not hosted"));
 
   // Calls to a hosted expert from another thread while the load runs.
@@ -202,7 +202,7 @@ TEST_F(ExpertServerTest, LoadsAndUnloadsExpertsWhileServing) {
   EXPECT_EQ(unloaded.changed(), 1);
   EXPECT_EQ(unloaded.hosted().experts_size(), 4);
   const grpc::Status after = run(0, 1, 30, &response, &x);
-  EXPECT_EQ(after.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(after.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(after.error_message(), HasSubstr("layer 0 expert 1"));
   grpc::ClientContext context;
   v1::Placement placement;
@@ -256,10 +256,14 @@ TEST_F(ExpertServerTest, RefusesBadGroupsNamingTheProblem) {
     std::string name;
     std::function<void(v1::ExpertGroup*)> mutate;
     std::string needle;
+    // A malformed group is the caller's fault; an expert this server does
+    // not host is a placement the router must fix (it routes around it).
+    grpc::StatusCode code = grpc::StatusCode::INVALID_ARGUMENT;
   };
   const std::vector<Case> cases = {
       {"expert not hosted", [](v1::ExpertGroup* g) { g->set_expert(2); },
-       "groups[1].expert: layer 0 expert 2 is not hosted"},
+       "groups[1].expert: layer 0 expert 2 is not hosted",
+       grpc::StatusCode::FAILED_PRECONDITION},
       {"layer out of range", [](v1::ExpertGroup* g) { g->set_layer(9); },
        "groups[1].layer: 9 is outside the model's layers"},
       {"wrong dtype",
@@ -281,7 +285,7 @@ TEST_F(ExpertServerTest, RefusesBadGroupsNamingTheProblem) {
   for (const Case& c : cases) {
     v1::RunExpertsResponse response;
     const grpc::Status status = Call(request_with(c.mutate), &response);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.name;
+    EXPECT_EQ(status.error_code(), c.code) << c.name;
     EXPECT_THAT(status.error_message(), HasSubstr(c.needle)) << c.name;
   }
   // The server still serves a valid request afterwards.
@@ -312,6 +316,11 @@ TEST(ExpertListTest, ParsesAndRejects) {
   absl::StatusOr<ExpertList> all = ParseExpertList("all");
   ASSERT_TRUE(all.ok());
   EXPECT_TRUE(all->all);
+  absl::StatusOr<ExpertList> none = ParseExpertList(" none ");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->none);
+  EXPECT_FALSE(none->all);
+  EXPECT_TRUE(none->experts.empty());
   for (const char* bad : {"", "1", "a:b", "1:-2", "1:2:3", "1:3-2", "1:2-", "-1:2",
                           "1:0-2000000", ",,"}) {
     absl::StatusOr<ExpertList> r = ParseExpertList(bad);
@@ -330,6 +339,47 @@ TEST(ExpertListTest, RangesParseAndFormatRoundTrips) {
   absl::StatusOr<ExpertList> back = ParseExpertList(FormatExpertList(scattered));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->experts, scattered);
+}
+
+// --experts=none: a server that starts hosting nothing, refuses every
+// expert until it is given some, and serves what LoadExperts brings; an
+// empty list without it is still refused, and a CUDA server cannot start
+// empty (it cannot load later).
+TEST(ExpertServerStartTest, StartsEmptyOnlyWhenAskedAndOnTheCpu) {
+  ExpertServerOptions options;
+  options.engine.model_dir = testing::FixtureDir("tiny-mixtral");
+  absl::StatusOr<std::unique_ptr<ExpertServer>> refused =
+      ExpertServer::Start(options);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("--experts=none"));
+
+  options.engine.start_empty = true;
+  options.engine.device = DeviceSpec{DeviceSpec::Kind::kCuda, 0};
+  absl::StatusOr<std::unique_ptr<ExpertServer>> cuda =
+      ExpertServer::Start(options);
+  EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(cuda.status().message()), HasSubstr("--device=cpu"));
+
+  options.engine.device = DeviceSpec{};
+  absl::StatusOr<std::unique_ptr<ExpertServer>> empty =
+      ExpertServer::Start(options);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE((*empty)->engine().HostedExperts().empty());
+  auto stub = v1::ExpertService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*empty)->port()),
+      grpc::InsecureChannelCredentials()));
+  v1::ChangeExpertsRequest load;
+  v1::ExpertId* id = load.add_experts();
+  id->set_layer(1);
+  id->set_expert(2);
+  v1::ChangeExpertsResponse loaded;
+  grpc::ClientContext context;
+  const grpc::Status status = stub->LoadExperts(&context, load, &loaded);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(loaded.changed(), 1);
+  EXPECT_EQ((*empty)->engine().HostedExperts(),
+            (std::vector<std::pair<int, int>>{{1, 2}}));
 }
 
 TEST(ExpertServerStartTest, PlacementOutsideTheModelIsRefusedAtLoad) {

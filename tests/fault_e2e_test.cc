@@ -46,16 +46,7 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Polls `condition` every 20 ms until it holds; false after `seconds`
-// (against hangs only: it returns as soon as the condition holds).
-bool Eventually(const std::function<bool()>& condition, double seconds = 120) {
-  const Clock::time_point start = Clock::now();
-  while (SecondsSince(start) < seconds) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
+using ::moe::testing::Eventually;
 
 // 1 while the router sends expert server `address` work, 0 while it is
 // marked down (moe_router_expert_server_up); nullopt when the router's

@@ -11,7 +11,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <numeric>
 #include <ostream>
+#include <random>
 #include <set>
 #include <string>
 #include <tuple>
@@ -317,6 +319,86 @@ TEST(GenerateModelValuesTest, ScalesFollowFanIn) {
                 "lm_head");
 }
 
+// Hot experts: every gate row is mean-free noise of the usual width, the
+// hot experts' rows are centred at hot_gate_bias / hidden, the embedding
+// gets a shared component of 1, the other tensors are as without them; and
+// for hidden states with that shared component the top-k picks the hot
+// experts for most tokens, the others far less than an even share.
+TEST(GenerateModelValuesTest, HotExpertsWinTheTopKForMostTokens) {
+  TempDir tmp;
+  GeneratorSpec spec;
+  spec.config = SmallConfig(ModelFamily::kMixtral);
+  spec.dtype = DType::kF32;
+  spec.hot_experts = {0, 3};
+  spec.hot_gate_bias = 6;
+  ASSERT_TRUE(GenerateModel(tmp.path(), spec).ok());
+  const ModelConfig& c = spec.config;
+  const int64_t h = c.hidden_size;
+  const float width = 3 * std::sqrt(3.0f / static_cast<float>(h));
+  const std::vector<float> gate = ReadTensor(tmp.path(), RouterGateName(c, 1));
+  ASSERT_EQ(gate.size(), static_cast<size_t>(c.num_experts * h));
+  for (int e = 0; e < c.num_experts; ++e) {
+    const bool hot = e == 0 || e == 3;
+    const float center = hot ? 6.0f / static_cast<float>(h) : 0.0f;
+    const auto row = gate.begin() + e * h;
+    const double mean = std::accumulate(row, row + h, 0.0) / h;
+    EXPECT_NEAR(mean, center, 1e-6) << "gate row " << e;
+    // Uniform noise of ± width, less its own mean: spread and variance.
+    const auto [lo, hi] = std::minmax_element(row, row + h);
+    EXPECT_LE(*hi - *lo, 2 * width * 1.001f) << "gate row " << e;
+    double var = 0;
+    for (auto v = row; v != row + h; ++v) var += (*v - mean) * (*v - mean);
+    EXPECT_NEAR(var / h, width * width / 3, 0.35 * width * width / 3)
+        << "gate row " << e;
+  }
+  ExpectUniform(ReadTensor(tmp.path(), EmbedTokensName()), 1, 1,
+                "embedding with hot experts");
+  TempDir plain;
+  GeneratorSpec plain_spec = spec;
+  plain_spec.hot_experts.clear();
+  plain_spec.hot_gate_bias = 0;
+  ASSERT_TRUE(GenerateModel(plain.path(), plain_spec).ok());
+  EXPECT_EQ(ReadTensor(tmp.path(), ExpertTensorName(c, 1, 2, FfnProj::kUp)),
+            ReadTensor(plain.path(), ExpertTensorName(c, 1, 2, FfnProj::kUp)));
+
+  // Top-k over hidden states shaped like normalised embeddings: a shared
+  // component of 1 plus noise of ± 1, scaled to unit RMS.
+  std::mt19937_64 rng(11);
+  std::uniform_real_distribution<float> noise(-1, 1);
+  std::vector<int> picked(c.num_experts, 0);
+  constexpr int kTokens = 400;
+  for (int t = 0; t < kTokens; ++t) {
+    std::vector<float> x(h);
+    double sum_sq = 0;
+    for (float& v : x) {
+      v = 1 + noise(rng);
+      sum_sq += v * v;
+    }
+    const float rms = static_cast<float>(std::sqrt(sum_sq / h));
+    for (float& v : x) v /= rms;
+    std::vector<std::pair<float, int>> logits;
+    for (int e = 0; e < c.num_experts; ++e) {
+      float dot = 0;
+      for (int64_t i = 0; i < h; ++i) dot += gate[e * h + i] * x[i];
+      logits.emplace_back(-dot, e);
+    }
+    std::sort(logits.begin(), logits.end());
+    for (int k = 0; k < c.num_experts_per_tok; ++k) ++picked[logits[k].second];
+  }
+  const double even = static_cast<double>(kTokens) * c.num_experts_per_tok /
+                      c.num_experts;
+  for (int e = 0; e < c.num_experts; ++e) {
+    std::printf("[hot experts] expert %d picked for %d of %d tokens (even "
+                "share %.0f)\n",
+                e, picked[e], kTokens, even);
+    if (e == 0 || e == 3) {
+      EXPECT_GT(picked[e], kTokens * 3 / 4) << "hot expert " << e;
+    } else {
+      EXPECT_LT(picked[e], even / 2) << "cold expert " << e;
+    }
+  }
+}
+
 TEST(GenerateModelValuesTest, TiedEmbeddingsHaveNoLmHead) {
   TempDir tmp;
   GeneratorSpec spec;
@@ -497,6 +579,23 @@ TEST(GenerateModelValidationTest, RejectsInvalidSpecsNamingTheField) {
        [](GeneratorSpec& s) { s.config.qk_norm = QkNorm::kPerHead; }},
       {"num_shards", [](GeneratorSpec& s) { s.num_shards = 0; }},
       {"num_shards", [](GeneratorSpec& s) { s.num_shards = 100000; }},
+      {"hot_experts[1] 8 is outside",
+       [](GeneratorSpec& s) {
+         s.hot_experts = {0, 8};
+         s.hot_gate_bias = 1;
+       }},
+      {"hot_experts[1] expert 2 is listed twice",
+       [](GeneratorSpec& s) {
+         s.hot_experts = {2, 2};
+         s.hot_gate_bias = 1;
+       }},
+      {"hot_gate_bias must be positive",
+       [](GeneratorSpec& s) {
+         s.hot_experts = {1};
+         s.hot_gate_bias = 0;
+       }},
+      {"hot_gate_bias needs hot_experts",
+       [](GeneratorSpec& s) { s.hot_gate_bias = 2; }},
   };
   for (const BadSpec& bad : cases) {
     TempDir tmp;
@@ -713,6 +812,11 @@ TEST(MkmodelTest, BadFlagsExitWithStatus2NamingTheFlag) {
       {out + " --dense_intermediate 8",
        "--dense_intermediate: the model has no"},
       {out + " --norm_topk_prob=false", "--norm_topk_prob:"},
+      {out + " --hot_experts 0,x", "--hot_experts: \"x\" is not an expert"},
+      {out + " --hot_experts 0,99", "--hot_experts: GeneratorSpec: "
+                                    "hot_experts[1] 99 is outside"},
+      {out + " --hot_experts 0 --hot_gate_bias -1",
+       "--hot_gate_bias: GeneratorSpec: hot_gate_bias must be positive"},
       {out + " extra", "unexpected argument \"extra\""},
   };
   for (const auto& [args, message] : cases) {

@@ -115,15 +115,10 @@ class Prometheus {
   std::unique_ptr<ChildProcess> process_;
 };
 
-// Polls `condition` every 250 ms; false after `seconds`.
+// Polls `condition` every 250 ms (it queries servers); false after
+// `seconds`.
 bool Eventually(const std::function<bool()>& condition, double seconds) {
-  const auto end = std::chrono::steady_clock::now() +
-                   std::chrono::milliseconds(static_cast<int>(seconds * 1000));
-  while (std::chrono::steady_clock::now() < end) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
-  }
-  return condition();
+  return testing::Eventually(condition, seconds, /*poll_ms=*/250);
 }
 
 // A metric of deploy/metrics.md's tables.

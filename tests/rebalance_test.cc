@@ -62,6 +62,7 @@ class RebalanceTest : public ::testing::Test {
         }
       }
       options.engine.num_threads = 1;
+      first_lists_.push_back(options.engine.experts);
       absl::StatusOr<std::unique_ptr<ExpertServer>> server =
           ExpertServer::Start(options);
       ASSERT_TRUE(server.ok()) << server.status();
@@ -71,6 +72,9 @@ class RebalanceTest : public ::testing::Test {
     }
     router_options.engine.model_dir = model;
     router_options.rebalance.min_gain = 0.1;
+    // Probes often, so that restarted servers rejoin soon (the tests wait
+    // for the rejoin itself, not for a time).
+    router_options.health_probe_seconds = 0.2;
     absl::StatusOr<std::unique_ptr<RouterServer>> router =
         RouterServer::Start(router_options);
     ASSERT_TRUE(router.ok()) << router.status();
@@ -157,6 +161,8 @@ class RebalanceTest : public ::testing::Test {
   static constexpr int kTokens = 12;
   ModelWeights weights_;
   std::vector<std::unique_ptr<ExpertServer>> experts_;
+  // What each server was started with.
+  std::vector<std::set<std::pair<int, int>>> first_lists_;
   std::unique_ptr<RouterServer> router_;
   std::unique_ptr<v1::RouterService::Stub> stub_;
   std::vector<float> x_;
@@ -241,6 +247,86 @@ TEST_F(RebalanceTest, HotExpertsAreReplicatedWhileServingWithIdenticalOutputs) {
   ASSERT_TRUE(Rebalance(/*force=*/false, &again).ok());
   EXPECT_FALSE(again.applied());
   EXPECT_FALSE(again.reason().empty());
+}
+
+// The experts the router's current placement gives server `s`.
+std::set<std::pair<int, int>> PlacedOn(RouterServer& router, int s) {
+  std::set<std::pair<int, int>> out;
+  for (const LayerExpert& id : router.engine().placement()->ExpertsOn(s)) {
+    out.emplace(id.layer, id.expert);
+  }
+  return out;
+}
+
+std::set<std::pair<int, int>> HostedBy(const ExpertServer& server) {
+  const std::vector<std::pair<int, int>> hosted =
+      server.engine().HostedExperts();
+  return {hosted.begin(), hosted.end()};
+}
+
+// After a rebalance moved experts, a server restarted empty
+// (--experts=none) and one restarted with its first --experts list both get
+// what the router's placement now gives them before they take work; then
+// every layer's output is bit-identical and each restarted server computes
+// its share.
+TEST_F(RebalanceTest, RestartedServersJoinWithTheExpertsTheRouterAssigns) {
+  const std::vector<int> layers = MoeLayers();
+  for (int round = 0; round < 4; ++round) {
+    for (int l : layers) ASSERT_EQ(RunAndCompare(l), "");
+  }
+  v1::RebalanceResponse response;
+  ASSERT_TRUE(Rebalance(/*force=*/false, &response).ok());
+  ASSERT_TRUE(response.applied()) << response.reason();
+
+  // Two servers whose placement changed: one comes back empty, the other
+  // with the list it was first started with.
+  std::vector<int> moved;
+  for (int s = 0; s < kServers; ++s) {
+    if (PlacedOn(*router_, s) != first_lists_[s]) moved.push_back(s);
+  }
+  ASSERT_GE(moved.size(), 2u) << "the rebalance moved too little to test";
+  const int empty_victim = moved[0], listed_victim = moved[1];
+  for (int victim : {empty_victim, listed_victim}) {
+    const int port = experts_[victim]->port();
+    experts_[victim].reset();
+    ExpertServerOptions options;
+    options.listen_address = "127.0.0.1:" + std::to_string(port);
+    options.engine.model_dir = testing::FixtureDir("tiny-mixtral");
+    options.engine.num_threads = 1;
+    if (victim == empty_victim) {
+      options.engine.start_empty = true;
+    } else {
+      options.engine.experts = first_lists_[victim];
+    }
+    absl::StatusOr<std::unique_ptr<ExpertServer>> restarted =
+        ExpertServer::Start(options);
+    ASSERT_TRUE(restarted.ok()) << restarted.status();
+    experts_[victim] = *std::move(restarted);
+  }
+  // The router's probe finds them, fixes what they host, and marks them up.
+  auto joined = [&] {
+    const v1::RouterStats stats = Stats();
+    for (int victim : {empty_victim, listed_victim}) {
+      if (!stats.servers(victim).up()) return false;
+      if (HostedBy(*experts_[victim]) != PlacedOn(*router_, victim)) {
+        return false;
+      }
+    }
+    return true;
+  };
+  ASSERT_TRUE(testing::Eventually(joined))
+      << "the restarted servers never got their experts back";
+
+  const v1::RouterStats before = Stats();
+  for (int round = 0; round < 2; ++round) {
+    for (int l : layers) ASSERT_EQ(RunAndCompare(l), "");
+  }
+  const v1::RouterStats after = Stats();
+  for (int victim : {empty_victim, listed_victim}) {
+    if (PlacedOn(*router_, victim).empty()) continue;
+    EXPECT_GT(after.servers(victim).slots(), before.servers(victim).slots())
+        << "restarted server " << victim << " takes no work";
+  }
 }
 
 TEST_F(RebalanceTest, NoLoadMovesNothingAndDirectDispatchRefusesIt) {

@@ -177,7 +177,7 @@ TEST(TopologySecurityTest, PartialTlsAndUnknownKeysAreErrors) {
 
 TEST(TopologySecurityTest, EveryServerGetsTheTlsFlagsAndTheGatewayTheToken) {
   cluster::ClusterPlan plan;
-  plan.expert_servers.push_back({"expert-0", {{0, 0}}, std::nullopt});
+  plan.expert_servers.push_back({"expert-0", {{0, 0}}, std::nullopt, std::nullopt});
   plan.attention_servers.push_back({});
   plan.attention_servers.back().name = "attention-0";
   plan.security.tls_cert_file = "/c/s.pem";

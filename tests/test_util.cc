@@ -1,9 +1,11 @@
 #include "tests/test_util.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "gtest/gtest.h"
 
@@ -43,6 +45,18 @@ void WriteFileOrDie(const std::string& path, const std::string& contents) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   EXPECT_TRUE(out.good()) << "cannot write " << path;
   out << contents;
+}
+
+bool Eventually(const std::function<bool()>& condition, double seconds,
+                int poll_ms) {
+  const auto give_up =
+      std::chrono::steady_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  while (std::chrono::steady_clock::now() < give_up) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(poll_ms));
+  }
+  return condition();
 }
 
 }  // namespace moe::testing

@@ -2,6 +2,7 @@
 #ifndef MOE_TESTS_TEST_UTIL_H_
 #define MOE_TESTS_TEST_UTIL_H_
 
+#include <functional>
 #include <string>
 
 namespace moe::testing {
@@ -29,6 +30,12 @@ class TempDir {
 // Whole file contents / overwrite a file (ASSERTs on I/O failure).
 std::string ReadFileOrDie(const std::string& path);
 void WriteFileOrDie(const std::string& path, const std::string& contents);
+
+// Polls `condition` every `poll_ms` until it holds, and returns true as
+// soon as it does; false after `seconds` (a bound against hangs only, never
+// the thing a test waits for).
+bool Eventually(const std::function<bool()>& condition, double seconds = 120,
+                int poll_ms = 20);
 
 }  // namespace moe::testing
 

@@ -142,6 +142,15 @@ TEST(TopologyTest, ExpertsArgumentsAreFormattedCompactly) {
   EXPECT_THAT(ExpertArgs(*split),
               ElementsAre("--experts=0:0-3,1:0-3", "--experts=0:4-7,1:4-7"));
   EXPECT_EQ(split->expert_servers[1].name, "high");
+  // A spare hosts nothing until a rebalance gives it experts.
+  absl::StatusOr<ClusterPlan> spare = ParseAndResolve(
+      With(R"("expert_servers": [{"experts": "all"}, {"experts": "none"}])" +
+           tail),
+      "tiny-mixtral");
+  ASSERT_TRUE(spare.ok()) << spare.status();
+  EXPECT_THAT(ExpertArgs(*spare),
+              ElementsAre("--experts=0:0-7,1:0-7", "--experts=none"));
+  EXPECT_TRUE(spare->expert_servers[1].spare);
 }
 
 TEST(TopologyTest, AutomaticPlacementGivesEachExpertReplicasDistinctServers) {

@@ -47,7 +47,8 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     l.name = server.name;
     l.binary = kExpertServerBinary;
     l.stage = Stage::kExpertServers;
-    const std::string experts = FormatExpertList(server.experts);
+    const std::string experts =
+        server.spare ? "none" : FormatExpertList(server.experts);
     l.args = {model, absl::StrCat("--experts=", experts)};
     AddIfSet(l.args, "threads", server.threads);
     AddIfSet(l.args, "device", server.device);

@@ -200,9 +200,12 @@ absl::StatusOr<Topology> LoadTopology(const std::string& path);
 // An expert server with its experts resolved against a model.
 struct ExpertServerPlan {
   std::string name;
-  std::set<std::pair<int, int>> experts;  // (layer, expert), never empty
+  // (layer, expert); empty only for a spare ("experts": "none"), which
+  // hosts what the router's rebalancing assigns it.
+  std::set<std::pair<int, int>> experts;
   std::optional<int> threads;
   std::optional<std::string> device;
+  bool spare = false;
 };
 
 // A topology resolved against a model: what each server is started with.

@@ -82,7 +82,8 @@ absl::StatusOr<ClusterPlan> Resolve(const Topology& topology,
       }
     } else {
       out.experts = server.experts.all ? all : server.experts.experts;
-      if (out.experts.empty()) {
+      out.spare = server.experts.none;
+      if (out.experts.empty() && !out.spare) {
         return PathError(path, absl::StrCat("server ", server.name,
                                             " hosts nothing: the model has "
                                             "no MoE layers"));

@@ -105,6 +105,14 @@ ABSL_FLAG(std::optional<double>, routed_scaling_factor, std::nullopt,
           "DeepSeek: multiplier of the routed experts' weights.");
 ABSL_FLAG(std::optional<double>, yarn_factor, std::nullopt,
           "DeepSeek: YaRN rope scaling factor; 0 = no rope scaling.");
+ABSL_FLAG(std::string, hot_experts, "",
+          "Skewed routing: experts (e.g. 0,1) that most tokens pick in every "
+          "MoE layer whatever the prompt (every embedding gets a shared "
+          "component these experts' gate rows favour), for load-balancing "
+          "tests and benchmarks.");
+ABSL_FLAG(double, hot_gate_bias, 6.0,
+          "With --hot_experts: how strongly the gates favour them (the logit "
+          "gain per unit of the normalised hidden state's mean).");
 ABSL_FLAG(std::string, dtype, "bf16", "Weight dtype: bf16, f16 or f32.");
 ABSL_FLAG(int, shards, 1,
           "Number of safetensors shards; > 1 also writes "
@@ -423,6 +431,17 @@ moe::GeneratorSpec SpecFromFlags() {
   spec.dtype = ParseDTypeFlag(absl::GetFlag(FLAGS_dtype));
   spec.num_shards = absl::GetFlag(FLAGS_shards);
   spec.seed = absl::GetFlag(FLAGS_seed);
+  if (const std::string hot = absl::GetFlag(FLAGS_hot_experts); !hot.empty()) {
+    for (absl::string_view part : absl::StrSplit(hot, ',')) {
+      int expert;
+      if (!absl::SimpleAtoi(part, &expert)) {
+        FlagError("hot_experts",
+                  absl::StrCat("\"", part, "\" is not an expert index"));
+      }
+      spec.hot_experts.push_back(expert);
+    }
+    spec.hot_gate_bias = static_cast<float>(absl::GetFlag(FLAGS_hot_gate_bias));
+  }
   return spec;
 }
 
@@ -457,6 +476,11 @@ absl::string_view FlagForError(absl::string_view message) {
   };
   for (const auto& [field, flag] : kFields) {
     if (absl::StrContains(message, absl::StrCat(field, " "))) return flag;
+  }
+  for (absl::string_view flag : {"hot_experts", "hot_gate_bias"}) {
+    if (absl::StrContains(message, absl::StrCat("GeneratorSpec: ", flag))) {
+      return flag;
+    }
   }
   return "";
 }
