@@ -88,8 +88,10 @@ class Planner {
           const PlacementTable& placement, const CapacityOptions& options,
           const std::vector<int64_t>& server_load,
           const std::vector<bool>& server_down,
-          absl::Span<const float> correction_bias, DispatchPlan& plan)
+          absl::Span<const float> correction_bias, uint64_t rotation,
+          DispatchPlan& plan)
       : config_(config),
+        rotation_(rotation),
         correction_bias_(correction_bias),
         e_(config.num_experts),
         k_(config.num_experts_per_tok),
@@ -126,17 +128,24 @@ class Planner {
       return -1;
     }
     const int64_t cap = options_.per_server_token_cap;
-    int32_t best = -1;
+    // The least-loaded replicas with room, ascending; the rotation picks
+    // among them.
+    int32_t tied[kMaxTiedReplicas];
+    int num_tied = 0;
     int64_t best_load = 0;
     for (int32_t s : replicas_[expert]) {
       if (cap > 0 && planned_[s] >= cap) continue;
       const int64_t load = planned_[s] + load_[s];
-      if (best < 0 || load < best_load || (load == best_load && s < best)) {
-        best = s;
+      if (num_tied == 0 || load < best_load) {
         best_load = load;
+        num_tied = 0;
+      } else if (load > best_load) {
+        continue;
       }
+      if (num_tied < kMaxTiedReplicas) tied[num_tied++] = s;
     }
-    return best;
+    if (num_tied == 0) return -1;
+    return tied[rotation_ % static_cast<uint64_t>(num_tied)];
   }
 
   void Place(int64_t t, int j, int32_t expert, int32_t server, bool rerouted) {
@@ -193,7 +202,10 @@ class Planner {
     ++stats.dropped;
   }
 
+  // Ties among replicas considered (more are treated as the first ones).
+  static constexpr int kMaxTiedReplicas = 64;
   const ModelConfig& config_;
+  const uint64_t rotation_;
   absl::Span<const float> correction_bias_;
   const int e_;
   const int k_;
@@ -288,7 +300,7 @@ absl::StatusOr<DispatchPlan> PlanDispatch(
     const PlacementTable& placement, const CapacityOptions& options,
     const std::vector<int64_t>& server_load,
     const std::vector<bool>& server_down,
-    absl::Span<const float> correction_bias) {
+    absl::Span<const float> correction_bias, uint64_t rotation) {
   if (!correction_bias.empty() &&
       static_cast<int>(correction_bias.size()) != config.num_experts) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -313,7 +325,7 @@ absl::StatusOr<DispatchPlan> PlanDispatch(
   plan.stats.experts.assign(e, {});
 
   Planner(config, layer, logits, placement, options, server_load, server_down,
-          correction_bias, plan)
+          correction_bias, rotation, plan)
       .Run();
   BuildGroups(placement.num_servers(), e, plan);
   if (!plan.failed_tokens.empty()) {

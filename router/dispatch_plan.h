@@ -18,7 +18,10 @@
 // * An expert "has room" when it has computed fewer than C slots and at
 //   least one of its replicas is below the per-server cap. A slot placed on
 //   an expert goes to the least-loaded such replica, load = slots planned to
-//   the server in this batch + server_load[server]; ties -> lowest server id.
+//   the server in this batch + server_load[server]; among tied replicas
+//   (ascending server id) the one at index `rotation` mod their count, so
+//   that a caller rotating it spreads one-token batches over the replicas
+//   (rotation 0: the lowest id).
 // * A slot whose gated expert has no room overflows. kReroute: it goes to
 //   the token's best-ranked expert (RankExperts: by gate probability, or by
 //   DeepSeek's group-limited choice score; ties -> lower id)
@@ -166,7 +169,7 @@ absl::StatusOr<DispatchPlan> PlanDispatch(
     const PlacementTable& placement, const CapacityOptions& options,
     const std::vector<int64_t>& server_load,
     const std::vector<bool>& server_down = {},
-    absl::Span<const float> correction_bias = {});
+    absl::Span<const float> correction_bias = {}, uint64_t rotation = 0);
 
 // "expert 3 of layer 1 has no live replica" (several experts: "experts 3, 5
 // of layer 1 have no live replica"), for the error of failed tokens.

@@ -28,6 +28,7 @@ RouterEngine::RouterEngine(ModelWeights weights, PlacementTable placement,
       pool_(std::make_unique<ThreadPool>(num_threads)),
       in_flight_(placement_->num_servers(), 0) {
   totals_.layers.resize(weights_.config.num_layers);
+  layer_plans_.assign(weights_.config.num_layers, 0);
   totals_.server_slots.assign(placement_->num_servers(), 0);
   totals_.server_calls.assign(placement_->num_servers(), 0);
   for (int l = 0; l < weights_.config.num_layers; ++l) {
@@ -52,7 +53,8 @@ absl::StatusOr<DispatchPlan> RouterEngine::Plan(int layer, const float* x,
   ASSIGN_OR_RETURN(DispatchPlan plan,
                    PlanDispatch(c, layer, logits.data(), tokens, *placement_,
                                 capacity_, in_flight_, server_down,
-                                weights_.layers[layer].router_correction_bias));
+                                weights_.layers[layer].router_correction_bias,
+                                layer_plans_[layer]++));
   plan.placement = placement_;
   plan.placement_version = placement_version_;
   ++plans_in_flight_[placement_version_];

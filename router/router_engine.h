@@ -92,6 +92,9 @@ class RouterEngine {
   std::map<uint64_t, int64_t> plans_in_flight_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<ThreadPool> pool_ ABSL_GUARDED_BY(mu_);
   std::vector<int64_t> in_flight_ ABSL_GUARDED_BY(mu_);  // slots per server
+  // Plans made per layer: the rotation among equally loaded replicas
+  // (PlanDispatch), so that one-token batches spread over them.
+  std::vector<uint64_t> layer_plans_ ABSL_GUARDED_BY(mu_);
   RouterTotals totals_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -94,6 +94,8 @@ grpc::ServerUnaryReactor* RouterServiceImpl::GetStats(
       counts->set_rerouted_in(in.rerouted_in);
     }
   }
+  const std::shared_ptr<const PlacementTable> placement =
+      dispatcher_->engine().placement();
   for (size_t s = 0; s < totals.server_slots.size(); ++s) {
     v1::ExpertServerCounts* server = response->add_servers();
     server->set_server(static_cast<int32_t>(s));
@@ -101,6 +103,11 @@ grpc::ServerUnaryReactor* RouterServiceImpl::GetStats(
     server->set_slots(totals.server_slots[s]);
     server->set_calls(totals.server_calls[s]);
     server->set_up(dispatcher_->health().IsUp(static_cast<int>(s)));
+    for (const LayerExpert& id : placement->ExpertsOn(static_cast<int>(s))) {
+      v1::ExpertId* out = server->add_experts();
+      out->set_layer(id.layer);
+      out->set_expert(id.expert);
+    }
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

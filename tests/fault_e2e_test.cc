@@ -25,6 +25,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/client_context.h"
 #include "gtest/gtest.h"
+#include "tests/background_stream.h"
 #include "tests/cluster_checks.h"
 #include "tests/generate_client.h"
 #include "tests/launched_cluster.h"
@@ -46,6 +47,7 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+using ::moe::testing::BackgroundStream;
 using ::moe::testing::Eventually;
 
 // 1 while the router sends expert server `address` work, 0 while it is
@@ -71,90 +73,6 @@ std::vector<int32_t> Prompt(int n, int seed) {
   std::vector<int32_t> prompt(n);
   for (int i = 0; i < n; ++i) prompt[i] = 3 + (seed * 131 + i * 37) % 500;
   return prompt;
-}
-
-// One Generate stream read on its own thread; `tokens` is observable while
-// it runs.
-class BackgroundStream {
- public:
-  BackgroundStream(v1::Inference::Stub& stub, v1::GenerateRequest request)
-      : thread_([this, &stub, request = std::move(request)] {
-          grpc::ClientContext context;
-          // Against hangs only: several long streams share this machine.
-          context.set_deadline(std::chrono::system_clock::now() +
-                               std::chrono::seconds(300));
-          auto reader = stub.Generate(&context, request);
-          v1::GenerateResponse response;
-          Clock::time_point last = Clock::now();
-          while (reader->Read(&response)) {
-            const double gap = SecondsSince(last);
-            last = Clock::now();
-            if (response.token_ids_size() > 0 && count_.load() > 0) {
-              max_gap_ = std::max(max_gap_, gap);
-            }
-            for (int32_t t : response.token_ids()) result_.tokens.push_back(t);
-            count_.store(static_cast<int>(result_.tokens.size()));
-            if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
-              ++result_.finish_messages;
-              result_.finish_reason = response.finish_reason();
-              result_.usage = response.usage();
-            }
-          }
-          result_.status = reader->Finish();
-        }) {}
-
-  int tokens_so_far() const { return count_.load(); }
-  // Joins the reader; the stream's outcome.
-  const StreamResult& Finish() {
-    if (thread_.joinable()) thread_.join();
-    return result_;
-  }
-  // Longest wait between two token messages (after the first).
-  double max_gap_seconds() const { return max_gap_; }
-
- private:
-  StreamResult result_;
-  std::atomic<int> count_{0};
-  double max_gap_ = 0;
-  std::thread thread_;
-};
-
-// Starts again a server the test killed, with the command line it had
-// (from /proc) on the same address, so that its peers find it again.
-std::unique_ptr<testing::ChildProcess> Restart(
-    const std::vector<std::string>& argv, const std::string& address,
-    const testing::TempDir& dir) {
-  std::vector<std::string> args;
-  for (size_t i = 0; i < argv.size(); ++i) {
-    const std::string& a = argv[i];
-    auto replace = [&](const std::string& flag, const std::string& value) {
-      if (a == flag && i + 1 < argv.size()) {
-        args.push_back(flag + "=" + value);
-        ++i;
-        return true;
-      }
-      if (absl::StartsWith(a, flag + "=")) {
-        args.push_back(flag + "=" + value);
-        return true;
-      }
-      return false;
-    };
-    if (replace("--listen", address)) continue;
-    if (replace("--port_file", dir.Join("restarted.port"))) continue;
-    if (replace("--metrics_port_file", dir.Join("restarted.metrics_port"))) {
-      continue;
-    }
-    args.push_back(a);
-  }
-  return testing::ChildProcess::Start(args);
-}
-
-std::vector<std::string> CommandLine(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/cmdline"), std::ios::binary);
-  std::string raw((std::istreambuf_iterator<char>(in)),
-                  std::istreambuf_iterator<char>());
-  std::vector<std::string> argv = absl::StrSplit(raw, '\0', absl::SkipEmpty());
-  return argv;
 }
 
 class FaultTest : public ::testing::Test {
@@ -210,7 +128,7 @@ TEST_F(FaultTest, KilledExpertServerWithReplicasIsRoutedAroundAndRejoins) {
     return true;
   }));
   const pid_t pid = cluster->pid("expert-1");
-  const std::vector<std::string> argv = CommandLine(pid);
+  const std::vector<std::string> argv = testing::CommandLineArgs(pid);
   const Clock::time_point killed = Clock::now();
   ASSERT_EQ(kill(pid, SIGKILL), 0);
   ASSERT_TRUE(Eventually([&] {
@@ -230,7 +148,7 @@ TEST_F(FaultTest, KilledExpertServerWithReplicasIsRoutedAroundAndRejoins) {
   EXPECT_LT(marked_down, kFanoutTimeout);
 
   // Restarted on its address, it rejoins and serves again.
-  std::unique_ptr<testing::ChildProcess> restarted = Restart(argv, victim, dir);
+  std::unique_ptr<testing::ChildProcess> restarted = testing::RestartServer(argv, victim, dir.path());
   ASSERT_NE(restarted, nullptr);
   const Clock::time_point restart = Clock::now();
   ASSERT_TRUE(Eventually([&] {
@@ -292,7 +210,7 @@ TEST_F(FaultTest, KilledExpertServerWithoutReplicaFailsOnlyTheRequestsThatNeedIt
   ASSERT_NE(cluster, nullptr);
   const std::string victim = cluster->address("expert-1");
   const pid_t pid = cluster->pid("expert-1");
-  const std::vector<std::string> argv = CommandLine(pid);
+  const std::vector<std::string> argv = testing::CommandLineArgs(pid);
   ASSERT_EQ(kill(pid, SIGKILL), 0);
 
   // Sixteen short requests at once; which of them route a token to expert
@@ -334,7 +252,7 @@ TEST_F(FaultTest, KilledExpertServerWithoutReplicaFailsOnlyTheRequestsThatNeedIt
   // Failing fast: without waiting for the fan-out deadline.
   EXPECT_LT(slowest_failure, kFanoutTimeout);
 
-  std::unique_ptr<testing::ChildProcess> restarted = Restart(argv, victim, dir);
+  std::unique_ptr<testing::ChildProcess> restarted = testing::RestartServer(argv, victim, dir.path());
   ASSERT_NE(restarted, nullptr);
   ASSERT_TRUE(Eventually([&] {
     return ExpertServerUp(*cluster, victim) == 1.0;

@@ -222,6 +222,46 @@ std::string CommandLine(pid_t pid) {
   return out;
 }
 
+std::vector<std::string> CommandLineArgs(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline",
+                   std::ios::binary);
+  std::vector<std::string> args;
+  std::string arg;
+  while (std::getline(in, arg, '\0')) {
+    if (!arg.empty()) args.push_back(arg);
+  }
+  return args;
+}
+
+std::unique_ptr<ChildProcess> RestartServer(
+    const std::vector<std::string>& argv, const std::string& address,
+    const std::string& dir) {
+  std::vector<std::string> args;
+  for (size_t i = 0; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    // "--flag value" or "--flag=value" becomes "--flag=<value>".
+    auto replace = [&](const std::string& flag, const std::string& value) {
+      if (a == flag && i + 1 < argv.size()) {
+        args.push_back(flag + "=" + value);
+        ++i;
+        return true;
+      }
+      if (a.rfind(flag + "=", 0) == 0) {
+        args.push_back(flag + "=" + value);
+        return true;
+      }
+      return false;
+    };
+    if (replace("--listen", address)) continue;
+    if (replace("--port_file", dir + "/restarted.port")) continue;
+    if (replace("--metrics_port_file", dir + "/restarted.metrics_port")) {
+      continue;
+    }
+    args.push_back(a);
+  }
+  return ChildProcess::Start(args);
+}
+
 bool ProcessExists(pid_t pid) { return kill(pid, 0) == 0 || errno != ESRCH; }
 
 }  // namespace moe::testing

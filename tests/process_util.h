@@ -69,6 +69,15 @@ ProcessResult RunProcess(const std::vector<std::string>& argv,
 std::vector<pid_t> ChildPids(pid_t parent);
 // The command line of `pid`, arguments joined by spaces ("" if gone).
 std::string CommandLine(pid_t pid);
+// The arguments of `pid`'s command line (empty if gone).
+std::vector<std::string> CommandLineArgs(pid_t pid);
+// Starts again a server a test killed, with the command line it had
+// (`argv`, from CommandLineArgs) on the same `address` (its --listen), so
+// that its peers find it again; its --port_file and --metrics_port_file
+// become files under `dir` ("restarted.port", "restarted.metrics_port").
+std::unique_ptr<ChildProcess> RestartServer(
+    const std::vector<std::string>& argv, const std::string& address,
+    const std::string& dir);
 // True while `pid` exists (zombies included).
 bool ProcessExists(pid_t pid);
 

@@ -12,7 +12,8 @@ moe_test(cluster_inprocess_test cluster_inprocess_test.cc)
 target_link_libraries(cluster_inprocess_test PRIVATE moe_inprocess_cluster)
 
 # Client helpers and checks shared by the in-process and end-to-end tests.
-add_library(moe_cluster_checks STATIC generate_client.cc cluster_checks.cc)
+add_library(moe_cluster_checks STATIC generate_client.cc cluster_checks.cc
+  background_stream.cc)
 target_link_libraries(moe_cluster_checks PUBLIC moe_test_support moe_rpc)
 target_link_libraries(cluster_inprocess_test PRIVATE moe_cluster_checks)
 # The servers' Prometheus metric classes and placement by ordinal.
