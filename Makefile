@@ -3,7 +3,7 @@
 #   make run    install what is missing, build, start the demo cluster and
 #               stream a generation through it
 #   make test   install what is missing, build, run the whole test suite
-#               under ASan + UBSan (Clang), then every fuzzer for 20 s (CI)
+#               under ASan + UBSan (Clang), then every fuzzer for 15 s (CI)
 #   make test-release / test-tsan   the suite on the Release / a TSan build
 #   make fuzz   every fuzzer for FUZZ_SECONDS (60)
 #   make bench  build and run the benchmarks (report in build/bench/report.json,
@@ -108,6 +108,7 @@ SAN_DIR = $(BUILD_DIR)-asan
 san-configure: deps
 	@mkdir -p $(SAN_DIR) && CC=clang CXX=clang++ cmake -S . -B $(SAN_DIR) \
 	  -DCMAKE_BUILD_TYPE=Debug -DMOE_FUZZ=ON \
+	  -DCMAKE_EXE_LINKER_FLAGS=-fuse-ld=lld \
 	  > $(SAN_DIR)/configure.log 2>&1 || { cat $(SAN_DIR)/configure.log; exit 1; }
 
 test-asan: san-configure
@@ -137,7 +138,7 @@ test-tsan: deps
 # its seed corpus (two at a time) and fails on any crash or sanitizer report;
 # `make fuzz-brief` is the short run of `make test`.
 FUZZ_SECONDS ?= 60
-FUZZ_BRIEF_SECONDS ?= 20
+FUZZ_BRIEF_SECONDS ?= 15
 
 fuzz-build: san-configure
 	@cmake --build $(SAN_DIR) -j$(JOBS) --target moe_fuzzers

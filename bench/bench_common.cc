@@ -62,6 +62,17 @@ GeneratorSpec BenchSpec() {
   return spec;
 }
 
+GeneratorSpec EplbBenchSpec() {
+  GeneratorSpec spec = BenchSpec();
+  spec.config.num_layers = 4;
+  // A smaller vocabulary: the step is then mostly MoE, as in the real
+  // models, rather than lm_head.
+  spec.config.vocab_size = 8192;
+  spec.hot_experts = {0, 4};
+  spec.hot_gate_bias = 16;
+  return spec;
+}
+
 GeneratorSpec DeepseekBenchSpec() {
   GeneratorSpec spec;
   ModelConfig& c = spec.config;
@@ -105,6 +116,10 @@ nlohmann::json SpecJson(const GeneratorSpec& spec) {
   j["dtype"] = std::string(DTypeName(spec.dtype));
   j["num_shards"] = spec.num_shards;
   j["seed"] = spec.seed;
+  if (!spec.hot_experts.empty()) {
+    j["hot_experts"] = spec.hot_experts;
+    j["hot_gate_bias"] = spec.hot_gate_bias;
+  }
   return j;
 }
 

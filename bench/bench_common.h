@@ -50,6 +50,9 @@ class ProgressLine {
 // The generated Mixtral-shaped bench model (hidden 1024, 8 layers, 16
 // experts top-2, BF16, ~2.2 GB).
 GeneratorSpec BenchSpec();
+// BenchSpec with 4 layers whose gates favour experts 0 and 4 (hot
+// experts, see GeneratorSpec): the skewed model of the EPLB measurement.
+GeneratorSpec EplbBenchSpec();
 // A DeepSeek-V2-Lite-shaped model scaled to about 2 GB: V2-Lite's hidden
 // size (2048), heads (16) and MLA sizes (no q LoRA, kv_lora 512, nope 128,
 // rope 64, v 128), two shared experts, top-6 routing and a dense first

@@ -44,6 +44,13 @@
 //   expert_rtt_vs_echo     transport / stream echo: what the router's call
 //                          costs beyond moving the bytes;
 //   expert_rtt_with_compute_vs_echo  the whole round trip / stream echo.
+//   eplb_step_time_ratio   decode seconds per step at batch 32 on a skewed
+//                          model (hot experts 0 and 4, both on expert-0 of
+//                          bench-eplb.json) after a rebalance over before
+//                          it, the same requests, best runs;
+//   eplb_migration_max_step_vs_median  the longest inter-token gap of
+//                          streams open while the experts moved over the
+//                          median gap before.
 #include <signal.h>
 
 #include <algorithm>
@@ -63,6 +70,7 @@
 #include "bench/bench_cluster.h"
 #include "bench/bench_common.h"
 #include "bench/disagg_bench.h"
+#include "bench/eplb_bench.h"
 #include "bench/expert_rtt.h"
 #include "bench/loadgen_bench.h"
 #include "core/engine.h"
@@ -106,6 +114,13 @@ ABSL_FLAG(std::string, loadgen, "",
           "moe-loadgen binary; default: next to --launcher.");
 ABSL_FLAG(int, loadgen_requests, 96, "Requests of the loadgen measurement.");
 ABSL_FLAG(int, loadgen_concurrency, 16, "Requests in flight in it.");
+ABSL_FLAG(bool, skip_eplb, false, "Skip the expert rebalancing measurement.");
+ABSL_FLAG(std::string, eplb_model, "build/bench/models/mixtral-eplb",
+          "The skewed model of the rebalancing measurement (generated there "
+          "when missing).");
+ABSL_FLAG(std::string, eplb_topology, "deploy/local/bench-eplb.json",
+          "Topology of the rebalancing measurement.");
+ABSL_FLAG(int, eplb_batch, 32, "Concurrent streams of the rebalancing runs.");
 
 namespace {
 
@@ -351,6 +366,50 @@ int main(int argc, char** argv) {
                     "gateway + attention + router + expert servers"});
     rows.push_back({"loadgen_self_cpu_fraction", cpu.fraction, "<= 0.1",
                     cpu.fraction <= 0.1, "loadgen CPU / servers' CPU per token"});
+  }
+
+  if (!absl::GetFlag(FLAGS_skip_eplb)) {
+    const std::string model = absl::GetFlag(FLAGS_eplb_model);
+    absl::StatusOr<double> generated = moe::bench::EnsureGeneratedModel(
+        model, moe::bench::EplbBenchSpec(), /*regenerate=*/false,
+        "skewed (hot experts) bench model");
+    if (!generated.ok()) Die(generated.status().ToString());
+    std::unique_ptr<moe::bench::BenchCluster> cluster =
+        moe::bench::BenchCluster::Start(absl::GetFlag(FLAGS_launcher),
+                                        absl::GetFlag(FLAGS_eplb_topology),
+                                        model, work, "eplb");
+    const int batch = absl::GetFlag(FLAGS_eplb_batch);
+    Note(absl::StrFormat("eplb: %d streams, hot experts 0 and 4 on expert-0 of bench-eplb.json",
+                         batch));
+    const moe::bench::EplbResult eplb = moe::bench::MeasureEplb(
+        *cluster, cluster->address("router"),
+        moe::bench::EplbBenchSpec().config.vocab_size, batch,
+        absl::GetFlag(FLAGS_decode_steps) / 2,
+        std::max(1, absl::GetFlag(FLAGS_repeats) / 2));
+    const double step_ratio =
+        eplb.step_before_seconds > 0
+            ? eplb.step_after_seconds / eplb.step_before_seconds
+            : 0;
+    const double spike = eplb.median_step_seconds > 0
+                             ? eplb.migration_max_step_seconds /
+                                   eplb.median_step_seconds
+                             : 0;
+    rows.push_back({"eplb_step_time_ratio", step_ratio, "<= 0.7",
+                    step_ratio <= 0.7,
+                    absl::StrFormat("%.2f ms -> %.2f ms per step; imbalance "
+                                    "%.2f -> %.2f predicted",
+                                    eplb.step_before_seconds * 1e3,
+                                    eplb.step_after_seconds * 1e3,
+                                    eplb.rebalance.imbalance_before(),
+                                    eplb.rebalance.imbalance_after())});
+    rows.push_back({"eplb_migration_max_step_vs_median", spike, "<= 1.5",
+                    spike <= 1.5,
+                    absl::StrFormat("%.2f ms longest / %.2f ms median; %d "
+                                    "experts moved in %.3f s",
+                                    eplb.migration_max_step_seconds * 1e3,
+                                    eplb.median_step_seconds * 1e3,
+                                    eplb.rebalance.loaded(),
+                                    eplb.rebalance.seconds())});
   }
 
   if (!absl::GetFlag(FLAGS_skip_rtt)) {

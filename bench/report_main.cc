@@ -44,6 +44,10 @@ constexpr Headline kHeadlines[] = {
      [](double v) { return v <= 1.2; }},
     {"loadgen_self_cpu_fraction", "moe-loadgen CPU / servers' CPU", "<= 0.1",
      [](double v) { return v <= 0.1; }},
+    {"eplb_step_time_ratio", "skewed decode step, rebalanced / not", "<= 0.7",
+     [](double v) { return v <= 0.7; }},
+    {"eplb_migration_max_step_vs_median", "longest step while experts move",
+     "<= 1.5", [](double v) { return v <= 1.5; }},
     // make bench-gpu (moe-gpu-bench).
     {"tokenizer_qwen3_encode_vs_hf", "qwen3 tokenizer encode / HF tokenizers",
      ">= 1", [](double v) { return v >= 1; }},

@@ -147,6 +147,19 @@ TEST(TopologyErrorsTest, RolesAreCheckedAndMixedConsistently) {
   EXPECT_THAT(Error(With(R"("expert_servers": 1, "attention_servers": 1,
       "pin_cpus": 3)")),
               HasSubstr("pin_cpus"));
+  EXPECT_THAT(Error(With(R"("expert_servers": 2, "attention_servers": 1,
+      "expert_pin_cpus": ["0"])")),
+              HasSubstr("expert_pin_cpus: lists 1 CPU lists for 2 expert"));
+  EXPECT_THAT(Error(With(R"("expert_servers": 1, "attention_servers": 1,
+      "expert_pin_cpus": ["0-x"])")),
+              HasSubstr("expert_pin_cpus[0]: CPU list \"0-x\""));
+  EXPECT_THAT(Error(With(R"("expert_servers": [{"experts": "all"}],
+      "attention_servers": 1, "expert_pin_cpus": ["0"])")),
+              HasSubstr("expert_pin_cpus: only applies to expert_servers "
+                        "given as a count"));
+  EXPECT_THAT(Error(With(R"("expert_servers": [{"experts": "all",
+      "pin_cpus": "zero"}], "attention_servers": 1)")),
+              HasSubstr("expert_servers[0].pin_cpus"));
   EXPECT_THAT(Error(With(R"("expert_servers": 1, "attention_servers": 1,
       "router": {"rebalance_min_gain": 1.5})")),
               HasSubstr("router.rebalance_min_gain: must be in [0, 1)"));

@@ -232,6 +232,23 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
               ElementsAre("--model=/models/m", "--max_in_flight=16",
                           "--drain_seconds=90", "--attention_servers=a:1,b:2"));
 
+  // Expert servers pinned one by one: a counted section's list, or a
+  // listed server's own key, which overrides the top-level one.
+  absl::StatusOr<ClusterPlan> pinned = ParseAndResolve(
+      With(R"("expert_servers": 2, "attention_servers": 1,
+              "expert_pin_cpus": ["1", "0"], "pin_cpus": "all")"),
+      "tiny-mixtral");
+  ASSERT_TRUE(pinned.ok()) << pinned.status();
+  const std::vector<ServerLaunch> pinned_launches = PlanLaunches(*pinned, "/m");
+  EXPECT_THAT(pinned_launches[0].args, Contains("--pin_cpus=1"));
+  EXPECT_THAT(pinned_launches[1].args, Contains("--pin_cpus=0"));
+  absl::StatusOr<ClusterPlan> listed = ParseAndResolve(
+      With(R"("expert_servers": [{"experts": "all", "pin_cpus": "1"}],
+              "attention_servers": 1)"),
+      "tiny-mixtral");
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_THAT(PlanLaunches(*listed, "/m")[0].args, Contains("--pin_cpus=1"));
+
   absl::StatusOr<ClusterPlan> bare = ParseAndResolve(
       With(R"("expert_servers": 1, "attention_servers": 1)"), "tiny-mixtral");
   ASSERT_TRUE(bare.ok()) << bare.status();

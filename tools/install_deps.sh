@@ -24,6 +24,8 @@ packages=(
   gnuplot-nox          # moe-loadgen --plot (latency/throughput of a sweep)
   clang libclang-rt-14-dev  # make fuzz: Clang 14 (Debian 12's), libFuzzer
                             # and the sanitizer runtimes
+  lld                  # links the ASan + UBSan tree of make test (about
+                       # seven times faster than ld.bfd per test binary)
   "$@"
 )
 

@@ -52,7 +52,8 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     l.args = {model, absl::StrCat("--experts=", experts)};
     AddIfSet(l.args, "threads", server.threads);
     AddIfSet(l.args, "device", server.device);
-    AddIfSet(l.args, "pin_cpus", plan.pin_cpus);
+    AddIfSet(l.args, "pin_cpus",
+             server.pin_cpus.has_value() ? server.pin_cpus : plan.pin_cpus);
     if (plan.data_plane.kind == DataPlane::kNccl) {
       l.args.push_back("--data_plane=nccl");
     }

@@ -86,7 +86,8 @@ absl::StatusOr<ExpertServerTopology> ParseExpertServer(const Json& value,
                                                        const std::string& path,
                                                        size_t index) {
   RETURN_IF_ERROR(
-      CheckObject(value, path, {"name", "experts", "threads", "device"}));
+      CheckObject(value, path,
+                  {"name", "experts", "threads", "device", "pin_cpus"}));
   ExpertServerTopology server;
   ASSIGN_OR_RETURN(server.name,
                    ReadName(value, path, absl::StrCat("expert-", index)));
@@ -107,6 +108,13 @@ absl::StatusOr<ExpertServerTopology> ParseExpertServer(const Json& value,
   ASSIGN_OR_RETURN(server.threads,
                    OptionalInt(value, path, "threads", 0, kMaxThreads));
   ASSIGN_OR_RETURN(server.device, OptionalDevice(value, path, "device"));
+  ASSIGN_OR_RETURN(server.pin_cpus, OptionalString(value, path, "pin_cpus"));
+  if (server.pin_cpus.has_value()) {
+    if (absl::Status cpus = ParseCpuList(*server.pin_cpus).status();
+        !cpus.ok()) {
+      return PathError(FieldPath(path, "pin_cpus"), cpus.message());
+    }
+  }
   return server;
 }
 
@@ -135,6 +143,30 @@ absl::StatusOr<ExpertServersSection> ParseExpertServers(const Json& root) {
                    OptionalDevice(root, "", "expert_device"));
   const std::string default_device_path =
       default_device.has_value() ? "expert_device" : "";
+  // "expert_pin_cpus": one CPU list per server of a counted section.
+  std::vector<std::string> pin_lists;
+  if (auto pins = root.find("expert_pin_cpus"); pins != root.end()) {
+    if (it->is_array()) {
+      return PathError("expert_pin_cpus",
+                       "only applies to expert_servers given as a count; a "
+                       "listed server takes its own \"pin_cpus\"");
+    }
+    if (!pins->is_array()) {
+      return PathError("expert_pin_cpus",
+                       "must be a list of CPU lists, one per expert server");
+    }
+    for (size_t i = 0; i < pins->size(); ++i) {
+      const std::string path = IndexPath("expert_pin_cpus", i);
+      if (!(*pins)[i].is_string()) {
+        return PathError(path, "must be a CPU list such as \"0\" or \"2-3\"");
+      }
+      const std::string cpus = (*pins)[i].get<std::string>();
+      if (absl::Status parsed = ParseCpuList(cpus).status(); !parsed.ok()) {
+        return PathError(path, parsed.message());
+      }
+      pin_lists.push_back(cpus);
+    }
+  }
   if (it->is_array()) {
     if (replicas.has_value()) {
       return PathError("replicas",
@@ -171,11 +203,18 @@ absl::StatusOr<ExpertServersSection> ParseExpertServers(const Json& root) {
                      absl::StrCat("must be at most expert_servers (", count,
                                   "), got ", section.replicas));
   }
+  if (!pin_lists.empty() && static_cast<int>(pin_lists.size()) != count) {
+    return PathError("expert_pin_cpus",
+                     absl::StrCat("lists ", pin_lists.size(),
+                                  " CPU lists for ", count,
+                                  " expert servers"));
+  }
   for (int i = 0; i < count; ++i) {
     ExpertServerTopology server;
     server.name = absl::StrCat("expert-", i);
     server.threads = default_threads;
     server.device = default_device;
+    if (!pin_lists.empty()) server.pin_cpus = pin_lists[i];
     section.servers.push_back(std::move(server));
     section.device_paths.push_back(default_device_path);
   }
@@ -443,7 +482,8 @@ absl::StatusOr<Topology> ParseRoot(const Json& root, absl::string_view source) {
   RETURN_IF_ERROR(
       CheckObject(root, "",
                   {"name", "description", "expert_servers", "replicas",
-                   "expert_threads", "expert_device", "router",
+                   "expert_threads", "expert_device", "expert_pin_cpus",
+                   "router",
                    "attention_servers", "gateway", "security", "data_plane",
                    "pin_cpus"}));
   Topology topology;

@@ -122,6 +122,9 @@ struct ExpertServerTopology {
   // "cpu" or "cuda:N" (normalised: "cuda" is "cuda:0"); unset: the server's
   // default (cpu).
   std::optional<std::string> device;
+  // CPUs for this server's compute threads (as the top-level "pin_cpus",
+  // which it overrides), e.g. one core per expert server.
+  std::optional<std::string> pin_cpus;
 };
 
 struct RouterTopology {
@@ -206,6 +209,7 @@ struct ExpertServerPlan {
   std::optional<int> threads;
   std::optional<std::string> device;
   bool spare = false;
+  std::optional<std::string> pin_cpus;  // overrides ClusterPlan::pin_cpus
 };
 
 // A topology resolved against a model: what each server is started with.

@@ -67,6 +67,7 @@ absl::StatusOr<ClusterPlan> Resolve(const Topology& topology,
     out.name = server.name;
     out.threads = server.threads;
     out.device = server.device;
+    out.pin_cpus = server.pin_cpus;
     if (topology.automatic_placement) {
       for (const LayerExpert& le : table->ExpertsOn(s)) {
         out.experts.emplace(le.layer, le.expert);
