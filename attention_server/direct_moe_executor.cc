@@ -1,5 +1,7 @@
 #include "attention_server/direct_moe_executor.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <utility>
 #include <vector>
@@ -16,8 +18,15 @@
 namespace moe {
 namespace {
 
+// This process as a follower of the router's placement.
+std::string FollowerName() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return absl::StrCat("attention_server@", host, ":", getpid());
+}
+
 absl::StatusOr<v1::DispatchConfig> FetchDispatchConfig(
-    const DirectMoeOptions& options) {
+    const DirectMoeOptions& options, const std::string& follower) {
   absl::Status serving = WaitForServing(options.router_address,
                                         options.connect_timeout_seconds);
   if (!serving.ok()) {
@@ -32,8 +41,10 @@ absl::StatusOr<v1::DispatchConfig> FetchDispatchConfig(
       std::chrono::milliseconds(
           static_cast<int64_t>(options.connect_timeout_seconds * 1000)));
   v1::DispatchConfig config;
-  const grpc::Status status = stub->GetDispatchConfig(
-      &context, v1::GetDispatchConfigRequest(), &config);
+  v1::GetDispatchConfigRequest request;
+  request.set_follower(follower);
+  const grpc::Status status =
+      stub->GetDispatchConfig(&context, request, &config);
   if (!status.ok()) {
     return absl::UnavailableError(
         absl::StrCat("router ", options.router_address,
@@ -58,7 +69,9 @@ struct DirectMoeExecutor::Call {
 
 absl::StatusOr<std::unique_ptr<DirectMoeExecutor>> DirectMoeExecutor::Create(
     const DirectMoeOptions& options, prometheus::Registry& registry) {
-  ASSIGN_OR_RETURN(const v1::DispatchConfig wire, FetchDispatchConfig(options));
+  const std::string follower = FollowerName();
+  ASSIGN_OR_RETURN(const v1::DispatchConfig wire,
+                   FetchDispatchConfig(options, follower));
   absl::StatusOr<DispatchConfig> config = ReadDispatchConfig(wire);
   if (!config.ok()) {
     return absl::InvalidArgumentError(
@@ -85,6 +98,9 @@ absl::StatusOr<std::unique_ptr<DirectMoeExecutor>> DirectMoeExecutor::Create(
       executor->engine_.get(), std::move(connections),
       config->fanout_timeout_seconds, config->health_probe_seconds,
       executor->metrics_.get());
+  executor->follower_ = std::make_unique<PlacementFollower>(
+      options.router_address, follower, config->placement_version,
+      executor->engine_.get(), executor->metrics_.get());
   return executor;
 }
 

@@ -6,7 +6,8 @@
 // the gating and placement service: the placement, capacity and overflow
 // options and timeouts come from its GetDispatchConfig at start, and the
 // gates from the same checkpoint, so the plan and the combine (ascending
-// expert order per token) are the router's, bit for bit.
+// expert order per token) are the router's, bit for bit. After a rebalance
+// the placement follows the router's (attention_server/placement_follower.h).
 //
 // Failure handling is the router's MoeDispatcher's (router/moe_dispatcher.h):
 // a dead or hung expert server is marked down, its groups go to other live
@@ -23,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/moe_executor.h"
+#include "attention_server/placement_follower.h"
 #include "prometheus/registry.h"
 #include "router/moe_dispatcher.h"
 #include "router/router_engine.h"
@@ -72,6 +74,8 @@ class DirectMoeExecutor : public MoeExecutor {
   std::unique_ptr<RouterEngine> engine_;
   std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<MoeDispatcher> dispatcher_;  // uses engine_ and metrics_
+  // Switches engine_ to the router's placement after each rebalance.
+  std::unique_ptr<PlacementFollower> follower_;
   uint64_t next_call_id_ = 1;
   std::map<uint64_t, std::shared_ptr<Call>> calls_;  // started, not waited
 };

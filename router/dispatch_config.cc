@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "router/placement_followers.h"
 
 namespace moe {
 namespace {
@@ -20,18 +21,15 @@ absl::Status CheckSeconds(double seconds, const char* field) {
 
 v1::DispatchConfig DescribeDispatch(MoeDispatcher& dispatcher) {
   v1::DispatchConfig out;
+  // The placement and its version, read together.
+  uint64_t version = 0;
   const std::shared_ptr<const PlacementTable> placement =
-      dispatcher.engine().placement();
+      dispatcher.engine().placement(&version);
   for (int s = 0; s < dispatcher.num_servers(); ++s) {
     out.add_expert_servers(dispatcher.connection(s).address());
-    v1::ServerPlacement* server = out.add_placement();
-    server->set_server(s);
-    for (const LayerExpert& id : placement->ExpertsOn(s)) {
-      v1::ExpertId* expert = server->add_experts();
-      expert->set_layer(id.layer);
-      expert->set_expert(id.expert);
-    }
   }
+  WritePlacement(*placement, out.mutable_placement());
+  out.set_placement_version(version);
   const CapacityOptions& capacity = dispatcher.engine().capacity();
   out.set_capacity_factor(capacity.capacity_factor);
   out.set_per_server_token_cap(capacity.per_server_token_cap);
@@ -57,31 +55,9 @@ absl::StatusOr<DispatchConfig> ReadDispatchConfig(
     }
     out.expert_servers.push_back(config.expert_servers(s));
   }
-  out.placement = PlacementTable(servers);
-  std::vector<bool> seen(servers, false);
-  for (int i = 0; i < config.placement_size(); ++i) {
-    const v1::ServerPlacement& server = config.placement(i);
-    const std::string field = absl::StrCat("placement[", i, "]");
-    if (server.server() < 0 || server.server() >= servers) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".server: ", server.server(),
-                       " is outside the ", servers, " expert_servers"));
-    }
-    if (seen[server.server()]) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ".server: ", server.server(), " is listed twice"));
-    }
-    seen[server.server()] = true;
-    for (int e = 0; e < server.experts_size(); ++e) {
-      const v1::ExpertId& id = server.experts(e);
-      if (absl::Status added =
-              out.placement.Add(id.layer(), id.expert(), server.server());
-          !added.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            field, ".experts[", e, "]: ", added.message()));
-      }
-    }
-  }
+  ASSIGN_OR_RETURN(out.placement,
+                   ReadPlacement(config.placement(), servers, "placement"));
+  out.placement_version = config.placement_version();
   if (!std::isfinite(config.capacity_factor()) ||
       config.capacity_factor() < 0) {
     return absl::InvalidArgumentError(

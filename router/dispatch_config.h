@@ -18,6 +18,7 @@ namespace moe {
 struct DispatchConfig {
   std::vector<std::string> expert_servers;  // server id = index
   PlacementTable placement{0};
+  uint64_t placement_version = 0;  // the router's (WatchPlacement)
   CapacityOptions capacity;
   double fanout_timeout_seconds = 0;
   double health_probe_seconds = 0;

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/rpc/channel_util.h"
@@ -47,10 +48,12 @@ std::vector<std::vector<int64_t>> TokensByLayerExpert(
 
 Rebalancer::Rebalancer(RouterEngine* engine,
                        std::vector<std::string> addresses,
-                       RebalanceOptions options, RouterMetrics* metrics)
+                       RebalanceOptions options, PlacementFollowers* followers,
+                       RouterMetrics* metrics)
     : engine_(engine),
       addresses_(std::move(addresses)),
       options_(options),
+      followers_(followers),
       metrics_(metrics) {
   for (const std::string& address : addresses_) {
     stubs_.push_back(v1::ExpertService::NewStub(MakeChannel(address)));
@@ -59,7 +62,11 @@ Rebalancer::Rebalancer(RouterEngine* engine,
     absl::MutexLock lock(&mu_);
     window_start_ = TokensByLayerExpert(engine_->Totals(), engine_->config());
   }
-  metrics_->SetServerExperts(*engine_->placement());
+  uint64_t version = 0;
+  const std::shared_ptr<const PlacementTable> placement =
+      engine_->placement(&version);
+  metrics_->SetServerExperts(*placement);
+  followers_->SetCurrent(version, *placement);
   if (options_.period_seconds > 0) {
     periodic_ = std::thread([this] { PeriodicLoop(); });
   }
@@ -68,11 +75,6 @@ Rebalancer::Rebalancer(RouterEngine* engine,
 Rebalancer::~Rebalancer() {
   stop_.Notify();
   if (periodic_.joinable()) periodic_.join();
-}
-
-void Rebalancer::Refuse(std::string why) {
-  absl::MutexLock lock(&mu_);
-  refuse_reason_ = std::move(why);
 }
 
 void Rebalancer::PeriodicLoop() {
@@ -140,10 +142,27 @@ absl::Status Rebalancer::AdmitLocked(int server) {
               to_unload[server].size());
   std::fflush(stdout);
   RETURN_IF_ERROR(ChangeExperts(/*load=*/true, to_load));
-  // No plan routes to what the placement does not give this server, and no
-  // migration runs (mu_ is held): unloading disturbs no call.
-  RETURN_IF_ERROR(ChangeExperts(/*load=*/false, to_unload));
+  // No plan here routes to what the placement does not give this server,
+  // and no migration runs (mu_ is held); a follower still on an older
+  // placement might, so extras stay until every follower has the current
+  // one.
+  if (followers_->AllCurrent()) {
+    RETURN_IF_ERROR(ChangeExperts(/*load=*/false, to_unload));
+  }
   return absl::OkStatus();
+}
+
+std::vector<std::vector<int64_t>> Rebalancer::CurrentLoad() {
+  const ModelConfig& config = engine_->config();
+  std::vector<std::vector<int64_t>> load =
+      TokensByLayerExpert(engine_->Totals(), config);
+  const std::vector<std::vector<int64_t>> followers = followers_->CollectLoad(
+      config.num_layers, config.num_experts,
+      absl::Seconds(options_.follower_timeout_seconds));
+  for (int l = 0; l < config.num_layers; ++l) {
+    for (int e = 0; e < config.num_experts; ++e) load[l][e] += followers[l][e];
+  }
+  return load;
 }
 
 absl::StatusOr<RebalanceResult> Rebalancer::Rebalance(bool force) {
@@ -171,16 +190,11 @@ absl::StatusOr<RebalanceResult> Rebalancer::Rebalance(bool force) {
 }
 
 absl::StatusOr<RebalanceResult> Rebalancer::RebalanceLocked(bool force) {
-  if (!refuse_reason_.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("rebalance refused: ", refuse_reason_));
-  }
   const absl::Time start = absl::Now();
   const ModelConfig& config = engine_->config();
   const std::shared_ptr<const PlacementTable> current = engine_->placement();
   const int num_servers = current->num_servers();
-  const std::vector<std::vector<int64_t>> now =
-      TokensByLayerExpert(engine_->Totals(), config);
+  const std::vector<std::vector<int64_t>> now = CurrentLoad();
   EplbOptions eplb;
   eplb.num_servers = num_servers;
   eplb.slots_per_server =
@@ -260,12 +274,24 @@ absl::StatusOr<RebalanceResult> Rebalancer::RebalanceLocked(bool force) {
       !loaded.ok()) {
     return loaded;
   }
+  const PlacementTable published = next;
   absl::StatusOr<uint64_t> version = engine_->SwitchPlacement(std::move(next));
   if (!version.ok()) return version.status();
-  // Calls planned with the old placement may still use an old replica.
+  followers_->SetCurrent(*version, published);
+  // Calls planned with the old placement, here or at a follower, may still
+  // use an old replica.
   engine_->AwaitPlansBefore(*version);
-  if (absl::Status unloaded = ChangeExperts(/*load=*/false, to_unload);
-      !unloaded.ok()) {
+  const std::vector<std::string> lagging = followers_->AwaitAcknowledged(
+      *version, absl::Seconds(options_.follower_timeout_seconds));
+  if (!lagging.empty()) {
+    result.reason = absl::StrCat(
+        "switched, but ", absl::StrJoin(lagging, ", "),
+        " did not confirm the new placement within ",
+        options_.follower_timeout_seconds,
+        " s, so the experts it may still use stay loaded");
+    result.unloaded = 0;
+  } else if (absl::Status unloaded = ChangeExperts(/*load=*/false, to_unload);
+             !unloaded.ok()) {
     // The new placement serves; the extra experts only cost memory.
     result.reason = absl::StrCat("switched, but unloading failed: ",
                                  unloaded.message());

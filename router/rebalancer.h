@@ -1,7 +1,9 @@
 // Online expert rebalancing (EPLB) without stopping the router.
 //
-// A rebalance takes the per-(layer, expert) tokens the router computed
-// since the previous rebalance (or its start): the load window. For each
+// A rebalance takes the per-(layer, expert) tokens computed since the
+// previous rebalance (or the router's start): the load window. They are
+// the router's own dispatches plus those its followers (attention servers
+// with --moe_dispatch=direct) report. For each
 // MoE layer it plans replica counts and an assignment with
 // PlanLayerPlacement (router/eplb.h) under a slot budget per server, and
 // compares the predicted imbalance (the sum over layers of the most-loaded
@@ -12,8 +14,12 @@
 //      parallel; batches keep running on the old placement);
 //   2. the router switches to the new placement atomically between plans
 //      (RouterEngine::SwitchPlacement);
-//   3. once every plan made with the old placement is released (its calls
-//      are over), each server unloads what it no longer hosts.
+//   3. the followers (attention servers that dispatch with a copy of the
+//      placement, router/placement_followers.h) are sent it; once every
+//      plan made with the old placement is released (its calls are over),
+//      here and at every follower, each server unloads what it no longer
+//      hosts. A follower that does not acknowledge in time leaves the old
+//      experts loaded (they only cost memory) rather than break its calls.
 // A load that fails leaves the placement as it was (extra experts loaded
 // on some servers stay until the next rebalance). Greedy tokens do not
 // change: the combine order does not depend on placement.
@@ -29,6 +35,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "moe/v1/expert.grpc.pb.h"
+#include "router/placement_followers.h"
 #include "router/router_engine.h"
 #include "router/router_metrics.h"
 
@@ -46,6 +53,9 @@ struct RebalanceOptions {
   double period_seconds = 0;
   // How long one server's LoadExperts may take.
   double load_timeout_seconds = 600;
+  // How long the followers may take to report their load, and to
+  // acknowledge a new placement.
+  double follower_timeout_seconds = 60;
 };
 
 struct RebalanceResult {
@@ -62,17 +72,18 @@ struct RebalanceResult {
 // Thread-safe; one rebalance runs at a time.
 class Rebalancer {
  public:
-  // `engine` and `metrics` are borrowed; `addresses[s]` is server id s.
-  // Starts the periodic thread when options.period_seconds > 0.
+  // `engine`, `followers` and `metrics` are borrowed; `addresses[s]` is
+  // server id s. Publishes the current placement to `followers`, and
+  // starts the periodic thread when options.period_seconds > 0.
   Rebalancer(RouterEngine* engine, std::vector<std::string> addresses,
-             RebalanceOptions options, RouterMetrics* metrics);
+             RebalanceOptions options, PlacementFollowers* followers,
+             RouterMetrics* metrics);
   ~Rebalancer();
 
   // Plans and, when it gains at least min_gain (or `force`, when it gains
-  // anything), migrates. Errors: FAILED_PRECONDITION when `refuse_reason`
-  // is set (see Refuse), the planner's INVALID_ARGUMENT (a slot budget too
-  // small for the layer), UNAVAILABLE naming the server whose LoadExperts
-  // failed (nothing switched then).
+  // anything), migrates. Errors: the planner's INVALID_ARGUMENT (a slot
+  // budget too small for the layer), UNAVAILABLE naming the server whose
+  // LoadExperts failed (nothing switched then).
   absl::StatusOr<RebalanceResult> Rebalance(bool force);
 
   // The health probe's admission check (ExpertHealth::Admission): makes
@@ -82,12 +93,10 @@ class Rebalancer {
   // and unloads what it no longer hosts, then answers OK. Errors name the
   // server and the call that failed; the server stays down until a later
   // probe succeeds. While a rebalance runs it changes nothing and answers
-  // `up` (OK for a server already up, UNAVAILABLE for one down).
+  // `up` (OK for a server already up, UNAVAILABLE for one down); while a
+  // follower has not acknowledged the current placement it loads but does
+  // not unload.
   absl::Status Admit(int server, bool up);
-
-  // Refuses later rebalances with FAILED_PRECONDITION and `why` (e.g.
-  // attention servers that dispatch with a placement they copied).
-  void Refuse(std::string why);
 
  private:
   absl::StatusOr<RebalanceResult> RebalanceLocked(bool force)
@@ -97,17 +106,20 @@ class Rebalancer {
   absl::Status ChangeExperts(
       bool load, const std::vector<std::vector<LayerExpert>>& per_server);
   void PeriodicLoop();
+  // Tokens per [layer][expert] so far: the router's own dispatches plus
+  // what its followers report (asked for fresh reports first).
+  std::vector<std::vector<int64_t>> CurrentLoad();
   absl::Status AdmitLocked(int server) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   RouterEngine* engine_;
   std::vector<std::string> addresses_;
   std::vector<std::unique_ptr<v1::ExpertService::Stub>> stubs_;
   RebalanceOptions options_;
+  PlacementFollowers* followers_;
   RouterMetrics* metrics_;
   absl::Mutex mu_;
   // Per (layer, expert) tokens at the start of the window.
   std::vector<std::vector<int64_t>> window_start_ ABSL_GUARDED_BY(mu_);
-  std::string refuse_reason_ ABSL_GUARDED_BY(mu_);
   absl::Notification stop_;
   std::thread periodic_;
 };

@@ -89,8 +89,10 @@ void RouterEngine::Release(const DispatchPlan& plan) {
   }
 }
 
-std::shared_ptr<const PlacementTable> RouterEngine::placement() const {
+std::shared_ptr<const PlacementTable> RouterEngine::placement(
+    uint64_t* version) const {
   absl::MutexLock lock(&mu_);
+  if (version != nullptr) *version = placement_version_;
   return placement_;
 }
 

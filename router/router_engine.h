@@ -45,7 +45,9 @@ class RouterEngine {
   const ModelConfig& config() const { return weights_.config; }
   // The current placement (a snapshot: a later SwitchPlacement does not
   // change it).
-  std::shared_ptr<const PlacementTable> placement() const;
+  // With `version`: also its version, read with it.
+  std::shared_ptr<const PlacementTable> placement(
+      uint64_t* version = nullptr) const;
   uint64_t placement_version() const;
 
   // Makes `next` the placement of every later Plan (the servers must be

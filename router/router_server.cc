@@ -125,9 +125,10 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
       server->engine_.get(), std::move(connections),
       options.fanout_timeout_seconds, options.health_probe_seconds,
       server->metrics_.get());
+  server->followers_ = std::make_unique<PlacementFollowers>();
   server->rebalancer_ = std::make_unique<Rebalancer>(
       server->engine_.get(), options.expert_addresses, options.rebalance,
-      server->metrics_.get());
+      server->followers_.get(), server->metrics_.get());
   // A server the prober finds SERVING takes work once it hosts what the
   // placement gives it (a restarted one gets its experts back).
   server->dispatcher_->SetAdmission(
@@ -135,7 +136,8 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
         return rebalancer->Admit(s, up);
       });
   server->service_ = std::make_unique<RouterServiceImpl>(
-      server->dispatcher_.get(), server->rebalancer_.get());
+      server->dispatcher_.get(), server->rebalancer_.get(),
+      server->followers_.get());
 
   ASSIGN_OR_RETURN(StartedServer started,
                    StartGrpcServer("router", options.listen_address,
@@ -154,6 +156,8 @@ RouterServer::~RouterServer() {
 
 void RouterServer::Shutdown(double grace_seconds) {
   if (server_ == nullptr) return;
+  // Held placement polls end now, or the drain would wait for them.
+  followers_->Stop();
   DrainGrpcServer(*server_, grace_seconds);
 }
 

@@ -70,6 +70,7 @@ class RouterServer {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<MoeDispatcher> dispatcher_;
+  std::unique_ptr<PlacementFollowers> followers_;
   std::unique_ptr<Rebalancer> rebalancer_;  // used by service_'s threads
   std::unique_ptr<RouterServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -116,19 +116,24 @@ grpc::ServerUnaryReactor* RouterServiceImpl::GetStats(
 
 grpc::ServerUnaryReactor* RouterServiceImpl::GetDispatchConfig(
     grpc::CallbackServerContext* context,
-    const v1::GetDispatchConfigRequest* /*request*/,
+    const v1::GetDispatchConfigRequest* request,
     v1::DispatchConfig* response) {
-  // That attention server keeps the placement it copies now, so the experts
-  // must stay where they are.
-  if (rebalancer_ != nullptr) {
-    rebalancer_->Refuse(absl::StrCat(
-        "an attention server (", context->peer(),
-        ") dispatches MoE steps directly with the placement it copied "
-        "(--moe_dispatch=direct); moving experts would break its calls"));
-  }
   *response = DescribeDispatch(*dispatcher_);
+  // From now on a rebalance waits for this follower's acknowledgement
+  // before it unloads what the copied placement may still use.
+  if (!request->follower().empty()) {
+    followers_->Register(request->follower(), response->placement_version());
+  }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RouterServiceImpl::WatchPlacement(
+    grpc::CallbackServerContext* context,
+    const v1::WatchPlacementRequest* request, v1::PlacementUpdate* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  followers_->Watch(*request, response, reactor);
   return reactor;
 }
 
@@ -145,11 +150,6 @@ grpc::ServerUnaryReactor* RouterServiceImpl::Rebalance(
     grpc::CallbackServerContext* context, const v1::RebalanceRequest* request,
     v1::RebalanceResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (rebalancer_ == nullptr) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                                 "this router has no rebalancer"));
-    return reactor;
-  }
   const bool force = request->force();
   absl::MutexLock lock(&mu_);
   rebalances_.emplace_back([this, reactor, response, force] {

@@ -2,7 +2,7 @@
 // stream per attention server) hand each batch to the MoeDispatcher, which
 // fans it out to the expert servers; GetStats reports the dispatch counts;
 // GetDispatchConfig hands attention servers what they need to dispatch
-// themselves.
+// themselves, and WatchPlacement tells them when a rebalance moved experts.
 // Never blocks inside a callback.
 #ifndef MOE_ROUTER_ROUTER_SERVICE_H_
 #define MOE_ROUTER_ROUTER_SERVICE_H_
@@ -14,16 +14,19 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "router/moe_dispatcher.h"
+#include "router/placement_followers.h"
 #include "router/rebalancer.h"
 
 namespace moe {
 
 class RouterServiceImpl final : public v1::RouterService::CallbackService {
  public:
-  // `dispatcher` is borrowed and must outlive the service.
-  // `rebalancer` may be null (Rebalance is then UNIMPLEMENTED).
-  RouterServiceImpl(MoeDispatcher* dispatcher, Rebalancer* rebalancer)
-      : dispatcher_(dispatcher), rebalancer_(rebalancer) {}
+  // Every argument is borrowed and must outlive the service.
+  RouterServiceImpl(MoeDispatcher* dispatcher, Rebalancer* rebalancer,
+                    PlacementFollowers* followers)
+      : dispatcher_(dispatcher),
+        rebalancer_(rebalancer),
+        followers_(followers) {}
   // Waits for rebalances in progress.
   ~RouterServiceImpl() override;
 
@@ -39,6 +42,10 @@ class RouterServiceImpl final : public v1::RouterService::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::GetDispatchConfigRequest* request,
       v1::DispatchConfig* response) override;
+  grpc::ServerUnaryReactor* WatchPlacement(
+      grpc::CallbackServerContext* context,
+      const v1::WatchPlacementRequest* request,
+      v1::PlacementUpdate* response) override;
   // Runs the rebalance on its own thread: it waits for weight loads and for
   // expert calls to drain.
   grpc::ServerUnaryReactor* Rebalance(grpc::CallbackServerContext* context,
@@ -48,6 +55,7 @@ class RouterServiceImpl final : public v1::RouterService::CallbackService {
  private:
   MoeDispatcher* dispatcher_;
   Rebalancer* rebalancer_;
+  PlacementFollowers* followers_;
   absl::Mutex mu_;
   std::vector<std::thread> rebalances_ ABSL_GUARDED_BY(mu_);
 };

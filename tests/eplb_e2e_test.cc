@@ -11,6 +11,9 @@
 //   * a SIGKILLed expert server restarted with its first --experts list is
 //     given what the router's new placement assigns it before it takes
 //     work, and then takes work, with the same tokens.
+// Twice: with the router dispatching the MoE steps, and with the attention
+// server dispatching them itself (--moe_dispatch=direct), which follows the
+// router's placement (WatchPlacement).
 // Prints what it measured ("[eplb] ...") for the closing note.
 #include <signal.h>
 
@@ -50,14 +53,11 @@ using ::moe::testing::ProcessResult;
 
 constexpr int kServers = 4;
 
-// Slots each expert server computed between two GetStats answers.
-std::vector<double> SlotsBetween(const v1::RouterStats& from,
-                                 const v1::RouterStats& to) {
+// Slots each expert server computed between two readings of SlotsSoFar.
+std::vector<double> SlotsBetween(const std::vector<double>& from,
+                                 const std::vector<double>& to) {
   std::vector<double> slots;
-  for (int s = 0; s < to.servers_size(); ++s) {
-    slots.push_back(static_cast<double>(to.servers(s).slots() -
-                                        from.servers(s).slots()));
-  }
+  for (size_t s = 0; s < to.size(); ++s) slots.push_back(to[s] - from[s]);
   return slots;
 }
 
@@ -71,7 +71,7 @@ double Imbalance(const std::vector<double>& slots) {
   return sum > 0 ? max / (sum / static_cast<double>(slots.size())) : 0;
 }
 
-class EplbE2eTest : public ::testing::Test {
+class EplbE2eTest : public ::testing::TestWithParam<std::string> {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new testing::TempDir();
@@ -93,14 +93,36 @@ class EplbE2eTest : public ::testing::Test {
     // Automatic placement deals (layer, expert) pairs to servers in turn,
     // so experts 0 and 4 of both layers land on expert server 0.
     const std::string topology = dir_.Join("topology.json");
-    testing::WriteFileOrDie(topology, R"({
+    testing::WriteFileOrDie(
+        topology, absl::StrCat(R"({
       "name": "eplb",
       "expert_servers": 4,
       "expert_threads": 1,
-      "attention_servers": 1
-    })");
+      "attention_servers": [{"moe_dispatch": ")",
+                               GetParam(), R"("}]
+    })"));
     cluster_ = LaunchedCluster::Start(topology, model_dir_->path());
     ASSERT_NE(cluster_, nullptr);
+  }
+
+  // Slots sent to each expert server so far, by the server that dispatches
+  // the MoE steps: the router, or the attention server itself
+  // (moe_router_dispatched_slots_total on its /metrics).
+  std::vector<double> SlotsSoFar() {
+    const std::string dispatcher =
+        GetParam() == "direct" ? "attention-0" : "router";
+    const std::optional<std::string> text =
+        testing::HttpGet(cluster_->metrics_url(dispatcher));
+    EXPECT_TRUE(text.has_value()) << dispatcher << "'s /metrics";
+    std::vector<double> slots;
+    for (int s = 0; s < kServers; ++s) {
+      const std::string address =
+          cluster_->address(absl::StrCat("expert-", s));
+      slots.push_back(testing::SeriesValue(
+          text.value_or(""), "moe_router_dispatched_slots_total",
+          absl::StrCat("server=\"", address, "\"")));
+    }
+    return slots;
   }
 
   v1::RouterStats Stats() {
@@ -185,16 +207,16 @@ class EplbE2eTest : public ::testing::Test {
 testing::TempDir* EplbE2eTest::model_dir_ = nullptr;
 Engine* EplbE2eTest::engine_ = nullptr;
 
-TEST_F(EplbE2eTest, RebalancingUnderLoadBalancesAsPredictedAndChangesNoToken) {
+TEST_P(EplbE2eTest, RebalancingUnderLoadBalancesAsPredictedAndChangesNoToken) {
   ExpectFixedRequestMatches("before the load");
 
   // The skewed workload, on the placement the cluster started with.
-  const v1::RouterStats start = Stats();
+  const std::vector<double> start = SlotsSoFar();
   const ProcessResult warm =
       testing::RunProcess(LoadgenArgs(16, 1, dir_.Join("warm.json")), {}, 600);
   ASSERT_EQ(warm.exit_code, 0) << warm.err;
   ExpectNoFailures(dir_.Join("warm.json"), 16);
-  const std::vector<double> warm_slots = SlotsBetween(start, Stats());
+  const std::vector<double> warm_slots = SlotsBetween(start, SlotsSoFar());
   const double measured_before = Imbalance(warm_slots);
   EXPECT_GE(measured_before, 2.5)
       << "the workload is not skewed: server 0 computed " << warm_slots[0]
@@ -231,12 +253,12 @@ TEST_F(EplbE2eTest, RebalancingUnderLoadBalancesAsPredictedAndChangesNoToken) {
   EXPECT_GT(rebalance.loaded(), 0);
 
   // The same workload again, on the new placement.
-  const v1::RouterStats switched = Stats();
+  const std::vector<double> switched = SlotsSoFar();
   const ProcessResult after =
       testing::RunProcess(LoadgenArgs(16, 1, dir_.Join("after.json")), {}, 600);
   ASSERT_EQ(after.exit_code, 0) << after.err;
   ExpectNoFailures(dir_.Join("after.json"), 16);
-  const std::vector<double> after_slots = SlotsBetween(switched, Stats());
+  const std::vector<double> after_slots = SlotsBetween(switched, SlotsSoFar());
   const double measured_after = Imbalance(after_slots);
   // Both layers route alike, so the servers' totals show the per-layer
   // ratio; the window's prompts and these differ, hence a margin.
@@ -249,10 +271,10 @@ TEST_F(EplbE2eTest, RebalancingUnderLoadBalancesAsPredictedAndChangesNoToken) {
               0.15 * rebalance.imbalance_after());
   ExpectFixedRequestMatches("after the rebalance");
   std::printf(
-      "[eplb] imbalance measured %.3f -> %.3f, predicted %.3f -> %.3f; %d "
+      "[eplb %s] imbalance measured %.3f -> %.3f, predicted %.3f -> %.3f; %d "
       "experts loaded, %d unloaded in %.3f s while moe-loadgen ran (0 "
       "failed); the open stream had %d of %d tokens at the switch\n",
-      measured_before, measured_after, rebalance.imbalance_before(),
+      GetParam().c_str(), measured_before, measured_after, rebalance.imbalance_before(),
       rebalance.imbalance_after(), rebalance.loaded(), rebalance.unloaded(),
       rebalance.seconds(), stream_tokens_at_switch, kMaxTokens);
 
@@ -292,22 +314,26 @@ TEST_F(EplbE2eTest, RebalancingUnderLoadBalancesAsPredictedAndChangesNoToken) {
         Hosted(victim);
     return Stats().servers(0).up() && hosted == placed;
   }, 300)) << "the restarted expert server never got its assigned experts";
-  const v1::RouterStats rejoined = Stats();
+  const std::vector<double> rejoined = SlotsSoFar();
   ExpectFixedRequestMatches("after the restart");
   const ProcessResult last =
       testing::RunProcess(LoadgenArgs(8, 3, dir_.Join("last.json")), {}, 600);
   ASSERT_EQ(last.exit_code, 0) << last.err;
   ExpectNoFailures(dir_.Join("last.json"), 8);
-  const std::vector<double> last_slots = SlotsBetween(rejoined, Stats());
+  const std::vector<double> last_slots = SlotsBetween(rejoined, SlotsSoFar());
   EXPECT_GT(last_slots[0], 0) << "the restarted server takes no work";
-  std::printf("[eplb] expert server 0 restarted with its first list hosts "
-              "the %d experts the router assigns it and computed %.0f of "
-              "%.0f slots after\n",
-              static_cast<int>(placed.size()), last_slots[0],
+  std::printf("[eplb %s] expert server 0 restarted with its first list "
+              "hosts the %d experts the router assigns it and computed %.0f "
+              "of %.0f slots after\n",
+              GetParam().c_str(), static_cast<int>(placed.size()), last_slots[0],
               last_slots[0] + last_slots[1] + last_slots[2] + last_slots[3]);
   restarted->Signal(SIGTERM);
   restarted->Wait(30);
 }
+
+INSTANTIATE_TEST_SUITE_P(Dispatch, EplbE2eTest,
+                         ::testing::Values("router", "direct"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
 }  // namespace moe

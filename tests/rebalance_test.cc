@@ -7,9 +7,12 @@
 //     single-process engine's MoE step, before, during and after;
 //   * the servers host what the router's new placement says, and the
 //     measured imbalance falls to what the plan predicted;
-//   * a second rebalance without new load moves nothing; after an attention
-//     server copied the placement (GetDispatchConfig), rebalancing is
-//     refused naming it.
+//   * a second rebalance without new load moves nothing;
+//   * a follower that copied the placement (an attention server with
+//     --moe_dispatch=direct) gets the new one before the old experts are
+//     unloaded, which waits for its acknowledgement; one that never
+//     acknowledges leaves them loaded;
+//   * restarted expert servers get what the new placement assigns them.
 #include <atomic>
 #include <memory>
 #include <random>
@@ -18,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "core/checkpoint.h"
 #include "core/local_moe_executor.h"
 #include "core/model_weights.h"
@@ -75,6 +79,8 @@ class RebalanceTest : public ::testing::Test {
     // Probes often, so that restarted servers rejoin soon (the tests wait
     // for the rejoin itself, not for a time).
     router_options.health_probe_seconds = 0.2;
+    router_options.rebalance.follower_timeout_seconds =
+        follower_timeout_seconds_;
     absl::StatusOr<std::unique_ptr<RouterServer>> router =
         RouterServer::Start(router_options);
     ASSERT_TRUE(router.ok()) << router.status();
@@ -158,7 +164,34 @@ class RebalanceTest : public ::testing::Test {
     return stub_->Rebalance(&context, request, response);
   }
 
+  // The placement a follower named `name` copies (GetDispatchConfig).
+  v1::DispatchConfig CopyPlacement(const std::string& name) {
+    v1::GetDispatchConfigRequest request;
+    request.set_follower(name);
+    v1::DispatchConfig config;
+    grpc::ClientContext context;
+    EXPECT_TRUE(stub_->GetDispatchConfig(&context, request, &config).ok());
+    return config;
+  }
+
+  // One placement poll of follower `name`.
+  v1::PlacementUpdate Watch(const std::string& name, uint64_t applied,
+                            double hold_seconds) {
+    v1::WatchPlacementRequest request;
+    request.set_follower(name);
+    request.set_applied_version(applied);
+    request.set_hold_seconds(hold_seconds);
+    v1::PlacementUpdate update;
+    grpc::ClientContext context;
+    const grpc::Status status = stub_->WatchPlacement(&context, request, &update);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return update;
+  }
+
   static constexpr int kTokens = 12;
+  // How long a rebalance waits for followers (a test of the timeout itself
+  // shortens it; the others never wait for it).
+  double follower_timeout_seconds_ = 600;
   ModelWeights weights_;
   std::vector<std::unique_ptr<ExpertServer>> experts_;
   // What each server was started with.
@@ -329,20 +362,104 @@ TEST_F(RebalanceTest, RestartedServersJoinWithTheExpertsTheRouterAssigns) {
   }
 }
 
-TEST_F(RebalanceTest, NoLoadMovesNothingAndDirectDispatchRefusesIt) {
+TEST_F(RebalanceTest, NoLoadMovesNothing) {
   v1::RebalanceResponse response;
   ASSERT_TRUE(Rebalance(/*force=*/true, &response).ok());
   EXPECT_FALSE(response.applied());
   EXPECT_THAT(response.reason(), HasSubstr("no tokens"));
+}
 
-  grpc::ClientContext context;
-  v1::DispatchConfig config;
-  ASSERT_TRUE(stub_->GetDispatchConfig(&context, v1::GetDispatchConfigRequest(),
-                                       &config).ok());
+// The servers' experts: all of `a` and `b` (true) or exactly `a`.
+bool HostsAll(const std::vector<std::unique_ptr<ExpertServer>>& servers,
+              const std::vector<std::set<std::pair<int, int>>>& a,
+              const std::vector<std::set<std::pair<int, int>>>& b) {
+  for (size_t s = 0; s < servers.size(); ++s) {
+    std::set<std::pair<int, int>> want = a[s];
+    want.insert(b[s].begin(), b[s].end());
+    if (HostedBy(*servers[s]) != want) return false;
+  }
+  return true;
+}
+
+// A follower (what an attention server with --moe_dispatch=direct does)
+// copies the placement; a rebalance publishes the new one to it and keeps
+// the old experts loaded until the follower acknowledges it, then unloads.
+TEST_F(RebalanceTest, FollowersGetTheNewPlacementBeforeOldExpertsAreUnloaded) {
+  const v1::DispatchConfig copied = CopyPlacement("follower-a");
+  const uint64_t first_version = copied.placement_version();
+  // Nothing changed: a poll with the current version is held, then answered
+  // with it.
+  EXPECT_EQ(Watch("follower-a", first_version, 0).version(), first_version);
+  for (int round = 0; round < 4; ++round) {
+    for (int l : MoeLayers()) ASSERT_EQ(RunAndCompare(l), "");
+  }
+  std::atomic<bool> returned{false};
+  v1::RebalanceResponse response;
+  grpc::Status status;
+  std::thread rebalance([&] {
+    status = Rebalance(/*force=*/false, &response);
+    returned.store(true);
+  });
+  // Whatever fails below, acknowledge everything and wait for it.
+  absl::Cleanup join = [&] {
+    Watch("follower-a", ~uint64_t{0}, 0);
+    rebalance.join();
+  };
+  // The rebalance first asks for load reports (answering the held poll,
+  // which the follower makes again at once), then publishes the new
+  // placement.
+  v1::PlacementUpdate update;
+  do {
+    update = Watch("follower-a", first_version, 600);
+  } while (update.version() == first_version);
+  ASSERT_GT(update.version(), first_version);
+  absl::StatusOr<PlacementTable> next =
+      ReadPlacement(update.placement(), kServers, "placement");
+  ASSERT_TRUE(next.ok()) << next.status();
+  std::vector<std::set<std::pair<int, int>>> old_lists, new_lists;
+  for (int s = 0; s < kServers; ++s) {
+    old_lists.push_back(first_lists_[s]);
+    new_lists.push_back(PlacedOn(*router_, s));
+    std::set<std::pair<int, int>> published;
+    for (const LayerExpert& id : next->ExpertsOn(s)) {
+      published.emplace(id.layer, id.expert);
+    }
+    EXPECT_EQ(published, new_lists[s]) << "server " << s;
+  }
+  // Not acknowledged yet: the old experts are still loaded, and the
+  // rebalance is still waiting.
+  EXPECT_TRUE(HostsAll(experts_, old_lists, new_lists));
+  EXPECT_FALSE(returned.load());
+  // Every layer still computes identically meanwhile.
   for (int l : MoeLayers()) ASSERT_EQ(RunAndCompare(l), "");
-  const grpc::Status refused = Rebalance(/*force=*/true, &response);
-  EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_THAT(refused.error_message(), HasSubstr("--moe_dispatch=direct"));
+  // The acknowledgement (the next poll) lets the rebalance unload.
+  EXPECT_EQ(Watch("follower-a", update.version(), 0).version(),
+            update.version());
+  std::move(join).Invoke();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_TRUE(response.applied()) << response.reason();
+  EXPECT_TRUE(response.reason().empty()) << response.reason();
+  EXPECT_TRUE(HostsAll(experts_, new_lists, new_lists));
+}
+
+class RebalanceFollowerTimeoutTest : public RebalanceTest {
+ protected:
+  RebalanceFollowerTimeoutTest() { follower_timeout_seconds_ = 0.5; }
+};
+
+// A follower that never acknowledges: the rebalance still switches, but
+// leaves the old experts loaded, saying which follower it waited for.
+TEST_F(RebalanceFollowerTimeoutTest, ASilentFollowerKeepsTheOldExpertsLoaded) {
+  CopyPlacement("follower-silent");
+  for (int l : MoeLayers()) ASSERT_EQ(RunAndCompare(l), "");
+  v1::RebalanceResponse response;
+  ASSERT_TRUE(Rebalance(/*force=*/true, &response).ok());
+  ASSERT_TRUE(response.applied()) << response.reason();
+  EXPECT_THAT(response.reason(), HasSubstr("follower-silent did not confirm"));
+  std::vector<std::set<std::pair<int, int>>> new_lists;
+  for (int s = 0; s < kServers; ++s) new_lists.push_back(PlacedOn(*router_, s));
+  EXPECT_TRUE(HostsAll(experts_, first_lists_, new_lists));
+  for (int l : MoeLayers()) ASSERT_EQ(RunAndCompare(l), "");
 }
 
 // `moe-cli rebalance`, the operator's way in: the outcome as text or JSON,
@@ -363,14 +480,14 @@ TEST_F(RebalanceTest, MoeCliRebalancePrintsTheOutcome) {
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_THAT(text.out, HasSubstr("rebalanced: imbalance"));
 
-  grpc::ClientContext context;
-  v1::DispatchConfig config;
-  ASSERT_TRUE(stub_->GetDispatchConfig(&context, v1::GetDispatchConfigRequest(),
-                                       &config).ok());
-  testing::ProcessResult refused =
-      testing::RunProcess({MOE_CLI_BIN, "rebalance", "--router", router, "--force"});
-  EXPECT_EQ(refused.exit_code, 1);
-  EXPECT_THAT(refused.err, HasSubstr("rebalance refused"));
+  // A router that is gone: the error, exit 1.
+  const std::string gone = "127.0.0.1:" + std::to_string(router_->port());
+  router_.reset();
+  testing::ProcessResult failed = testing::RunProcess(
+      {MOE_CLI_BIN, "rebalance", "--router", gone, "--force", "--timeout",
+       "30"});
+  EXPECT_EQ(failed.exit_code, 1) << failed.out;
+  EXPECT_THAT(failed.err, HasSubstr(gone));
 
   testing::ProcessResult missing = testing::RunProcess({MOE_CLI_BIN, "rebalance"});
   EXPECT_EQ(missing.exit_code, 2);
