@@ -102,12 +102,13 @@ bench-gpu: configure
 # $(BUILD_DIR)-asan, configured with MOE_FUZZ=ON: every library and test is
 # built with ASan, UBSan (errors abort) and libFuzzer's coverage
 # instrumentation at -O1, and the fuzz targets link libFuzzer. One build
-# serves both halves of `make test`.
+# serves both halves of `make test`; it leaves out the benchmarks (no test
+# runs them) and links with lld.
 SAN_DIR = $(BUILD_DIR)-asan
 
 san-configure: deps
 	@mkdir -p $(SAN_DIR) && CC=clang CXX=clang++ cmake -S . -B $(SAN_DIR) \
-	  -DCMAKE_BUILD_TYPE=Debug -DMOE_FUZZ=ON \
+	  -DCMAKE_BUILD_TYPE=Debug -DMOE_FUZZ=ON -DMOE_BENCH=OFF \
 	  -DCMAKE_EXE_LINKER_FLAGS=-fuse-ld=lld \
 	  > $(SAN_DIR)/configure.log 2>&1 || { cat $(SAN_DIR)/configure.log; exit 1; }
 

@@ -1,6 +1,7 @@
 # Bad input across the public and internal APIs, malformed files and bad
 # flags, against one real 1p1d cluster (issue: reliability).
-moe_test(bad_input_e2e_test bad_input_e2e_test.cc launched_cluster.cc)
+moe_test(bad_input_e2e_test bad_input_e2e_test.cc)
+target_link_libraries(bad_input_e2e_test PRIVATE moe_launched_cluster)
 target_link_libraries(bad_input_e2e_test PRIVATE moe_process_test_util
   moe_cluster_checks moe_rpc absl::strings)
 add_dependencies(bad_input_e2e_test moe-cluster expert_server router

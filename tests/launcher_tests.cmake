@@ -20,6 +20,15 @@ set_target_properties(fake_server PROPERTIES
 add_library(moe_process_test_util STATIC process_util.cc)
 target_link_libraries(moe_process_test_util PUBLIC moe_test_support
   GTest::gtest)
+# A cluster started by the real launcher (LaunchedCluster), compiled once
+# for every end-to-end test.
+add_library(moe_launched_cluster STATIC launched_cluster.cc)
+target_link_libraries(moe_launched_cluster PUBLIC moe_process_test_util
+  moe_rpc absl::strings)
+add_dependencies(moe_launched_cluster moe-cluster)
+target_compile_definitions(moe_launched_cluster PRIVATE
+  MOE_CLUSTER_BIN="$<TARGET_FILE:moe-cluster>"
+  MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 
 # The real moe-cluster binary. RealBinariesStartServeAndStop runs the real
 # attention_server and gateway; the other tests use fake_server for them.
@@ -53,8 +62,9 @@ cmake_language(DEFER DIRECTORY ${CMAKE_SOURCE_DIR}
   CALL moe_launcher_test_server_dependencies)
 
 # End-to-end: clusters of real processes started by the real launcher.
-moe_test(cluster_e2e_test cluster_e2e_test.cc launched_cluster.cc
+moe_test(cluster_e2e_test cluster_e2e_test.cc
   reference_capacity.cc)
+target_link_libraries(cluster_e2e_test PRIVATE moe_launched_cluster)
 target_link_libraries(cluster_e2e_test PRIVATE moe_process_test_util
   moe_cluster_checks moe_rpc absl::strings)
 add_dependencies(cluster_e2e_test moe-cluster expert_server router
@@ -66,7 +76,8 @@ target_compile_definitions(cluster_e2e_test PRIVATE
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 
 # End-to-end prefill/decode disaggregation, failures and cancellations.
-moe_test(disaggregation_e2e_test disaggregation_e2e_test.cc launched_cluster.cc)
+moe_test(disaggregation_e2e_test disaggregation_e2e_test.cc)
+target_link_libraries(disaggregation_e2e_test PRIVATE moe_launched_cluster)
 target_link_libraries(disaggregation_e2e_test PRIVATE moe_process_test_util
   moe_cluster_checks moe_rpc absl::strings)
 add_dependencies(disaggregation_e2e_test moe-cluster expert_server router
@@ -76,7 +87,8 @@ target_compile_definitions(disaggregation_e2e_test PRIVATE
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 
 # The real Prometheus server scraping a local cluster (issue 5).
-moe_test(observability_e2e_test observability_e2e_test.cc launched_cluster.cc)
+moe_test(observability_e2e_test observability_e2e_test.cc)
+target_link_libraries(observability_e2e_test PRIVATE moe_launched_cluster)
 target_link_libraries(observability_e2e_test PRIVATE moe_process_test_util
   moe_cluster_checks moe_rpc absl::strings nlohmann_json::nlohmann_json)
 add_dependencies(observability_e2e_test moe-cluster expert_server router
@@ -86,7 +98,8 @@ target_compile_definitions(observability_e2e_test PRIVATE
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 
 # Health while starting and SIGTERM drain of the real server processes.
-moe_test(server_lifecycle_test server_lifecycle_test.cc launched_cluster.cc)
+moe_test(server_lifecycle_test server_lifecycle_test.cc)
+target_link_libraries(server_lifecycle_test PRIVATE moe_launched_cluster)
 target_link_libraries(server_lifecycle_test PRIVATE moe_process_test_util
   moe_reliability_test_util
   moe_cluster_checks moe_rpc absl::strings)
@@ -98,7 +111,8 @@ target_compile_definitions(server_lifecycle_test PRIVATE
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 
 # moe-loadgen against a local cluster (issue 6).
-moe_test(loadgen_e2e_test loadgen_e2e_test.cc launched_cluster.cc)
+moe_test(loadgen_e2e_test loadgen_e2e_test.cc)
+target_link_libraries(loadgen_e2e_test PRIVATE moe_launched_cluster)
 target_link_libraries(loadgen_e2e_test PRIVATE moe_process_test_util
   moe_reliability_test_util
   moe_rpc absl::strings nlohmann_json::nlohmann_json)
@@ -110,8 +124,8 @@ target_compile_definitions(loadgen_e2e_test PRIVATE
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 
 # End-to-end: DeepSeek (MLA, DeepSeekMoE routing) in three topologies.
-moe_test(deepseek_cluster_e2e_test deepseek_cluster_e2e_test.cc
-  launched_cluster.cc)
+moe_test(deepseek_cluster_e2e_test deepseek_cluster_e2e_test.cc)
+target_link_libraries(deepseek_cluster_e2e_test PRIVATE moe_launched_cluster)
 target_link_libraries(deepseek_cluster_e2e_test PRIVATE moe_process_test_util
   moe_cluster_checks moe_rpc absl::strings)
 add_dependencies(deepseek_cluster_e2e_test moe-cluster expert_server router
@@ -121,8 +135,8 @@ target_compile_definitions(deepseek_cluster_e2e_test PRIVATE
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 
 # Attention servers dispatching MoE steps to the expert servers themselves.
-moe_test(direct_dispatch_e2e_test direct_dispatch_e2e_test.cc
-  launched_cluster.cc)
+moe_test(direct_dispatch_e2e_test direct_dispatch_e2e_test.cc)
+target_link_libraries(direct_dispatch_e2e_test PRIVATE moe_launched_cluster)
 target_link_libraries(direct_dispatch_e2e_test PRIVATE moe_process_test_util
   moe_cluster_checks moe_reliability_test_util moe_rpc absl::strings)
 add_dependencies(direct_dispatch_e2e_test moe-cluster expert_server router

@@ -9,8 +9,8 @@ target_compile_definitions(security_test PRIVATE
   MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 
 # A TLS cluster of real processes started by the real launcher.
-moe_test(security_e2e_test security_e2e_test.cc security_test_util.cc
-  launched_cluster.cc)
+moe_test(security_e2e_test security_e2e_test.cc security_test_util.cc)
+target_link_libraries(security_e2e_test PRIVATE moe_launched_cluster)
 target_link_libraries(security_e2e_test PRIVATE moe_security moe_rpc
   moe_process_test_util moe_cluster_checks absl::strings
   nlohmann_json::nlohmann_json)

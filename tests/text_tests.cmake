@@ -11,9 +11,10 @@ target_link_libraries(moe_text_test_model PUBLIC moe_process_test_util
   absl::strings)
 
 foreach(name text_e2e_test openai_e2e_test)
-  moe_test(${name} ${name}.cc launched_cluster.cc
+  moe_test(${name} ${name}.cc
     PROPERTIES FIXTURES_REQUIRED moe_text_node
     ENVIRONMENT "MOE_TEXT_NODE_DIR=${CMAKE_BINARY_DIR}/text-node")
+  target_link_libraries(${name} PRIVATE moe_launched_cluster)
   target_link_libraries(${name} PRIVATE moe_text_test_model
     moe_process_test_util moe_cluster_checks moe_text moe_rpc absl::strings)
   add_dependencies(${name} moe-cluster expert_server router attention_server
