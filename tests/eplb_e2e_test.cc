@@ -156,6 +156,20 @@ class EplbE2eTest : public ::testing::TestWithParam<std::string> {
     EXPECT_EQ(run["failed"], 0) << run["errors"].dump();
   }
 
+  // Runs moe-loadgen to the end (LoadgenArgs; its JSON in `name`.json),
+  // EXPECTs every request to complete, and returns the slots each expert
+  // server computed meanwhile.
+  std::vector<double> RunLoadgen(int requests, int seed,
+                                 const std::string& name) {
+    const std::vector<double> start = SlotsSoFar();
+    const std::string json = dir_.Join(name + ".json");
+    const ProcessResult run =
+        testing::RunProcess(LoadgenArgs(requests, seed, json), {}, 600);
+    EXPECT_EQ(run.exit_code, 0) << run.err;
+    ExpectNoFailures(json, requests);
+    return SlotsBetween(start, SlotsSoFar());
+  }
+
   // A fixed greedy request's tokens through the gateway, checked against
   // the engine's.
   void ExpectFixedRequestMatches(const std::string& when) {
@@ -211,12 +225,7 @@ TEST_P(EplbE2eTest, RebalancingUnderLoadBalancesAsPredictedAndChangesNoToken) {
   ExpectFixedRequestMatches("before the load");
 
   // The skewed workload, on the placement the cluster started with.
-  const std::vector<double> start = SlotsSoFar();
-  const ProcessResult warm =
-      testing::RunProcess(LoadgenArgs(16, 1, dir_.Join("warm.json")), {}, 600);
-  ASSERT_EQ(warm.exit_code, 0) << warm.err;
-  ExpectNoFailures(dir_.Join("warm.json"), 16);
-  const std::vector<double> warm_slots = SlotsBetween(start, SlotsSoFar());
+  const std::vector<double> warm_slots = RunLoadgen(16, 1, "warm");
   const double measured_before = Imbalance(warm_slots);
   EXPECT_GE(measured_before, 2.5)
       << "the workload is not skewed: server 0 computed " << warm_slots[0]
@@ -253,12 +262,7 @@ TEST_P(EplbE2eTest, RebalancingUnderLoadBalancesAsPredictedAndChangesNoToken) {
   EXPECT_GT(rebalance.loaded(), 0);
 
   // The same workload again, on the new placement.
-  const std::vector<double> switched = SlotsSoFar();
-  const ProcessResult after =
-      testing::RunProcess(LoadgenArgs(16, 1, dir_.Join("after.json")), {}, 600);
-  ASSERT_EQ(after.exit_code, 0) << after.err;
-  ExpectNoFailures(dir_.Join("after.json"), 16);
-  const std::vector<double> after_slots = SlotsBetween(switched, SlotsSoFar());
+  const std::vector<double> after_slots = RunLoadgen(16, 1, "after");
   const double measured_after = Imbalance(after_slots);
   // Both layers route alike, so the servers' totals show the per-layer
   // ratio; the window's prompts and these differ, hence a margin.
@@ -314,13 +318,8 @@ TEST_P(EplbE2eTest, RebalancingUnderLoadBalancesAsPredictedAndChangesNoToken) {
         Hosted(victim);
     return Stats().servers(0).up() && hosted == placed;
   }, 300)) << "the restarted expert server never got its assigned experts";
-  const std::vector<double> rejoined = SlotsSoFar();
   ExpectFixedRequestMatches("after the restart");
-  const ProcessResult last =
-      testing::RunProcess(LoadgenArgs(8, 3, dir_.Join("last.json")), {}, 600);
-  ASSERT_EQ(last.exit_code, 0) << last.err;
-  ExpectNoFailures(dir_.Join("last.json"), 8);
-  const std::vector<double> last_slots = SlotsBetween(rejoined, SlotsSoFar());
+  const std::vector<double> last_slots = RunLoadgen(8, 3, "last");
   EXPECT_GT(last_slots[0], 0) << "the restarted server takes no work";
   std::printf("[eplb %s] expert server 0 restarted with its first list "
               "hosts the %d experts the router assigns it and computed %.0f "
