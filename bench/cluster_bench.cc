@@ -385,7 +385,7 @@ int main(int argc, char** argv) {
         *cluster, cluster->address("router"),
         moe::bench::EplbBenchSpec().config.vocab_size, batch,
         absl::GetFlag(FLAGS_decode_steps) / 2,
-        std::max(1, absl::GetFlag(FLAGS_repeats) / 2));
+        std::max(1, (absl::GetFlag(FLAGS_repeats) + 1) / 2));
     const double step_ratio =
         eplb.step_before_seconds > 0
             ? eplb.step_after_seconds / eplb.step_before_seconds

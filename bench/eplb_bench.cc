@@ -60,12 +60,47 @@ double Seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
+// Slots the router has sent to each expert server so far, by server id.
+std::vector<int64_t> ServerSlots(v1::RouterService::Stub& router) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(30));
+  v1::RouterStats stats;
+  const grpc::Status status =
+      router.GetStats(&context, v1::GetRouterStatsRequest(), &stats);
+  if (!status.ok()) {
+    Die(absl::StrCat("GetStats at the router failed: ",
+                     status.error_message()));
+  }
+  std::vector<int64_t> slots;
+  for (const v1::ExpertServerCounts& server : stats.servers()) {
+    if (server.server() >= static_cast<int>(slots.size())) {
+      slots.resize(server.server() + 1, 0);
+    }
+    slots[server.server()] = server.slots();
+  }
+  return slots;
+}
+
+// Max over mean of the slots each server got between two ServerSlots.
+double MeasuredImbalance(const std::vector<int64_t>& before,
+                         const std::vector<int64_t>& after) {
+  int64_t max = 0, total = 0;
+  for (size_t s = 0; s < after.size(); ++s) {
+    const int64_t got = after[s] - (s < before.size() ? before[s] : 0);
+    max = std::max(max, got);
+    total += got;
+  }
+  return total > 0 ? static_cast<double>(max) * after.size() / total : 0;
+}
+
 // Best seconds per decode step of `repeats` runs of `requests`.
-double BestStep(BenchCluster& cluster,
+double BestStep(BenchCluster& cluster, v1::RouterService::Stub& router,
                 const std::vector<GenerationRequest>& requests, int repeats,
                 const char* placement) {
   double best = 0;
   for (int r = 0; r < repeats; ++r) {
+    const std::vector<int64_t> slots_before = ServerSlots(router);
     const double expert_cpu = cluster.CpuSeconds("expert_server");
     const double attention_cpu = cluster.CpuSeconds("attention_server");
     const double router_cpu = cluster.CpuSeconds("router");
@@ -73,11 +108,14 @@ double BestStep(BenchCluster& cluster,
     const double rate = ClusterDecodeRun(cluster.gateway(), requests);
     const double wall = Seconds(Clock::now() - start);
     const double step = static_cast<double>(requests.size()) / rate;
+    const double imbalance =
+        MeasuredImbalance(slots_before, ServerSlots(router));
     Note(absl::StrFormat(
-        "eplb: %s placement, run %d/%d: %.1f tokens/s, %.2f ms per step; "
-        "CPU over %.2f s of wall time: expert servers %.2f s, attention "
-        "%.2f s, router %.2f s",
-        placement, r + 1, repeats, rate, step * 1e3, wall,
+        "eplb: %s placement, run %d/%d: %.1f tokens/s, %.2f ms per step, "
+        "measured imbalance %.3f (max / mean slots per expert server); CPU "
+        "over %.2f s of wall time: expert servers %.2f s, attention %.2f s, "
+        "router %.2f s",
+        placement, r + 1, repeats, rate, step * 1e3, imbalance, wall,
         cluster.CpuSeconds("expert_server") - expert_cpu,
         cluster.CpuSeconds("attention_server") - attention_cpu,
         cluster.CpuSeconds("router") - router_cpu));
@@ -91,12 +129,13 @@ double BestStep(BenchCluster& cluster,
 EplbResult MeasureEplb(BenchCluster& cluster, const std::string& router,
                        int vocab, int batch, int steps, int repeats) {
   EplbResult result;
+  auto router_stub = v1::RouterService::NewStub(MakeChannel(router));
   const int prompt_tokens = 16;
   ClusterDecodeRun(cluster.gateway(),
                    DecodeRequests(batch, prompt_tokens, 8, vocab, 98));
   const std::vector<GenerationRequest> requests =
       DecodeRequests(batch, prompt_tokens, steps, vocab, 4000);
-  result.step_before_seconds = BestStep(cluster, requests, repeats, "first");
+  result.step_before_seconds = BestStep(cluster, *router_stub, requests, repeats, "first");
 
   // Long streams; the rebalance starts once they have decoded a third.
   const std::vector<GenerationRequest> long_requests =
@@ -145,7 +184,7 @@ EplbResult MeasureEplb(BenchCluster& cluster, const std::string& router,
       result.migration_max_step_seconds * 1e3,
       result.median_step_seconds * 1e3));
 
-  result.step_after_seconds = BestStep(cluster, requests, repeats, "new");
+  result.step_after_seconds = BestStep(cluster, *router_stub, requests, repeats, "new");
   return result;
 }
 

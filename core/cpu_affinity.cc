@@ -1,6 +1,9 @@
 #include "core/cpu_affinity.h"
 
 #include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -77,6 +80,27 @@ absl::Status PinCurrentThread(int cpu) {
                                             ": ", std::strerror(errno)));
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+// setpriority(PRIO_PROCESS, tid) changes one thread on Linux: each thread
+// is a schedulable task with its own nice value.
+id_t CurrentThreadId() { return static_cast<id_t>(syscall(SYS_gettid)); }
+
+}  // namespace
+
+absl::Status LowerCurrentThreadPriority() {
+  if (setpriority(PRIO_PROCESS, CurrentThreadId(), 19) != 0) {
+    return absl::InternalError(absl::StrCat(
+        "lowering a thread's priority to nice 19: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+int CurrentThreadNice() {
+  errno = 0;
+  return getpriority(PRIO_PROCESS, CurrentThreadId());
 }
 
 }  // namespace moe

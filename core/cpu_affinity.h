@@ -34,6 +34,16 @@ std::string DescribePinning(const std::vector<int>& cpus);
 // Pins the calling thread to `cpu`; the error names the CPU.
 absl::Status PinCurrentThread(int cpu);
 
+// Gives the calling thread (only it, not the process) the lowest nice
+// value, 19, so that background work such as loading weights while serving
+// takes CPU time mostly when the compute threads leave it idle. It still
+// gets a small share on a saturated host, so it does not starve. The error
+// names the system call's failure.
+absl::Status LowerCurrentThreadPriority();
+
+// The calling thread's nice value (for tests and logs).
+int CurrentThreadNice();
+
 }  // namespace moe
 
 #endif  // MOE_CORE_CPU_AFFINITY_H_

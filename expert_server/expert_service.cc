@@ -2,14 +2,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/cpu_affinity.h"
 #include "core/rpc/call_stream_reactor.h"
 #include "core/rpc/grpc_status.h"
 #include "core/rpc/tensor_codec.h"
@@ -334,6 +337,14 @@ grpc::ServerUnaryReactor* ExpertServiceImpl::LoadExperts(
   joins_.emplace_back([this, reactor, response,
                        experts = std::move(experts)] {
     const absl::Time start = absl::Now();
+    // Copying weights in competes with serving for the cores; at the
+    // lowest priority the compute threads keep theirs (the load takes
+    // longer, and no step waits on it).
+    if (absl::Status lowered = LowerCurrentThreadPriority(); !lowered.ok()) {
+      std::fprintf(stderr,
+                   "expert_server: LoadExperts runs at normal priority: %s\n",
+                   std::string(lowered.message()).c_str());
+    }
     if (absl::Status valid = engine_->CheckExperts(experts); !valid.ok()) {
       reactor->Finish(ToGrpcStatus(valid));
       return;

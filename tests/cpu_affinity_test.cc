@@ -96,5 +96,18 @@ TEST(CpuAffinityTest, AnUnpinnedPoolPinsNothing) {
   EXPECT_TRUE(pool.PinOwner().ok());
 }
 
+TEST(CpuAffinityTest, LoweringPriorityChangesOnlyTheCallingThread) {
+  const int before = CurrentThreadNice();
+  int lowered_nice = 0;
+  std::thread loader([&] {
+    ASSERT_TRUE(LowerCurrentThreadPriority().ok());
+    lowered_nice = CurrentThreadNice();
+  });
+  loader.join();
+  EXPECT_EQ(lowered_nice, 19);
+  EXPECT_EQ(CurrentThreadNice(), before);
+  EXPECT_NE(before, 19);
+}
+
 }  // namespace
 }  // namespace moe
