@@ -61,6 +61,13 @@ ABSL_FLAG(int, rebalance_slots_per_server, 0,
           "Experts of one layer one expert server may host after a "
           "rebalance; 0: the current most per server and layer, plus one.");
 
+ABSL_FLAG(int, expert_server_nodes, 1,
+          "Nodes the expert servers form, consecutive in --expert_servers "
+          "order (2 nodes of 4 servers: the first two and the last two). "
+          "Above 1, rebalancing keeps each expert group of a model with "
+          "group-limited gating (DeepSeek's n_group), replicas included, on "
+          "one node; it must divide the servers and n_group.");
+
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Route MoE layers to expert servers.\n"
@@ -142,6 +149,12 @@ int main(int argc, char** argv) {
   options.rebalance.period_seconds = period;
   options.rebalance.min_gain = min_gain;
   options.rebalance.slots_per_server = slots;
+  const int nodes = absl::GetFlag(FLAGS_expert_server_nodes);
+  if (nodes < 1) {
+    return fail(absl::StrCat("--expert_server_nodes must be >= 1, got ",
+                             nodes));
+  }
+  options.rebalance.num_nodes = nodes;
 
   options.metrics_per_expert = absl::GetFlag(FLAGS_metrics_per_expert);
   options.registry = std::make_shared<prometheus::Registry>();

@@ -13,6 +13,7 @@
 #include "core/rpc/channel_util.h"
 #include "core/status_macros.h"
 #include "router/eplb.h"
+#include "router/eplb_hierarchical.h"
 
 namespace moe {
 namespace {
@@ -204,6 +205,22 @@ absl::StatusOr<RebalanceResult> Rebalancer::RebalanceLocked(bool force) {
                      MaxExpertsPerServerLayer(*current, config) + 1);
 
   RebalanceResult result;
+  const bool hierarchical = options_.num_nodes > 1;
+  HierarchicalEplbOptions by_node;
+  by_node.servers = eplb;
+  by_node.num_nodes = options_.num_nodes;
+  by_node.num_expert_groups = ExpertGroups(config);
+  if (hierarchical) {
+    if (absl::Status ok = CheckHierarchical(config.num_experts, by_node);
+        !ok.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "rebalance: the expert servers form ", options_.num_nodes,
+          " nodes (--expert_server_nodes), but ", ok.message()));
+    }
+    result.policy = absl::StrCat("hierarchical (", options_.num_nodes,
+                                 " nodes, ", by_node.num_expert_groups,
+                                 " expert groups)");
+  }
   PlacementTable next(num_servers);
   double sum_max_before = 0, sum_max_after = 0, sum_mean = 0;
   for (int layer = 0; layer < config.num_layers; ++layer) {
@@ -218,7 +235,9 @@ absl::StatusOr<RebalanceResult> Rebalancer::RebalanceLocked(bool force) {
     }
     const LayerPlacementPlan before =
         EvaluatePlacement(load, servers, num_servers);
-    absl::StatusOr<LayerPlacementPlan> plan = PlanLayerPlacement(load, eplb);
+    absl::StatusOr<LayerPlacementPlan> plan =
+        hierarchical ? PlanHierarchicalLayerPlacement(load, by_node)
+                     : PlanLayerPlacement(load, eplb);
     if (!plan.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "rebalance: layer ", layer, ": ", plan.status().message()));

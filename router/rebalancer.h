@@ -56,6 +56,12 @@ struct RebalanceOptions {
   // How long the followers may take to report their load, and to
   // acknowledge a new placement.
   double follower_timeout_seconds = 60;
+  // Expert servers form this many nodes of consecutive ids (servers
+  // [n * S / N, (n + 1) * S / N) are node n). Above 1, a model with
+  // group-limited gating (DeepSeek's n_group) is placed hierarchically:
+  // each expert group, replicas included, on one node
+  // (router/eplb_hierarchical.h).
+  int num_nodes = 1;
 };
 
 struct RebalanceResult {
@@ -67,6 +73,7 @@ struct RebalanceResult {
   int loaded = 0;    // (layer, expert, server) triples added
   int unloaded = 0;  // and removed
   double seconds = 0;
+  std::string policy = "flat";  // or "hierarchical (N nodes, G groups)"
 };
 
 // Thread-safe; one rebalance runs at a time.

@@ -11,6 +11,7 @@
 #include "core/rpc/grpc_status.h"
 #include "core/rpc/server_util.h"
 #include "core/status_macros.h"
+#include "router/eplb_hierarchical.h"
 
 namespace moe {
 
@@ -105,6 +106,23 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
                                      options.connect_timeout_seconds));
   ASSIGN_OR_RETURN(server->engine_,
                    RouterEngine::Load(options.engine, std::move(placement)));
+  if (options.rebalance.num_nodes > 1) {
+    // Nodes are checked at start (slot room at each rebalance).
+    HierarchicalEplbOptions by_node;
+    by_node.servers.num_servers =
+        static_cast<int>(options.expert_addresses.size());
+    by_node.servers.slots_per_server = server->engine_->config().num_experts;
+    by_node.num_nodes = options.rebalance.num_nodes;
+    by_node.num_expert_groups = ExpertGroups(server->engine_->config());
+    if (absl::Status ok = CheckHierarchical(
+            server->engine_->config().num_experts, by_node);
+        !ok.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--expert_server_nodes=", options.rebalance.num_nodes,
+          ": hierarchical placement is impossible: ", ok.message(),
+          " (without group-limited gating, leave it at 1)"));
+    }
+  }
   std::vector<std::unique_ptr<ExpertConnection>> connections;
   for (const std::string& address : options.expert_addresses) {
     connections.push_back(std::make_unique<ExpertConnection>(address));

@@ -166,6 +166,7 @@ grpc::ServerUnaryReactor* RouterServiceImpl::Rebalance(
     response->set_loaded(result->loaded);
     response->set_unloaded(result->unloaded);
     response->set_seconds(result->seconds);
+    response->set_policy(result->policy);
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;

@@ -11,52 +11,13 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/eplb_exhaustive.h"
 
 namespace moe {
 namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-// The smallest possible max server load over every placement: each server
-// hosts any set of at most `slots` experts, every expert on at least one
-// server, an expert's load split evenly over its servers.
-double ExhaustiveBest(const std::vector<double>& load, int servers, int slots) {
-  const int experts = static_cast<int>(load.size());
-  std::vector<uint32_t> subsets;  // expert bitmasks of size <= slots
-  for (uint32_t m = 0; m < (1u << experts); ++m) {
-    if (__builtin_popcount(m) <= slots) subsets.push_back(m);
-  }
-  double best = 1e300;
-  std::vector<uint32_t> chosen(servers);
-  std::function<void(int)> search = [&](int s) {
-    if (s == servers) {
-      uint32_t covered = 0;
-      for (uint32_t m : chosen) covered |= m;
-      if (covered != (1u << experts) - 1) return;
-      std::vector<int> count(experts, 0);
-      for (uint32_t m : chosen) {
-        for (int e = 0; e < experts; ++e) count[e] += (m >> e) & 1;
-      }
-      double worst = 0;
-      for (uint32_t m : chosen) {
-        double l = 0;
-        for (int e = 0; e < experts; ++e) {
-          if ((m >> e) & 1) l += load[e] / count[e];
-        }
-        worst = std::max(worst, l);
-      }
-      best = std::min(best, worst);
-      return;
-    }
-    for (uint32_t m : subsets) {
-      chosen[s] = m;
-      search(s + 1);
-    }
-  };
-  search(0);
-  return best;
-}
 
 struct Shape {
   int experts, servers, slots;

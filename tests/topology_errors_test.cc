@@ -166,6 +166,9 @@ TEST(TopologyErrorsTest, RolesAreCheckedAndMixedConsistently) {
   EXPECT_THAT(Error(With(R"("expert_servers": 1, "attention_servers": 1,
       "router": {"rebalance_period_s": -1})")),
               HasSubstr("router.rebalance_period_s"));
+  EXPECT_THAT(Error(With(R"("expert_servers": 1, "attention_servers": 1,
+      "router": {"expert_server_nodes": 0})")),
+              HasSubstr("router.expert_server_nodes"));
   EXPECT_THAT(Error(With(R"("expert_servers": 1,
       "attention_servers": [{"prefix_cache": "yes"}])")),
               HasSubstr("attention_servers[0].prefix_cache: must be true or false"));

@@ -185,7 +185,8 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
                          "per_server_token_cap": 7, "fanout_timeout": 2.5,
                          "threads": 2, "rebalance_period_s": 30,
                          "rebalance_min_gain": 0.25,
-                         "rebalance_slots_per_server": 5},
+                         "rebalance_slots_per_server": 5,
+                         "expert_server_nodes": 2},
               "attention_servers": [{"kv_cache_mb": 128, "max_running": 8,
                                      "prefill_chunk_tokens": 64, "threads": 1},
                                     {"name": "att-b", "role": "both",
@@ -209,7 +210,8 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
                           "--fanout_timeout=2.5", "--threads=2",
                           "--rebalance_period_s=30",
                           "--rebalance_min_gain=0.25",
-                          "--rebalance_slots_per_server=5"));
+                          "--rebalance_slots_per_server=5",
+                          "--expert_server_nodes=2"));
   EXPECT_THAT(WithDependencies(launches[2], {{"127.0.0.1:1", ""}, {"127.0.0.1:2", ""}}),
               Contains("--expert_servers=127.0.0.1:1,127.0.0.1:2"));
   EXPECT_EQ(launches[3].name, "attention-0");

@@ -91,15 +91,16 @@ int RunRebalance(const std::string& router, bool force, double timeout_seconds,
         {"window_tokens", response.window_tokens()},
         {"loaded", response.loaded()},
         {"unloaded", response.unloaded()},
-        {"seconds", response.seconds()}};
+        {"seconds", response.seconds()},
+        {"policy", response.policy()}};
     std::printf("%s\n", out.dump().c_str());
   } else if (response.applied()) {
     std::printf(
         "rebalanced: imbalance %.3f -> %.3f (window of %lld tokens), %d "
-        "experts loaded, %d unloaded, %.3f s%s%s\n",
+        "experts loaded, %d unloaded, %.3f s, %s placement%s%s\n",
         response.imbalance_before(), response.imbalance_after(),
         static_cast<long long>(response.window_tokens()), response.loaded(),
-        response.unloaded(), response.seconds(),
+        response.unloaded(), response.seconds(), response.policy().c_str(),
         response.reason().empty() ? "" : "; ", response.reason().c_str());
   } else {
     std::printf("not rebalanced: %s\n", response.reason().c_str());

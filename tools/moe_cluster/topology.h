@@ -40,7 +40,9 @@
 //       "threads": 1,             // integer >= 0
 //       "rebalance_period_s": 0,  // seconds >= 0 (0 = only on request)
 //       "rebalance_min_gain": 0.1,// in [0, 1)
-//       "rebalance_slots_per_server": 0}  // integer >= 0 (0 = automatic)
+//       "rebalance_slots_per_server": 0,  // integer >= 0 (0 = automatic)
+//       "expert_server_nodes": 1} // integer >= 1: nodes the expert servers
+//                                 // form, in order (hierarchical EPLB)
 //     },
 //
 //     // Attention servers (required): a count (1..256, all role "both",
@@ -136,6 +138,7 @@ struct RouterTopology {
   std::optional<double> rebalance_period_s;  // 0: only on request
   std::optional<double> rebalance_min_gain;  // [0, 1)
   std::optional<int> rebalance_slots_per_server;  // 0: automatic
+  std::optional<int> expert_server_nodes;         // >= 1
 };
 
 struct AttentionServerTopology {
