@@ -61,6 +61,10 @@ ABSL_FLAG(int, rebalance_slots_per_server, 0,
           "Experts of one layer one expert server may host after a "
           "rebalance; 0: the current most per server and layer, plus one.");
 
+ABSL_FLAG(double, rebalance_window_s, 0.0,
+          "The load a rebalance balances: the tokens of the last this many "
+          "seconds (a sliding window); 0: those since the previous "
+          "rebalance.");
 ABSL_FLAG(int, expert_server_nodes, 1,
           "Nodes the expert servers form, consecutive in --expert_servers "
           "order (2 nodes of 4 servers: the first two and the last two). "
@@ -155,6 +159,11 @@ int main(int argc, char** argv) {
                              nodes));
   }
   options.rebalance.num_nodes = nodes;
+  const double window = absl::GetFlag(FLAGS_rebalance_window_s);
+  if (!(window >= 0) || window > 86400 * 365) {
+    return fail("--rebalance_window_s must be in [0, 31536000] seconds");
+  }
+  options.rebalance.window_seconds = window;
 
   options.metrics_per_expert = absl::GetFlag(FLAGS_metrics_per_expert);
   options.registry = std::make_shared<prometheus::Registry>();

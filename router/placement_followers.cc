@@ -84,8 +84,6 @@ std::vector<std::vector<int64_t>> PlacementFollowers::CollectLoad(
   for (grpc::ServerUnaryReactor* reactor : answered) {
     reactor->Finish(grpc::Status::OK);
   }
-  std::vector<std::vector<int64_t>> sum(
-      num_layers, std::vector<int64_t>(num_experts, 0));
   absl::MutexLock lock(&mu_);
   auto all_reported = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const absl::Time now = absl::Now();
@@ -99,6 +97,19 @@ std::vector<std::vector<int64_t>> PlacementFollowers::CollectLoad(
     mu_.AwaitWithDeadline(absl::Condition(&all_reported),
                           std::min(give_up, absl::Now() + absl::Seconds(1)));
   }
+  return SumLoadLocked(num_layers, num_experts);
+}
+
+std::vector<std::vector<int64_t>> PlacementFollowers::LastLoad(
+    int num_layers, int num_experts) {
+  absl::MutexLock lock(&mu_);
+  return SumLoadLocked(num_layers, num_experts);
+}
+
+std::vector<std::vector<int64_t>> PlacementFollowers::SumLoadLocked(
+    int num_layers, int num_experts) const {
+  std::vector<std::vector<int64_t>> sum(
+      num_layers, std::vector<int64_t>(num_experts, 0));
   for (const auto& [name, f] : followers_) {
     for (const auto& [layer, tokens] : f.load) {
       if (layer < 0 || layer >= num_layers) continue;

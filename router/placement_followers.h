@@ -75,6 +75,10 @@ class PlacementFollowers {
                                                 int num_experts,
                                                 absl::Duration timeout);
 
+  // The sum over every follower ever heard of its last report, without
+  // asking for fresh ones (the load window's periodic samples).
+  std::vector<std::vector<int64_t>> LastLoad(int num_layers, int num_experts);
+
   // Answers held polls now, and later ones at once (the server is
   // stopping).
   void Stop();
@@ -92,6 +96,9 @@ class PlacementFollowers {
     absl::Time until;
   };
 
+  std::vector<std::vector<int64_t>> SumLoadLocked(int num_layers,
+                                                  int num_experts) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FillLocked(v1::PlacementUpdate* response)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool LiveLocked(const Follower& f, absl::Time now) const

@@ -62,6 +62,16 @@ Rebalancer::Rebalancer(RouterEngine* engine,
   {
     absl::MutexLock lock(&mu_);
     window_start_ = TokensByLayerExpert(engine_->Totals(), engine_->config());
+    window_start_time_ = Now();
+  }
+  if (options_.window_seconds > 0) {
+    {
+      absl::MutexLock lock(&window_mu_);
+      window_ = std::make_unique<LoadWindow>(
+          absl::Seconds(options_.window_seconds));
+    }
+    SampleLoad();
+    sampler_ = std::thread([this] { SamplerLoop(); });
   }
   uint64_t version = 0;
   const std::shared_ptr<const PlacementTable> placement =
@@ -76,6 +86,35 @@ Rebalancer::Rebalancer(RouterEngine* engine,
 Rebalancer::~Rebalancer() {
   stop_.Notify();
   if (periodic_.joinable()) periodic_.join();
+  if (sampler_.joinable()) sampler_.join();
+}
+
+absl::Time Rebalancer::Now() const {
+  return options_.clock ? options_.clock() : absl::Now();
+}
+
+void Rebalancer::SampleLoad() {
+  const ModelConfig& config = engine_->config();
+  std::vector<std::vector<int64_t>> counts =
+      TokensByLayerExpert(engine_->Totals(), config);
+  const std::vector<std::vector<int64_t>> followers =
+      followers_->LastLoad(config.num_layers, config.num_experts);
+  for (int l = 0; l < config.num_layers; ++l) {
+    for (int e = 0; e < config.num_experts; ++e) {
+      counts[l][e] += followers[l][e];
+    }
+  }
+  absl::MutexLock lock(&window_mu_);
+  if (window_ != nullptr) window_->Record(Now(), std::move(counts));
+}
+
+void Rebalancer::SamplerLoop() {
+  const double every = options_.window_sample_seconds > 0
+                           ? options_.window_sample_seconds
+                           : std::max(0.05, options_.window_seconds / 16);
+  while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(every))) {
+    SampleLoad();
+  }
 }
 
 void Rebalancer::PeriodicLoop() {
@@ -196,6 +235,24 @@ absl::StatusOr<RebalanceResult> Rebalancer::RebalanceLocked(bool force) {
   const std::shared_ptr<const PlacementTable> current = engine_->placement();
   const int num_servers = current->num_servers();
   const std::vector<std::vector<int64_t>> now = CurrentLoad();
+  // The window's tokens per [layer][expert].
+  std::vector<std::vector<int64_t>> window_tokens;
+  RebalanceResult result;
+  if (options_.window_seconds > 0) {
+    absl::MutexLock lock(&window_mu_);
+    absl::Duration covered;
+    window_tokens = window_->Tokens(Now(), now, &covered);
+    result.window_seconds = absl::ToDoubleSeconds(covered);
+  } else {
+    window_tokens = now;
+    for (size_t l = 0; l < now.size(); ++l) {
+      for (size_t e = 0; e < now[l].size(); ++e) {
+        window_tokens[l][e] =
+            std::max<int64_t>(now[l][e] - window_start_[l][e], 0);
+      }
+    }
+    result.window_seconds = absl::ToDoubleSeconds(Now() - window_start_time_);
+  }
   EplbOptions eplb;
   eplb.num_servers = num_servers;
   eplb.slots_per_server =
@@ -204,7 +261,6 @@ absl::StatusOr<RebalanceResult> Rebalancer::RebalanceLocked(bool force) {
           : std::min(config.num_experts,
                      MaxExpertsPerServerLayer(*current, config) + 1);
 
-  RebalanceResult result;
   const bool hierarchical = options_.num_nodes > 1;
   HierarchicalEplbOptions by_node;
   by_node.servers = eplb;
@@ -228,8 +284,7 @@ absl::StatusOr<RebalanceResult> Rebalancer::RebalanceLocked(bool force) {
     std::vector<double> load(config.num_experts);
     std::vector<std::vector<int>> servers(config.num_experts);
     for (int e = 0; e < config.num_experts; ++e) {
-      const int64_t tokens = now[layer][e] - window_start_[layer][e];
-      load[e] = static_cast<double>(std::max<int64_t>(tokens, 0));
+      load[e] = static_cast<double>(window_tokens[layer][e]);
       result.window_tokens += static_cast<int64_t>(load[e]);
       for (int32_t s : current->Replicas(layer, e)) servers[e].push_back(s);
     }
@@ -257,7 +312,11 @@ absl::StatusOr<RebalanceResult> Rebalancer::RebalanceLocked(bool force) {
     sum_mean += before.mean_load;
   }
   if (sum_mean <= 0) {
-    result.reason = "no tokens were routed since the last rebalance";
+    result.reason =
+        options_.window_seconds > 0
+            ? absl::StrCat("no tokens were routed in the last ",
+                           options_.window_seconds, " s")
+            : "no tokens were routed since the last rebalance";
     result.seconds = absl::ToDoubleSeconds(absl::Now() - start);
     return result;
   }
@@ -316,6 +375,7 @@ absl::StatusOr<RebalanceResult> Rebalancer::RebalanceLocked(bool force) {
                                  unloaded.message());
   }
   window_start_ = now;
+  window_start_time_ = Now();
   result.applied = true;
   result.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return result;

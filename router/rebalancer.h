@@ -1,7 +1,9 @@
 // Online expert rebalancing (EPLB) without stopping the router.
 //
-// A rebalance takes the per-(layer, expert) tokens computed since the
-// previous rebalance (or the router's start): the load window. They are
+// A rebalance takes the per-(layer, expert) tokens of the load window: the
+// last `window_seconds` (a sliding window over counts sampled every
+// window / 16), or, with window_seconds 0, those since the previous
+// rebalance (or the router's start). They are
 // the router's own dispatches plus those its followers (attention servers
 // with --moe_dispatch=direct) report. For each
 // MoE layer it plans replica counts and an assignment with
@@ -26,6 +28,7 @@
 #ifndef MOE_ROUTER_REBALANCER_H_
 #define MOE_ROUTER_REBALANCER_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -35,6 +38,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "moe/v1/expert.grpc.pb.h"
+#include "router/load_window.h"
 #include "router/placement_followers.h"
 #include "router/router_engine.h"
 #include "router/router_metrics.h"
@@ -62,6 +66,14 @@ struct RebalanceOptions {
   // each expert group, replicas included, on one node
   // (router/eplb_hierarchical.h).
   int num_nodes = 1;
+  // The load window: the last this many seconds; 0: since the previous
+  // rebalance.
+  double window_seconds = 0;
+  // How often the window samples the counts; 0: window_seconds / 16
+  // (at least 0.05 s).
+  double window_sample_seconds = 0;
+  // The clock of the window's samples (tests pass a fake); null: absl::Now.
+  std::function<absl::Time()> clock;
 };
 
 struct RebalanceResult {
@@ -74,6 +86,7 @@ struct RebalanceResult {
   int unloaded = 0;  // and removed
   double seconds = 0;
   std::string policy = "flat";  // or "hierarchical (N nodes, G groups)"
+  double window_seconds = 0;  // the span the window's tokens cover
 };
 
 // Thread-safe; one rebalance runs at a time.
@@ -105,6 +118,11 @@ class Rebalancer {
   // not unload.
   absl::Status Admit(int server, bool up);
 
+  // Records the counts so far (the router's and its followers' last
+  // reports) in the sliding window, at the options' clock. The sampler
+  // thread calls it every window_sample_seconds; a no-op without a window.
+  void SampleLoad();
+
  private:
   absl::StatusOr<RebalanceResult> RebalanceLocked(bool force)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -113,6 +131,8 @@ class Rebalancer {
   absl::Status ChangeExperts(
       bool load, const std::vector<std::vector<LayerExpert>>& per_server);
   void PeriodicLoop();
+  void SamplerLoop();
+  absl::Time Now() const;
   // Tokens per [layer][expert] so far: the router's own dispatches plus
   // what its followers report (asked for fresh reports first).
   std::vector<std::vector<int64_t>> CurrentLoad();
@@ -126,9 +146,17 @@ class Rebalancer {
   RouterMetrics* metrics_;
   absl::Mutex mu_;
   // Per (layer, expert) tokens at the start of the window.
+  // Per (layer, expert) tokens at the start of the window, and when (with
+  // window_seconds 0).
   std::vector<std::vector<int64_t>> window_start_ ABSL_GUARDED_BY(mu_);
+  absl::Time window_start_time_ ABSL_GUARDED_BY(mu_);
+  // The sliding window (with window_seconds > 0); its own lock, as a
+  // rebalance holds mu_ for as long as servers load.
+  absl::Mutex window_mu_;
+  std::unique_ptr<LoadWindow> window_ ABSL_GUARDED_BY(window_mu_);
   absl::Notification stop_;
   std::thread periodic_;
+  std::thread sampler_;
 };
 
 }  // namespace moe

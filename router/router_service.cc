@@ -167,6 +167,7 @@ grpc::ServerUnaryReactor* RouterServiceImpl::Rebalance(
     response->set_unloaded(result->unloaded);
     response->set_seconds(result->seconds);
     response->set_policy(result->policy);
+    response->set_window_seconds(result->window_seconds);
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;

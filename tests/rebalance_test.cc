@@ -81,6 +81,14 @@ class RebalanceTest : public ::testing::Test {
     router_options.health_probe_seconds = 0.2;
     router_options.rebalance.follower_timeout_seconds =
         follower_timeout_seconds_;
+    if (window_seconds_ > 0) {
+      router_options.rebalance.window_seconds = window_seconds_;
+      // Samples only when the test says (SampleLoad), at its clock.
+      router_options.rebalance.window_sample_seconds = 1e6;
+      router_options.rebalance.clock = [this] {
+        return absl::UnixEpoch() + absl::Seconds(fake_seconds_.load());
+      };
+    }
     absl::StatusOr<std::unique_ptr<RouterServer>> router =
         RouterServer::Start(router_options);
     ASSERT_TRUE(router.ok()) << router.status();
@@ -192,6 +200,9 @@ class RebalanceTest : public ::testing::Test {
   // How long a rebalance waits for followers (a test of the timeout itself
   // shortens it; the others never wait for it).
   double follower_timeout_seconds_ = 600;
+  // A sliding load window (0: since the last rebalance), on a fake clock.
+  double window_seconds_ = 0;
+  std::atomic<int64_t> fake_seconds_{0};
   ModelWeights weights_;
   std::vector<std::unique_ptr<ExpertServer>> experts_;
   // What each server was started with.
@@ -459,6 +470,42 @@ TEST_F(RebalanceFollowerTimeoutTest, ASilentFollowerKeepsTheOldExpertsLoaded) {
   std::vector<std::set<std::pair<int, int>>> new_lists;
   for (int s = 0; s < kServers; ++s) new_lists.push_back(PlacedOn(*router_, s));
   EXPECT_TRUE(HostsAll(experts_, first_lists_, new_lists));
+  for (int l : MoeLayers()) ASSERT_EQ(RunAndCompare(l), "");
+}
+
+class RebalanceWindowTest : public RebalanceTest {
+ protected:
+  RebalanceWindowTest() { window_seconds_ = 60; }
+};
+
+// With a 60 s window, load older than 60 s no longer counts: the skewed
+// rounds at t < 100 s are out of the window at t = 170 s (nothing to
+// balance), and a rebalance at t = 180 s sees only the rounds since.
+TEST_F(RebalanceWindowTest, LoadOlderThanTheWindowNoLongerCounts) {
+  const ModelConfig& c = weights_.config;
+  const int64_t tokens_per_round = int64_t{kTokens} * c.num_experts_per_tok *
+                                   static_cast<int64_t>(MoeLayers().size());
+  for (int round = 0; round < 4; ++round) {
+    for (int l : MoeLayers()) ASSERT_EQ(RunAndCompare(l), "");
+  }
+  fake_seconds_ = 100;
+  router_->rebalancer().SampleLoad();
+  fake_seconds_ = 170;
+  v1::RebalanceResponse stale;
+  ASSERT_TRUE(Rebalance(/*force=*/true, &stale).ok());
+  EXPECT_FALSE(stale.applied());
+  EXPECT_THAT(stale.reason(), HasSubstr("no tokens were routed in the last 60 s"));
+
+  for (int round = 0; round < 3; ++round) {
+    for (int l : MoeLayers()) ASSERT_EQ(RunAndCompare(l), "");
+  }
+  fake_seconds_ = 180;
+  v1::RebalanceResponse fresh;
+  ASSERT_TRUE(Rebalance(/*force=*/true, &fresh).ok());
+  ASSERT_TRUE(fresh.applied()) << fresh.reason();
+  EXPECT_EQ(fresh.window_tokens(), 3 * tokens_per_round);
+  // From the sample at 100 s, the newest at or before 180 - 60.
+  EXPECT_DOUBLE_EQ(fresh.window_seconds(), 80);
   for (int l : MoeLayers()) ASSERT_EQ(RunAndCompare(l), "");
 }
 

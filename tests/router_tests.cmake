@@ -5,6 +5,8 @@ moe_test(dispatch_plan_test dispatch_plan_test.cc)
 target_link_libraries(dispatch_plan_test PRIVATE moe_router_plan)
 moe_test(eplb_test eplb_test.cc)
 target_link_libraries(eplb_test PRIVATE moe_router_plan)
+moe_test(load_window_test load_window_test.cc)
+target_link_libraries(load_window_test PRIVATE moe_router_plan)
 moe_test(eplb_hierarchical_test eplb_hierarchical_test.cc)
 target_link_libraries(eplb_hierarchical_test PRIVATE moe_router_plan)
 

@@ -186,6 +186,7 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
                          "threads": 2, "rebalance_period_s": 30,
                          "rebalance_min_gain": 0.25,
                          "rebalance_slots_per_server": 5,
+                         "rebalance_window_s": 120,
                          "expert_server_nodes": 2},
               "attention_servers": [{"kv_cache_mb": 128, "max_running": 8,
                                      "prefill_chunk_tokens": 64, "threads": 1},
@@ -211,6 +212,7 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
                           "--rebalance_period_s=30",
                           "--rebalance_min_gain=0.25",
                           "--rebalance_slots_per_server=5",
+                          "--rebalance_window_s=120",
                           "--expert_server_nodes=2"));
   EXPECT_THAT(WithDependencies(launches[2], {{"127.0.0.1:1", ""}, {"127.0.0.1:2", ""}}),
               Contains("--expert_servers=127.0.0.1:1,127.0.0.1:2"));

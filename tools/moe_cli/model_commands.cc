@@ -92,14 +92,16 @@ int RunRebalance(const std::string& router, bool force, double timeout_seconds,
         {"loaded", response.loaded()},
         {"unloaded", response.unloaded()},
         {"seconds", response.seconds()},
-        {"policy", response.policy()}};
+        {"policy", response.policy()},
+        {"window_seconds", response.window_seconds()}};
     std::printf("%s\n", out.dump().c_str());
   } else if (response.applied()) {
     std::printf(
-        "rebalanced: imbalance %.3f -> %.3f (window of %lld tokens), %d "
-        "experts loaded, %d unloaded, %.3f s, %s placement%s%s\n",
+        "rebalanced: imbalance %.3f -> %.3f (window of %lld tokens over "
+        "%.1f s), %d experts loaded, %d unloaded, %.3f s, %s placement%s%s\n",
         response.imbalance_before(), response.imbalance_after(),
-        static_cast<long long>(response.window_tokens()), response.loaded(),
+        static_cast<long long>(response.window_tokens()),
+        response.window_seconds(), response.loaded(),
         response.unloaded(), response.seconds(), response.policy().c_str(),
         response.reason().empty() ? "" : "; ", response.reason().c_str());
   } else {

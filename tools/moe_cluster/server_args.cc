@@ -77,6 +77,7 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     AddIfSet(l.args, "rebalance_period_s", r.rebalance_period_s);
     AddIfSet(l.args, "rebalance_min_gain", r.rebalance_min_gain);
     AddIfSet(l.args, "rebalance_slots_per_server", r.rebalance_slots_per_server);
+    AddIfSet(l.args, "rebalance_window_s", r.rebalance_window_s);
     AddIfSet(l.args, "expert_server_nodes", r.expert_server_nodes);
     if (plan.data_plane.kind == DataPlane::kNccl) {
       l.args.push_back("--data_plane=nccl");

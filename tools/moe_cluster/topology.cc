@@ -231,7 +231,7 @@ absl::StatusOr<RouterTopology> ParseRouter(const Json& root) {
                   {"capacity_factor", "overflow", "per_server_token_cap",
                    "fanout_timeout", "threads", "rebalance_period_s",
                    "rebalance_min_gain", "rebalance_slots_per_server",
-                   "expert_server_nodes"}));
+                   "expert_server_nodes", "rebalance_window_s"}));
   ASSIGN_OR_RETURN(router.capacity_factor,
                    OptionalNumber(r, "router", "capacity_factor", 0, false));
   ASSIGN_OR_RETURN(router.overflow, OptionalString(r, "router", "overflow",
@@ -258,6 +258,8 @@ absl::StatusOr<RouterTopology> ParseRouter(const Json& root) {
                                kMaxTokens));
   // Whether the nodes divide the servers and the model's expert groups is
   // the router's check at start (it knows the model).
+  ASSIGN_OR_RETURN(router.rebalance_window_s,
+                   OptionalNumber(r, "router", "rebalance_window_s", 0, false));
   ASSIGN_OR_RETURN(router.expert_server_nodes,
                    OptionalInt(r, "router", "expert_server_nodes", 1,
                                kMaxServersPerKind));

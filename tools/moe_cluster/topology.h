@@ -41,6 +41,7 @@
 //       "rebalance_period_s": 0,  // seconds >= 0 (0 = only on request)
 //       "rebalance_min_gain": 0.1,// in [0, 1)
 //       "rebalance_slots_per_server": 0,  // integer >= 0 (0 = automatic)
+//       "rebalance_window_s": 0,  // seconds >= 0 (0 = since the last one)
 //       "expert_server_nodes": 1} // integer >= 1: nodes the expert servers
 //                                 // form, in order (hierarchical EPLB)
 //     },
@@ -139,6 +140,7 @@ struct RouterTopology {
   std::optional<double> rebalance_min_gain;  // [0, 1)
   std::optional<int> rebalance_slots_per_server;  // 0: automatic
   std::optional<int> expert_server_nodes;         // >= 1
+  std::optional<double> rebalance_window_s;       // 0: since the last
 };
 
 struct AttentionServerTopology {
