@@ -40,6 +40,7 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
     direct.model_dir = options.engine.model_dir;
     direct.connect_timeout_seconds = options.connect_timeout_seconds;
     direct.call_timeout_seconds = options.router_timeout_seconds;
+    direct.wire_dtype = options.wire_dtype;
     absl::StatusOr<std::unique_ptr<DirectMoeExecutor>> executor =
         DirectMoeExecutor::Create(direct, *server->registry_);
     if (!executor.ok()) {
@@ -52,7 +53,7 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   } else {
     server->moe_ = std::make_unique<RemoteMoeExecutor>(
         options.router_address, config.hidden_size,
-        options.router_timeout_seconds);
+        options.router_timeout_seconds, options.wire_dtype);
   }
   server->metrics_ = std::make_unique<AttentionMetrics>(
       *server->registry_, std::string(AttentionRoleName(options.role)));

@@ -15,6 +15,7 @@
 #include "attention_server/direct_moe_executor.h"
 #include "attention_server/remote_moe_executor.h"
 #include "grpcpp/server.h"
+#include "moe/v1/tensor.pb.h"
 #include "prometheus/registry.h"
 
 namespace moe {
@@ -33,6 +34,10 @@ struct AttentionServerOptions {
   std::string listen_address = "127.0.0.1:0";
   std::string router_address;
   MoeDispatchMode moe_dispatch = MoeDispatchMode::kRouter;
+  // The dtype hidden states and expert outputs travel in (tensor_codec.h):
+  // DTYPE_F32 (bit-identical to the engine) or DTYPE_BF16 (half the bytes,
+  // rounded).
+  v1::DType wire_dtype = v1::DTYPE_F32;
   AttentionRole role = AttentionRole::kBoth;
   // How long to wait for the router to report SERVING at start.
   double connect_timeout_seconds = 60;

@@ -116,7 +116,8 @@ absl::StatusOr<uint64_t> DirectMoeExecutor::StartMoe(int layer, const float* x,
   call->tokens = tokens;
   call->out = out;
   call->request.set_layer(layer);
-  EncodeF32(x, tokens, hidden_size_, call->request.mutable_hidden());
+  EncodeRows(x, tokens, hidden_size_, options_.wire_dtype,
+             call->request.mutable_hidden());
   const uint64_t id = next_call_id_++;
   calls_.emplace(id, call);
   const auto deadline =

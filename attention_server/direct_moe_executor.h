@@ -37,6 +37,7 @@ struct DirectMoeOptions {
   std::string model_dir;       // the gates are read from here
   double connect_timeout_seconds = 60;  // for GetDispatchConfig
   double call_timeout_seconds = 30;     // bounds each MoE step
+  v1::DType wire_dtype = v1::DTYPE_F32;  // of the groups sent (tensor_codec.h)
 };
 
 // Not thread-safe: called by the engine's executor thread only.

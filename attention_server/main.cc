@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "attention_server/attention_server.h"
 #include "core/cpu_affinity.h"
+#include "core/rpc/tensor_codec.h"
 #include "core/server/server_process.h"
 #include "tools/common/command_line.h"
 
@@ -21,6 +22,12 @@ ABSL_FLAG(std::string, moe_dispatch, "router",
           "the expert servers and combines; direct: this server gates and "
           "sends the groups to the expert servers itself with the router's "
           "placement and capacity policy (one hop each way instead of two).");
+ABSL_FLAG(std::string, wire_dtype, "f32",
+          "How hidden states and expert outputs travel between this server, "
+          "the router and the expert servers: f32 (bit-identical to the "
+          "single-process engine) or bf16 (half the bytes; every value is "
+          "rounded to bfloat16 once per hop, so outputs differ slightly and "
+          "greedy tokens can differ).");
 ABSL_FLAG(std::string, role, "both",
           "both: run requests end to end; prefill: compute prompts' K/V and "
           "ship it to decode servers; decode: receive K/V and decode.");
@@ -107,6 +114,12 @@ int main(int argc, char** argv) {
   moe::AttentionServerOptions options;
   options.router_address = absl::GetFlag(FLAGS_router);
   options.moe_dispatch = *moe_dispatch;
+  absl::StatusOr<moe::v1::DType> wire_dtype =
+      moe::ParseWireDtype(absl::GetFlag(FLAGS_wire_dtype));
+  if (!wire_dtype.ok()) {
+    return fail("--wire_dtype: " + std::string(wire_dtype.status().message()));
+  }
+  options.wire_dtype = *wire_dtype;
   options.role = *role;
   options.engine.kv_lease_seconds = absl::GetFlag(FLAGS_kv_lease_seconds);
   options.engine.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);

@@ -12,10 +12,12 @@ namespace moe {
 
 RemoteMoeExecutor::RemoteMoeExecutor(const std::string& router_address,
                                      int64_t hidden_size,
-                                     double timeout_seconds)
+                                     double timeout_seconds,
+                                     v1::DType wire_dtype)
     : address_(router_address),
       hidden_size_(hidden_size),
       timeout_seconds_(timeout_seconds),
+      wire_dtype_(wire_dtype),
       stub_(v1::RouterService::NewStub(MakeChannel(router_address))) {}
 
 RemoteMoeExecutor::~RemoteMoeExecutor() {
@@ -68,7 +70,7 @@ absl::StatusOr<uint64_t> RemoteMoeExecutor::StartMoe(int layer, const float* x,
                                 });
   request_.set_layer(layer);
   request_.set_call_id(id);
-  EncodeF32(x, tokens, hidden_size_, request_.mutable_hidden());
+  EncodeRows(x, tokens, hidden_size_, wire_dtype_, request_.mutable_hidden());
   if (!stream_->Write(request_)) {
     BreakStream("the stream broke");
     absl::Status status = calls_[id].status;

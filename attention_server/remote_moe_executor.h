@@ -22,8 +22,11 @@ namespace moe {
 class RemoteMoeExecutor : public MoeExecutor {
  public:
   // `hidden_size` is the model's; each call waits at most `timeout_seconds`.
+  // `wire_dtype` is that of the hidden states sent (tensor_codec.h); the
+  // router answers in it.
   RemoteMoeExecutor(const std::string& router_address, int64_t hidden_size,
-                    double timeout_seconds);
+                    double timeout_seconds,
+                    v1::DType wire_dtype = v1::DTYPE_F32);
   ~RemoteMoeExecutor() override;
 
   // Errors: UNAVAILABLE naming the router when the call fails, the stream
@@ -59,6 +62,7 @@ class RemoteMoeExecutor : public MoeExecutor {
   std::string address_;
   int64_t hidden_size_;
   double timeout_seconds_;
+  v1::DType wire_dtype_;
   std::unique_ptr<v1::RouterService::Stub> stub_;
   DeadlineWatchdog watchdog_;  // each call's timeout
   std::shared_ptr<grpc::ClientContext> context_;  // of stream_

@@ -106,29 +106,47 @@ void ExpertServiceImpl::Process(const v1::RunExpertsRequest& request,
   auto inputs =
       std::make_shared<std::vector<F32Rows>>(std::move(decoded->inputs));
   std::vector<ExpertWork> work = std::move(decoded->work);
-  // Output tensors are allocated in the response and written in place.
+  // Each output goes back in its input's dtype. F32 outputs are allocated
+  // in the response and written in place; BF16 ones are computed into
+  // `wide` and rounded into the response when the engine is done.
   int64_t bytes_in = 0;
   int64_t bytes_out = 0;
   for (const v1::ExpertGroup& group : request.groups()) {
     bytes_in += static_cast<int64_t>(group.hidden().data().size());
   }
-  for (ExpertWork& w : work) {
+  auto wide = std::make_shared<std::vector<std::vector<float>>>(work.size());
+  for (size_t i = 0; i < work.size(); ++i) {
+    ExpertWork& w = work[i];
+    const v1::DType dtype = request.groups(static_cast<int>(i)).hidden().dtype();
     v1::Tensor* out = response->add_outputs();
-    out->set_dtype(v1::DTYPE_F32);
+    out->set_dtype(dtype);
     out->add_shape(w.tokens);
     out->add_shape(hidden);
     std::string* data = out->mutable_data();
-    data->resize(static_cast<size_t>(w.tokens * hidden) * sizeof(float));
-    w.out = reinterpret_cast<float*>(data->data());
+    data->resize(static_cast<size_t>(w.tokens * hidden) *
+                 WireBytesPerElement(dtype));
     bytes_out += static_cast<int64_t>(data->size());
+    if (dtype == v1::DTYPE_F32) {
+      w.out = reinterpret_cast<float*>(data->data());
+    } else {
+      (*wide)[i].resize(static_cast<size_t>(w.tokens * hidden));
+      w.out = (*wide)[i].data();
+    }
   }
   std::vector<ExpertWork> recorded = work;  // for the metrics; no pointers used
   engine_->Submit(
       std::move(work),
-      [this, inputs, response, recorded = std::move(recorded), bytes_in,
+      [this, inputs, wide, response, recorded = std::move(recorded), bytes_in,
        bytes_out, done = std::move(done)](absl::Status status, double seconds) {
         response->set_compute_seconds(seconds);
         if (status.ok()) {
+          for (size_t i = 0; i < wide->size(); ++i) {
+            if ((*wide)[i].empty()) continue;
+            v1::Tensor* out = response->mutable_outputs(static_cast<int>(i));
+            WriteWire(out->dtype(), (*wide)[i].data(),
+                      static_cast<int64_t>((*wide)[i].size()),
+                      out->mutable_data()->data());
+          }
           metrics_->RecordCall(recorded, bytes_in, bytes_out, seconds);
         }
         done(std::move(status));

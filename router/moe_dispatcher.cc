@@ -47,6 +47,9 @@ struct FanOut : std::enable_shared_from_this<FanOut> {
   std::function<void(absl::Status)> done;
   DispatchPlan plan;
   F32Rows x;  // the batch's input; valid until `done` runs
+  // The dtype the caller sent x in: the groups go to the expert servers,
+  // and the output back, in it.
+  v1::DType wire = v1::DTYPE_F32;
   std::atomic<int> pending{0};
 
   absl::Mutex mu;
@@ -82,15 +85,15 @@ struct FanOut : std::enable_shared_from_this<FanOut> {
       g->set_layer(plan.layer);
       g->set_expert(group.expert);
       v1::Tensor* t = g->mutable_hidden();
-      t->set_dtype(v1::DTYPE_F32);
+      t->set_dtype(wire);
       t->add_shape(static_cast<int64_t>(group.tokens.size()));
       t->add_shape(hidden);
       std::string* data = t->mutable_data();
-      data->resize(group.tokens.size() * hidden * sizeof(float));
-      float* dst = reinterpret_cast<float*>(data->data());
+      const int64_t row_bytes = hidden * WireBytesPerElement(wire);
+      data->resize(group.tokens.size() * row_bytes);
       for (size_t r = 0; r < group.tokens.size(); ++r) {
-        std::copy(x.data + group.tokens[r] * hidden,
-                  x.data + (group.tokens[r] + 1) * hidden, dst + r * hidden);
+        WriteWire(wire, x.data + group.tokens[r] * hidden, hidden,
+                  data->data() + r * row_bytes);
       }
     }
     (*connections)[server]->Call(
@@ -229,13 +232,19 @@ struct FanOut : std::enable_shared_from_this<FanOut> {
   absl::Status Combine() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     const int64_t hidden = engine->config().hidden_size;
     v1::Tensor* out = response->mutable_output();
-    out->set_dtype(v1::DTYPE_F32);
-    out->clear_shape();
-    out->add_shape(plan.tokens);
-    out->add_shape(hidden);
-    std::string* data = out->mutable_data();
-    data->resize(static_cast<size_t>(plan.tokens * hidden) * sizeof(float));
-    engine->Combine(plan, rows, reinterpret_cast<float*>(data->data()));
+    if (wire == v1::DTYPE_F32) {
+      out->set_dtype(v1::DTYPE_F32);
+      out->clear_shape();
+      out->add_shape(plan.tokens);
+      out->add_shape(hidden);
+      std::string* data = out->mutable_data();
+      data->resize(static_cast<size_t>(plan.tokens * hidden) * sizeof(float));
+      engine->Combine(plan, rows, reinterpret_cast<float*>(data->data()));
+    } else {
+      std::vector<float> combined(static_cast<size_t>(plan.tokens * hidden));
+      engine->Combine(plan, rows, combined.data());
+      EncodeRows(combined.data(), plan.tokens, hidden, wire, out);
+    }
     response->set_rerouted_slots(static_cast<int32_t>(plan.stats.rerouted()));
     response->set_dropped_slots(static_cast<int32_t>(plan.stats.dropped()));
     return absl::OkStatus();
@@ -315,6 +324,7 @@ void MoeDispatcher::Dispatch(const v1::RunMoeRequest& request,
   fan->done = std::move(done);
   fan->plan = *std::move(plan);
   fan->x = *std::move(x);
+  fan->wire = request.hidden().dtype();
   std::vector<int> servers;
   {
     absl::MutexLock lock(&fan->mu);

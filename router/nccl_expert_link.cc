@@ -205,7 +205,9 @@ void NcclExpertLink::Exchange(Job job) {
     v1::ExpertGroup* g = control->add_groups();
     g->set_layer(group.layer());
     g->set_expert(group.expert());
-    g->mutable_hidden()->set_dtype(group.hidden().dtype());
+    // The control message describes float rows whatever the caller's wire
+    // dtype: the data plane moves them (as BF16) and answers in F32.
+    g->mutable_hidden()->set_dtype(v1::DTYPE_F32);
     *g->mutable_hidden()->mutable_shape() = group.hidden().shape();
   }
   const absl::Time deadline = absl::FromChrono(job.deadline);

@@ -422,13 +422,20 @@ TEST_F(BadInputTest,
          return RunMoe(MoeRequest(0, t));
        },
        kInvalid, "hidden"},
-      {moe, "hidden dtype BF16",
+      {moe, "hidden dtype F16",
+       [&] {
+         v1::Tensor t = F32Tensor(2, hidden);
+         t.set_dtype(v1::DTYPE_F16);
+         return RunMoe(MoeRequest(0, t));
+       },
+       kInvalid, "hidden: dtype"},
+      {moe, "hidden BF16 with the bytes of F32",
        [&] {
          v1::Tensor t = F32Tensor(2, hidden);
          t.set_dtype(v1::DTYPE_BF16);
          return RunMoe(MoeRequest(0, t));
        },
-       kInvalid, "hidden: dtype"},
+       kInvalid, "of BF16 needs"},
       {moe, "hidden bytes one short of the shape",
        [&] {
          v1::Tensor t = F32Tensor(2, hidden);

@@ -6,7 +6,10 @@
 //   - checks that the servers it depends on (--router, --attention_servers,
 //     --expert_servers) answer SERVING, else exits 4;
 //   - serves grpc.health.v1 on --listen, writes --port_file and waits for
-//     SIGINT/SIGTERM, then exits 0.
+//     SIGINT/SIGTERM, then exits 0;
+//   - given --http_port_file (the gateway's OpenAI API), writes its gRPC
+//     port there after serving, as the real gateway writes its HTTP port
+//     after its gRPC server is up (it serves no HTTP itself).
 // Environment switches, each naming the binary it applies to:
 //   MOE_FAKE_EXIT=<name>          print a message and exit 3 at start
 //   MOE_FAKE_HANG=<name>          print "hanging" and never write a port file
@@ -86,6 +89,13 @@ int main(int argc, char** argv) {
                                             server->port, flags["port_file"]);
       !s.ok()) {
     return 1;
+  }
+  if (flags.count("http_port_file") != 0) {
+    if (absl::Status s =
+            moe::WritePortFile(flags["http_port_file"], server->port);
+        !s.ok()) {
+      return 1;
+    }
   }
   while (true) {
     const int signal = moe::WaitForTerminationSignal();

@@ -240,7 +240,9 @@ TEST_F(MoeClusterTest, StartsStagesInOrderWithTheTopologyFlags) {
               ::testing::Contains("att-b: " + a["att-b"] + " (role both)"));
   // The last two lines are exactly these.
   ASSERT_GE(lines->size(), 2u);
-  EXPECT_EQ((*lines)[lines->size() - 2], "gateway: " + a["gateway"]);
+  EXPECT_THAT((*lines)[lines->size() - 2],
+              ::testing::MatchesRegex("gateway: " + a["gateway"] +
+                                      " openai http://127\\.0\\.0\\.1:[0-9]+/v1"));
   EXPECT_EQ(lines->back(), "ready");
 
   // The fakes checked that their dependencies were SERVING and logged

@@ -2,6 +2,9 @@
 // ports: RunMoe equals the single-process engine's MoE step bit for bit, in
 // several placements; capacity limits are deterministic and counted; bad
 // requests are refused naming the field.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <memory>
 #include <random>
 #include <string>
@@ -213,6 +216,75 @@ TEST(DirectDispatchTest, EqualsTheRoutersAnswerBitForBit) {
     }
     EXPECT_GT(moved, 0) << "the capacity limit never moved a slot";
   }
+}
+
+// The BF16 wire (attention_server --wire_dtype bf16): a BF16 hidden state
+// comes back as a BF16 output of half the bytes, close to the F32 answer
+// (each hop rounds to 8 significant bits), and direct dispatch with the same
+// wire computes the router's BF16 answer bit for bit.
+TEST(WireDtypeTest, Bf16AnswersInBf16CloseToF32AndDirectDispatchAgrees) {
+  const std::string fixture = "tiny-mixtral";
+  absl::StatusOr<ModelConfig> c = LoadModelConfig(testing::FixtureDir(fixture));
+  ASSERT_TRUE(c.ok()) << c.status();
+  const int L = c->num_layers, E = c->num_experts;
+  const std::vector<std::set<std::pair<int, int>>> placements = {
+      ExpertsWhere(L, E, [&](int l, int e) { return c->IsMoeLayer(l) && e % 2 == 0; }),
+      ExpertsWhere(L, E, [&](int l, int e) { return c->IsMoeLayer(l) && e % 2 == 1; })};
+  Tier tier(fixture, placements);
+  ASSERT_TRUE(tier.ok());
+  auto registry = std::make_shared<prometheus::Registry>();
+  DirectMoeOptions options;
+  options.router_address = tier.address();
+  options.model_dir = testing::FixtureDir(fixture);
+  options.wire_dtype = v1::DTYPE_BF16;
+  absl::StatusOr<std::unique_ptr<DirectMoeExecutor>> direct =
+      DirectMoeExecutor::Create(options, *registry);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  const int64_t hidden = c->hidden_size;
+  double worst_relative = 0;
+  for (int layer = 0; layer < L; ++layer) {
+    if (!c->IsMoeLayer(layer)) continue;
+    for (int64_t tokens : {1, 9}) {
+      const std::vector<float> x = RandomRows(tokens, hidden, 13 * layer + tokens);
+      v1::RunMoeRequest request;
+      request.set_layer(layer);
+      EncodeRows(x.data(), tokens, hidden, v1::DTYPE_F32, request.mutable_hidden());
+      v1::RunMoeResponse f32;
+      ASSERT_TRUE(tier.RunMoe(request, &f32).ok());
+      EncodeRows(x.data(), tokens, hidden, v1::DTYPE_BF16, request.mutable_hidden());
+      v1::RunMoeResponse bf16;
+      const grpc::Status status = tier.RunMoe(request, &bf16);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+      EXPECT_EQ(bf16.output().dtype(), v1::DTYPE_BF16);
+      EXPECT_EQ(bf16.output().data().size(),
+                static_cast<size_t>(tokens * hidden * 2));
+      absl::StatusOr<F32Rows> want = DecodeF32Rows(f32.output(), hidden, "f32");
+      absl::StatusOr<F32Rows> got = DecodeF32Rows(bf16.output(), hidden, "bf16");
+      ASSERT_TRUE(want.ok() && got.ok());
+      for (int64_t t = 0; t < tokens; ++t) {
+        double norm = 0, diff = 0;
+        for (int64_t i = t * hidden; i < (t + 1) * hidden; ++i) {
+          norm = std::max(norm, std::abs(double{want->data[i]}));
+          diff = std::max(diff, std::abs(double{got->data[i]} - want->data[i]));
+        }
+        // Three roundings of about 2^-9 relative each (input, expert
+        // output, combined output): a few percent of the row's scale at
+        // most. A token whose gate flips between near-equal experts would
+        // exceed it; these random rows have none.
+        EXPECT_LE(diff, 0.03 * norm) << "layer " << layer << " token " << t;
+        if (norm > 0) worst_relative = std::max(worst_relative, diff / norm);
+      }
+      std::vector<float> direct_out(x.size());
+      ASSERT_TRUE((*direct)->RunMoe(layer, x.data(), tokens, direct_out.data()).ok());
+      for (size_t i = 0; i < direct_out.size(); ++i) {
+        ASSERT_EQ(direct_out[i], got->data[i]) << "layer " << layer << " i " << i;
+      }
+    }
+  }
+  RecordProperty("worst_relative_difference", std::to_string(worst_relative));
+  std::printf("[wire] bf16 against f32: worst max-abs difference %.4f of the "
+              "row's largest value\n", worst_relative);
+  EXPECT_GT(worst_relative, 0) << "BF16 rounding changed nothing: not sent as BF16?";
 }
 
 // Started against something that is not a router, direct dispatch fails

@@ -169,6 +169,9 @@ TEST(TopologyErrorsTest, RolesAreCheckedAndMixedConsistently) {
   EXPECT_THAT(Error(With(R"("expert_servers": 1, "attention_servers": 1,
       "router": {"expert_server_nodes": 0})")),
               HasSubstr("router.expert_server_nodes"));
+  EXPECT_THAT(Error(With(R"("expert_servers": 1,
+      "attention_servers": [{"wire_dtype": "fp8"}])")),
+              HasSubstr("attention_servers[0].wire_dtype"));
   EXPECT_THAT(Error(With(R"("expert_servers": 1, "attention_servers": 1,
       "router": {"rebalance_window_s": -5})")),
               HasSubstr("router.rebalance_window_s"));

@@ -191,7 +191,8 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
               "attention_servers": [{"kv_cache_mb": 128, "max_running": 8,
                                      "prefill_chunk_tokens": 64, "threads": 1},
                                     {"name": "att-b", "role": "both",
-                                     "moe_dispatch": "direct"}],
+                                     "moe_dispatch": "direct",
+                                     "wire_dtype": "bf16"}],
               "gateway": {"max_in_flight": 16, "drain_seconds": 90})"),
                       "tiny-mixtral");
   ASSERT_TRUE(plan.ok()) << plan.status();
@@ -226,7 +227,8 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
   EXPECT_EQ(launches[4].name, "att-b");
   EXPECT_THAT(launches[4].args,
               ElementsAre("--model=/models/m", "--role=both",
-                          "--moe_dispatch=direct", "--pin_cpus=all"));
+                          "--moe_dispatch=direct", "--wire_dtype=bf16",
+                          "--pin_cpus=all"));
   EXPECT_EQ(launches[5].name, "gateway");
   EXPECT_EQ(launches[5].stage, Stage::kGateway);
   EXPECT_THAT(launches[5].args,

@@ -1,5 +1,7 @@
 # Unit tests of core/ (owned by the unit-test work; one moe_test per file).
 moe_test(dtype_test dtype_test.cc)
+moe_test(tensor_codec_test tensor_codec_test.cc)
+target_link_libraries(tensor_codec_test PRIVATE moe_rpc)
 moe_test(deadline_watchdog_test deadline_watchdog_test.cc)
 moe_test(model_config_test model_config_test.cc)
 moe_test(safetensors_test safetensors_test.cc)

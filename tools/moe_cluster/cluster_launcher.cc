@@ -203,6 +203,16 @@ ClusterRun::Outcome ClusterRun::WaitForStage(std::vector<Pending> pending) {
       }
       if (it->address.has_value()) {
         absl::Status serving = WaitForServing(*it->address, kHealthPollSeconds);
+        // The gateway writes its HTTP port file after its gRPC server is
+        // up (SERVING can come first): it is ready once both are there.
+        std::optional<int> http_port;
+        if (serving.ok() && !it->http_port_file.empty()) {
+          http_port = ReadPortFile(it->http_port_file);
+          if (!http_port.has_value()) {
+            serving = absl::UnavailableError(
+                "SERVING, but its OpenAI API port is not written yet");
+          }
+        }
         if (serving.ok()) {
           addresses_[it->launch] = *it->address;
           // Written before the server started loading.
@@ -213,11 +223,9 @@ ClusterRun::Outcome ClusterRun::WaitForStage(std::vector<Pending> pending) {
                     : "127.0.0.1:0",
                 *port);
           }
-          // Written before the gRPC port file.
-          if (!it->http_port_file.empty()) {
-            if (std::optional<int> port = ReadPortFile(it->http_port_file)) {
-              http_[it->launch] = ConnectAddress(options_.gateway_listen, *port);
-            }
+          if (http_port.has_value()) {
+            http_[it->launch] =
+                ConnectAddress(options_.gateway_listen, *http_port);
           }
           it = pending.erase(it);
           continue;

@@ -108,6 +108,9 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     if (server.moe_dispatch.has_value()) {
       l.args.push_back(absl::StrCat("--moe_dispatch=", *server.moe_dispatch));
     }
+    if (server.wire_dtype.has_value()) {
+      l.args.push_back(absl::StrCat("--wire_dtype=", *server.wire_dtype));
+    }
     AddIfSet(l.args, "pin_cpus", plan.pin_cpus);
     l.detail = absl::StrCat("role ", l.role);
     launches.push_back(std::move(l));

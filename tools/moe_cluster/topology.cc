@@ -347,7 +347,7 @@ absl::StatusOr<AttentionServerTopology> ParseAttentionServer(
       value, path,
       {"name", "role", "threads", "kv_cache_mb", "prefill_chunk_tokens",
        "max_running", "prefix_cache", "kv_lease_seconds", "micro_batches",
-       "moe_dispatch"}));
+       "moe_dispatch", "wire_dtype"}));
   AttentionServerTopology server;
   ASSIGN_OR_RETURN(server.name,
                    ReadName(value, path, absl::StrCat("attention-", index)));
@@ -375,6 +375,8 @@ absl::StatusOr<AttentionServerTopology> ParseAttentionServer(
   ASSIGN_OR_RETURN(server.moe_dispatch,
                    OptionalString(value, path, "moe_dispatch",
                                   {"router", "direct"}));
+  ASSIGN_OR_RETURN(server.wire_dtype,
+                   OptionalString(value, path, "wire_dtype", {"f32", "bf16"}));
   return server;
 }
 

@@ -61,11 +61,13 @@
 //        "prefix_cache": true,    // reuse cached K/V of earlier prompts
 //        "kv_lease_seconds": 30,  // decode: how long K/V may take, > 0
 //        "micro_batches": 1,      // decode ping-pong micro-batches, 1..3
-//        "moe_dispatch": "router"}  // "router" (default): MoE steps go
+//        "moe_dispatch": "router",// "router" (default): MoE steps go
 //                                 // through the router; "direct": this
 //                                 // server sends them to the expert
 //                                 // servers itself with the router's
 //                                 // placement (one hop each way)
+//        "wire_dtype": "f32"}     // "f32" (default, bit-identical) or
+//                                 // "bf16" (half the bytes, rounded)
 //     ],
 //
 //     "data_plane": {             // how the groups' rows travel between
@@ -154,6 +156,7 @@ struct AttentionServerTopology {
   std::optional<double> kv_lease_seconds;
   std::optional<int> micro_batches;
   std::optional<std::string> moe_dispatch;  // "router" or "direct"
+  std::optional<std::string> wire_dtype;    // "f32" or "bf16"
 };
 
 struct GatewayTopology {
