@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -109,6 +111,20 @@ void PopulateMapping(void* map, size_t size) {
 }
 
 }  // namespace
+
+void PopulateRange(const void* data, size_t bytes, size_t slice_bytes) {
+  if (data == nullptr || bytes == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(data) + bytes;
+  const uintptr_t slice = std::max<uintptr_t>(
+      page, (static_cast<uintptr_t>(slice_bytes) + page - 1) & ~(page - 1));
+  while (begin < end) {
+    const uintptr_t stop = std::min(end, begin + slice);
+    PopulateMapping(reinterpret_cast<void*>(begin), stop - begin);
+    begin = stop;
+  }
+}
 
 size_t SafetensorsDTypeSize(const std::string& dtype) {
   if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;

@@ -25,6 +25,13 @@ struct SafetensorsEntry {
   uint64_t end = 0;
 };
 
+// Faults in the pages of [data, data + bytes) of a read-only mapping, in
+// slices of `slice_bytes`, so that each slice holds the process's memory
+// map lock only briefly (a whole-file populate holds it while other threads
+// that map or unmap memory, e.g. large allocations, wait). Best effort.
+void PopulateRange(const void* data, size_t bytes,
+                   size_t slice_bytes = size_t{2} << 20);
+
 class SafetensorsFile {
  public:
   // Maps `path` read-only. With `populate`, pages are faulted in up front

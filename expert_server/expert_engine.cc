@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "core/safetensors.h"
 #include "core/status_macros.h"
 
 namespace moe {
@@ -121,10 +122,13 @@ absl::StatusOr<int> ExpertEngine::LoadExperts(
     }
   }
   if (missing.empty()) return 0;
+  // The shards are mapped without populating them whole: only the new
+  // experts' bytes are faulted in, a slice at a time (PopulateRange), so
+  // that the serving threads' own memory mapping never waits long on it.
   ASSIGN_OR_RETURN(ModelWeights weights,
                    LoadModelWeightsFromDir(model_dir_,
                                            WeightSelection::Experts(missing),
-                                           /*populate=*/true));
+                                           /*populate=*/false));
   if (weights.config.hidden_size != config_.hidden_size ||
       weights.config.num_layers != config_.num_layers ||
       weights.config.num_experts != config_.num_experts) {
@@ -132,6 +136,14 @@ absl::StatusOr<int> ExpertEngine::LoadExperts(
         "LoadExperts: the checkpoint in ", model_dir_,
         " no longer matches the one this server started with (hidden size, "
         "layers or experts changed)"));
+  }
+  for (const LayerWeights& layer : weights.layers) {
+    for (const auto& [e, ffn] : layer.experts) {
+      for (const TensorView* t : {&ffn.gate, &ffn.up, &ffn.down}) {
+        PopulateRange(t->data, static_cast<size_t>(t->NumElements()) *
+                                   DTypeSize(t->dtype));
+      }
+    }
   }
   absl::MutexLock lock(&hosted_mu_);
   AddHostedLocked(std::make_shared<ModelWeights>(std::move(weights)));
