@@ -3,6 +3,9 @@
 // and, for per-tensor problems, the tensor.
 #include "core/safetensors.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -71,6 +74,34 @@ class SafetensorsTest : public ::testing::Test {
   TempDir dir_;
   std::string path_;
 };
+
+// PopulateRange maps in exactly the pages of its range (checked with
+// mincore on a fresh anonymous mapping, whose pages are absent until
+// touched), slice by slice.
+TEST(PopulateRangeTest, FaultsInTheRangesPagesOnly) {
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const size_t pages = 64;
+  void* map = ::mmap(nullptr, pages * page, PROT_READ,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  // Keep the kernel from backing the region with one huge page.
+  ::madvise(map, pages * page, MADV_NOHUGEPAGE);
+  auto resident = [&] {
+    std::vector<unsigned char> in(pages);
+    EXPECT_EQ(::mincore(map, pages * page, in.data()), 0);
+    std::vector<int> out;
+    for (size_t i = 0; i < pages; ++i) out.push_back(in[i] & 1);
+    return out;
+  };
+  ASSERT_EQ(resident(), std::vector<int>(pages, 0));
+  // Pages 10 to 29: starts mid-page 10, ends mid-page 29, slices of 3.
+  PopulateRange(static_cast<char*>(map) + 10 * page + 100, 19 * page,
+                3 * page);
+  std::vector<int> want(pages, 0);
+  for (size_t i = 10; i <= 29; ++i) want[i] = 1;
+  EXPECT_EQ(resident(), want);
+  ::munmap(map, pages * page);
+}
 
 TEST_F(SafetensorsTest, ReadsValuesOfEachDTypeExactly) {
   const std::vector<float> f32 = {1.5f, -2.25f, 3e-8f, 1e30f, -0.0f, 7.0f};
