@@ -6,16 +6,13 @@
 // the response names the hierarchical policy. Layouts the nodes cannot
 // express are refused at the router's start, naming the flag.
 #include <memory>
-#include <random>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "core/checkpoint.h"
-#include "core/local_moe_executor.h"
 #include "core/model_generator.h"
 #include "core/model_weights.h"
-#include "core/rpc/tensor_codec.h"
 #include "expert_server/expert_server.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
@@ -23,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "moe/v1/router.grpc.pb.h"
 #include "router/router_server.h"
+#include "tests/skewed_moe_batch.h"
 #include "tests/test_util.h"
 
 namespace moe {
@@ -68,20 +66,8 @@ class RebalanceHierarchicalTest : public ::testing::Test {
       addresses_.push_back("127.0.0.1:" + std::to_string((*server)->port()));
       experts_.push_back(*std::move(server));
     }
-    // The skewed batch: one hidden state, kTokens times.
-    std::mt19937_64 rng(9);
-    std::normal_distribution<float> dist;
-    std::vector<float> row(c.hidden_size);
-    for (float& v : row) v = dist(rng);
-    for (int t = 0; t < kTokens; ++t) x_.insert(x_.end(), row.begin(), row.end());
-    ThreadPool pool(1);
-    LocalMoeExecutor local(&weights_, &pool);
-    want_.resize(c.num_layers);
-    for (int l = 0; l < c.num_layers; ++l) {
-      if (!c.IsMoeLayer(l)) continue;
-      want_[l].resize(x_.size());
-      ASSERT_TRUE(local.RunMoe(l, x_.data(), kTokens, want_[l].data()).ok());
-    }
+    batch_ = std::make_unique<testing::SkewedMoeBatch>(weights_, kTokens, 9);
+    ASSERT_TRUE(batch_->ok());
   }
 
   RouterServerOptions RouterOptions(int nodes) const {
@@ -94,32 +80,14 @@ class RebalanceHierarchicalTest : public ::testing::Test {
 
   // "" when RunMoe of the skewed batch on `layer` equals the engine's.
   std::string RunAndCompare(v1::RouterService::Stub& router, int layer) {
-    v1::RunMoeRequest request;
-    request.set_layer(layer);
-    EncodeF32(x_.data(), kTokens, weights_.config.hidden_size,
-              request.mutable_hidden());
-    v1::RunMoeResponse response;
-    grpc::ClientContext context;
-    const grpc::Status status = router.RunMoe(&context, request, &response);
-    if (!status.ok()) return "RunMoe failed: " + status.error_message();
-    absl::StatusOr<F32Rows> got =
-        DecodeF32Rows(response.output(), weights_.config.hidden_size, "output");
-    if (!got.ok()) return std::string(got.status().message());
-    for (size_t i = 0; i < want_[layer].size(); ++i) {
-      if (got->data[i] != want_[layer][i]) {
-        return "layer " + std::to_string(layer) + " differs at " +
-               std::to_string(i);
-      }
-    }
-    return "";
+    return batch_->RunAndCompare(router, layer);
   }
 
   testing::TempDir dir_;
   ModelWeights weights_;
   std::vector<std::unique_ptr<ExpertServer>> experts_;
   std::vector<std::string> addresses_;
-  std::vector<float> x_;
-  std::vector<std::vector<float>> want_;  // [layer]
+  std::unique_ptr<testing::SkewedMoeBatch> batch_;
 };
 
 TEST_F(RebalanceHierarchicalTest, EachExpertGroupEndsOnOneNode) {

@@ -35,6 +35,7 @@
 #include "nlohmann/json.hpp"
 #include "router/router_server.h"
 #include "tests/process_util.h"
+#include "tests/skewed_moe_batch.h"
 #include "tests/test_util.h"
 
 namespace moe {
@@ -97,42 +98,14 @@ class RebalanceTest : public ::testing::Test {
         "127.0.0.1:" + std::to_string(router_->port()),
         grpc::InsecureChannelCredentials()));
     // The skewed batch: one hidden state, 12 times.
-    std::mt19937_64 rng(5);
-    std::normal_distribution<float> dist;
-    std::vector<float> row(c.hidden_size);
-    for (float& v : row) v = dist(rng);
-    for (int t = 0; t < kTokens; ++t) x_.insert(x_.end(), row.begin(), row.end());
-    ThreadPool pool(1);
-    LocalMoeExecutor local(&weights_, &pool);
-    want_.resize(c.num_layers);
-    for (int l = 0; l < c.num_layers; ++l) {
-      if (!c.IsMoeLayer(l)) continue;
-      want_[l].resize(x_.size());
-      ASSERT_TRUE(local.RunMoe(l, x_.data(), kTokens, want_[l].data()).ok());
-    }
+    batch_ = std::make_unique<testing::SkewedMoeBatch>(weights_, kTokens, 5);
+    ASSERT_TRUE(batch_->ok());
   }
 
   // One RunMoe of the skewed batch on `layer`; "" when it equals the
   // engine's bit for bit, else what went wrong.
   std::string RunAndCompare(int layer) {
-    v1::RunMoeRequest request;
-    request.set_layer(layer);
-    EncodeF32(x_.data(), kTokens, weights_.config.hidden_size,
-              request.mutable_hidden());
-    v1::RunMoeResponse response;
-    grpc::ClientContext context;
-    const grpc::Status status = stub_->RunMoe(&context, request, &response);
-    if (!status.ok()) return "RunMoe failed: " + status.error_message();
-    absl::StatusOr<F32Rows> got =
-        DecodeF32Rows(response.output(), weights_.config.hidden_size, "output");
-    if (!got.ok()) return std::string(got.status().message());
-    for (size_t i = 0; i < want_[layer].size(); ++i) {
-      if (got->data[i] != want_[layer][i]) {
-        return "layer " + std::to_string(layer) + " differs at " +
-               std::to_string(i);
-      }
-    }
-    return "";
+    return batch_->RunAndCompare(*stub_, layer);
   }
 
   std::vector<int> MoeLayers() const {
@@ -209,8 +182,7 @@ class RebalanceTest : public ::testing::Test {
   std::vector<std::set<std::pair<int, int>>> first_lists_;
   std::unique_ptr<RouterServer> router_;
   std::unique_ptr<v1::RouterService::Stub> stub_;
-  std::vector<float> x_;
-  std::vector<std::vector<float>> want_;  // [layer]
+  std::unique_ptr<testing::SkewedMoeBatch> batch_;
 };
 
 TEST_F(RebalanceTest, HotExpertsAreReplicatedWhileServingWithIdenticalOutputs) {
