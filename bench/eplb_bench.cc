@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -82,16 +83,20 @@ std::vector<int64_t> ServerSlots(v1::RouterService::Stub& router) {
   return slots;
 }
 
-// Max over mean of the slots each server got between two ServerSlots.
-double MeasuredImbalance(const std::vector<int64_t>& before,
-                         const std::vector<int64_t>& after) {
+// Max over mean of the slots each server got between two ServerSlots, as
+// text; "not seen by the router" when it dispatched none (an attention
+// server with --moe_dispatch=direct sends them itself).
+std::string MeasuredImbalance(const std::vector<int64_t>& before,
+                              const std::vector<int64_t>& after) {
   int64_t max = 0, total = 0;
   for (size_t s = 0; s < after.size(); ++s) {
     const int64_t got = after[s] - (s < before.size() ? before[s] : 0);
     max = std::max(max, got);
     total += got;
   }
-  return total > 0 ? static_cast<double>(max) * after.size() / total : 0;
+  if (total == 0) return "not seen by the router (direct dispatch)";
+  return absl::StrFormat("%.3f (max / mean slots per expert server)",
+                         static_cast<double>(max) * after.size() / total);
 }
 
 // Best seconds per decode step of `repeats` runs of `requests`.
@@ -108,13 +113,12 @@ double BestStep(BenchCluster& cluster, v1::RouterService::Stub& router,
     const double rate = ClusterDecodeRun(cluster.gateway(), requests);
     const double wall = Seconds(Clock::now() - start);
     const double step = static_cast<double>(requests.size()) / rate;
-    const double imbalance =
+    const std::string imbalance =
         MeasuredImbalance(slots_before, ServerSlots(router));
     Note(absl::StrFormat(
         "eplb: %s placement, run %d/%d: %.1f tokens/s, %.2f ms per step, "
-        "measured imbalance %.3f (max / mean slots per expert server); CPU "
-        "over %.2f s of wall time: expert servers %.2f s, attention %.2f s, "
-        "router %.2f s",
+        "measured imbalance %s; CPU over %.2f s of wall time: expert "
+        "servers %.2f s, attention %.2f s, router %.2f s",
         placement, r + 1, repeats, rate, step * 1e3, imbalance, wall,
         cluster.CpuSeconds("expert_server") - expert_cpu,
         cluster.CpuSeconds("attention_server") - attention_cpu,

@@ -25,7 +25,8 @@ struct EplbResult {
   v1::RebalanceResponse rebalance;
 };
 
-// On `cluster` (router dispatch, hot experts all on one expert server):
+// On `cluster` (hot experts all on one expert server; router or direct
+// dispatch, the router rebalances either way):
 // `batch` concurrent greedy streams of `steps` tokens, the same prompts
 // before and after; in between, `batch` longer streams during which the
 // router rebalances (RouterService.Rebalance at `router`). Dies naming the
