@@ -20,7 +20,7 @@
 #include "gtest/gtest.h"
 #include "moe/v1/router.grpc.pb.h"
 #include "router/router_server.h"
-#include "tests/skewed_moe_batch.h"
+#include "tests/rebalance_util.h"
 #include "tests/test_util.h"
 
 namespace moe {
@@ -135,14 +135,8 @@ TEST_F(RebalanceHierarchicalTest, EachExpertGroupEndsOnOneNode) {
   }
   // The servers host exactly the new placement, and outputs are unchanged.
   for (int s = 0; s < kServers; ++s) {
-    std::set<std::pair<int, int>> want;
-    for (const LayerExpert& id : placement->ExpertsOn(s)) {
-      want.emplace(id.layer, id.expert);
-    }
-    const std::vector<std::pair<int, int>> hosted =
-        experts_[s]->engine().HostedExperts();
-    const std::set<std::pair<int, int>> got(hosted.begin(), hosted.end());
-    EXPECT_EQ(got, want) << "server " << s;
+    EXPECT_EQ(testing::HostedBy(*experts_[s]), testing::PlacedOn(**router, s))
+        << "server " << s;
   }
   for (int l = 0; l < c.num_layers; ++l) {
     if (!c.IsMoeLayer(l)) continue;

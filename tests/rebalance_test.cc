@@ -35,7 +35,7 @@
 #include "nlohmann/json.hpp"
 #include "router/router_server.h"
 #include "tests/process_util.h"
-#include "tests/skewed_moe_batch.h"
+#include "tests/rebalance_util.h"
 #include "tests/test_util.h"
 
 namespace moe {
@@ -229,17 +229,9 @@ TEST_F(RebalanceTest, HotExpertsAreReplicatedWhileServingWithIdenticalOutputs) {
   EXPECT_GT(response.loaded(), 0);
 
   // The servers host exactly the router's new placement.
-  const std::shared_ptr<const PlacementTable> placement =
-      router_->engine().placement();
   for (int s = 0; s < kServers; ++s) {
-    std::set<std::pair<int, int>> want;
-    for (const LayerExpert& id : placement->ExpertsOn(s)) {
-      want.emplace(id.layer, id.expert);
-    }
-    const std::vector<std::pair<int, int>> hosted =
-        experts_[s]->engine().HostedExperts();
-    const std::set<std::pair<int, int>> got(hosted.begin(), hosted.end());
-    EXPECT_EQ(got, want) << "server " << s;
+    EXPECT_EQ(testing::HostedBy(*experts_[s]), testing::PlacedOn(*router_, s))
+        << "server " << s;
   }
 
   // The measured imbalance is the predicted one.
@@ -265,21 +257,6 @@ TEST_F(RebalanceTest, HotExpertsAreReplicatedWhileServingWithIdenticalOutputs) {
   EXPECT_FALSE(again.reason().empty());
 }
 
-// The experts the router's current placement gives server `s`.
-std::set<std::pair<int, int>> PlacedOn(RouterServer& router, int s) {
-  std::set<std::pair<int, int>> out;
-  for (const LayerExpert& id : router.engine().placement()->ExpertsOn(s)) {
-    out.emplace(id.layer, id.expert);
-  }
-  return out;
-}
-
-std::set<std::pair<int, int>> HostedBy(const ExpertServer& server) {
-  const std::vector<std::pair<int, int>> hosted =
-      server.engine().HostedExperts();
-  return {hosted.begin(), hosted.end()};
-}
-
 // After a rebalance moved experts, a server restarted empty
 // (--experts=none) and one restarted with its first --experts list both get
 // what the router's placement now gives them before they take work; then
@@ -298,7 +275,7 @@ TEST_F(RebalanceTest, RestartedServersJoinWithTheExpertsTheRouterAssigns) {
   // with the list it was first started with.
   std::vector<int> moved;
   for (int s = 0; s < kServers; ++s) {
-    if (PlacedOn(*router_, s) != first_lists_[s]) moved.push_back(s);
+    if (testing::PlacedOn(*router_, s) != first_lists_[s]) moved.push_back(s);
   }
   ASSERT_GE(moved.size(), 2u) << "the rebalance moved too little to test";
   const int empty_victim = moved[0], listed_victim = moved[1];
@@ -324,7 +301,7 @@ TEST_F(RebalanceTest, RestartedServersJoinWithTheExpertsTheRouterAssigns) {
     const v1::RouterStats stats = Stats();
     for (int victim : {empty_victim, listed_victim}) {
       if (!stats.servers(victim).up()) return false;
-      if (HostedBy(*experts_[victim]) != PlacedOn(*router_, victim)) {
+      if (testing::HostedBy(*experts_[victim]) != testing::PlacedOn(*router_, victim)) {
         return false;
       }
     }
@@ -339,7 +316,7 @@ TEST_F(RebalanceTest, RestartedServersJoinWithTheExpertsTheRouterAssigns) {
   }
   const v1::RouterStats after = Stats();
   for (int victim : {empty_victim, listed_victim}) {
-    if (PlacedOn(*router_, victim).empty()) continue;
+    if (testing::PlacedOn(*router_, victim).empty()) continue;
     EXPECT_GT(after.servers(victim).slots(), before.servers(victim).slots())
         << "restarted server " << victim << " takes no work";
   }
@@ -359,7 +336,7 @@ bool HostsAll(const std::vector<std::unique_ptr<ExpertServer>>& servers,
   for (size_t s = 0; s < servers.size(); ++s) {
     std::set<std::pair<int, int>> want = a[s];
     want.insert(b[s].begin(), b[s].end());
-    if (HostedBy(*servers[s]) != want) return false;
+    if (testing::HostedBy(*servers[s]) != want) return false;
   }
   return true;
 }
@@ -402,7 +379,7 @@ TEST_F(RebalanceTest, FollowersGetTheNewPlacementBeforeOldExpertsAreUnloaded) {
   std::vector<std::set<std::pair<int, int>>> old_lists, new_lists;
   for (int s = 0; s < kServers; ++s) {
     old_lists.push_back(first_lists_[s]);
-    new_lists.push_back(PlacedOn(*router_, s));
+    new_lists.push_back(testing::PlacedOn(*router_, s));
     std::set<std::pair<int, int>> published;
     for (const LayerExpert& id : next->ExpertsOn(s)) {
       published.emplace(id.layer, id.expert);
@@ -440,7 +417,7 @@ TEST_F(RebalanceFollowerTimeoutTest, ASilentFollowerKeepsTheOldExpertsLoaded) {
   ASSERT_TRUE(response.applied()) << response.reason();
   EXPECT_THAT(response.reason(), HasSubstr("follower-silent did not confirm"));
   std::vector<std::set<std::pair<int, int>>> new_lists;
-  for (int s = 0; s < kServers; ++s) new_lists.push_back(PlacedOn(*router_, s));
+  for (int s = 0; s < kServers; ++s) new_lists.push_back(testing::PlacedOn(*router_, s));
   EXPECT_TRUE(HostsAll(experts_, first_lists_, new_lists));
   for (int l : MoeLayers()) ASSERT_EQ(RunAndCompare(l), "");
 }

@@ -21,10 +21,10 @@ moe_test(server_metrics_test server_metrics_test.cc)
 target_link_libraries(server_metrics_test PRIVATE moe_gateway moe_router_server
   moe_expert_server)
 moe_test(rebalance_hierarchical_test rebalance_hierarchical_test.cc
-  skewed_moe_batch.cc)
+  rebalance_util.cc)
 target_link_libraries(rebalance_hierarchical_test PRIVATE moe_router_server
   moe_expert_server)
-moe_test(rebalance_test rebalance_test.cc skewed_moe_batch.cc)
+moe_test(rebalance_test rebalance_test.cc rebalance_util.cc)
 target_link_libraries(rebalance_test PRIVATE moe_router_server moe_expert_server
   moe_process_test_util)
 add_dependencies(rebalance_test moe-cli)

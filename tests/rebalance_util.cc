@@ -1,4 +1,4 @@
-#include "tests/skewed_moe_batch.h"
+#include "tests/rebalance_util.h"
 
 #include <random>
 
@@ -8,6 +8,20 @@
 #include "grpcpp/client_context.h"
 
 namespace moe::testing {
+
+std::set<std::pair<int, int>> PlacedOn(RouterServer& router, int s) {
+  std::set<std::pair<int, int>> out;
+  for (const LayerExpert& id : router.engine().placement()->ExpertsOn(s)) {
+    out.emplace(id.layer, id.expert);
+  }
+  return out;
+}
+
+std::set<std::pair<int, int>> HostedBy(const ExpertServer& server) {
+  const std::vector<std::pair<int, int>> hosted =
+      server.engine().HostedExperts();
+  return {hosted.begin(), hosted.end()};
+}
 
 SkewedMoeBatch::SkewedMoeBatch(const ModelWeights& weights, int tokens,
                                uint64_t seed)
