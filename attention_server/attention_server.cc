@@ -41,6 +41,7 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
     direct.connect_timeout_seconds = options.connect_timeout_seconds;
     direct.call_timeout_seconds = options.router_timeout_seconds;
     direct.wire_dtype = options.wire_dtype;
+    direct.shared_memory.enabled = options.shared_memory;
     absl::StatusOr<std::unique_ptr<DirectMoeExecutor>> executor =
         DirectMoeExecutor::Create(direct, *server->registry_);
     if (!executor.ok()) {

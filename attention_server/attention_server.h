@@ -38,6 +38,9 @@ struct AttentionServerOptions {
   // DTYPE_F32 (bit-identical to the engine) or DTYPE_BF16 (half the bytes,
   // rounded).
   v1::DType wire_dtype = v1::DTYPE_F32;
+  // With direct dispatch: calls to expert servers on this host over shared
+  // memory (router/shm_expert_link.h) instead of the gRPC stream.
+  bool shared_memory = true;
   AttentionRole role = AttentionRole::kBoth;
   // How long to wait for the router to report SERVING at start.
   double connect_timeout_seconds = 60;

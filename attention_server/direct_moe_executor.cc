@@ -92,8 +92,11 @@ absl::StatusOr<std::unique_ptr<DirectMoeExecutor>> DirectMoeExecutor::Create(
       config->expert_servers, /*per_expert=*/true);
   std::vector<std::unique_ptr<ExpertConnection>> connections;
   for (const std::string& address : config->expert_servers) {
-    connections.push_back(std::make_unique<ExpertConnection>(address));
+    connections.push_back(
+        std::make_unique<ExpertConnection>(address, options.shared_memory));
   }
+  AttachSharedMemoryAtStart(connections, "attention_server",
+                            absl::Seconds(options.connect_timeout_seconds));
   executor->dispatcher_ = std::make_unique<MoeDispatcher>(
       executor->engine_.get(), std::move(connections),
       config->fanout_timeout_seconds, config->health_probe_seconds,

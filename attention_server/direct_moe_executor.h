@@ -38,6 +38,9 @@ struct DirectMoeOptions {
   double connect_timeout_seconds = 60;  // for GetDispatchConfig
   double call_timeout_seconds = 30;     // bounds each MoE step
   v1::DType wire_dtype = v1::DTYPE_F32;  // of the groups sent (tensor_codec.h)
+  // Calls to expert servers on this host over shared memory
+  // (router/shm_expert_link.h); the gRPC stream otherwise.
+  ShmLinkOptions shared_memory;
 };
 
 // Not thread-safe: called by the engine's executor thread only.

@@ -28,6 +28,10 @@ ABSL_FLAG(std::string, wire_dtype, "f32",
           "single-process engine) or bf16 (half the bytes; every value is "
           "rounded to bfloat16 once per hop, so outputs differ slightly and "
           "greedy tokens can differ).");
+ABSL_FLAG(bool, shared_memory, true,
+          "With --moe_dispatch=direct: reach expert servers on this host "
+          "over shared memory (/dev/shm and futex wake-ups), falling back "
+          "to gRPC where they cannot take it; false: always gRPC.");
 ABSL_FLAG(std::string, role, "both",
           "both: run requests end to end; prefill: compute prompts' K/V and "
           "ship it to decode servers; decode: receive K/V and decode.");
@@ -120,6 +124,7 @@ int main(int argc, char** argv) {
     return fail("--wire_dtype: " + std::string(wire_dtype.status().message()));
   }
   options.wire_dtype = *wire_dtype;
+  options.shared_memory = absl::GetFlag(FLAGS_shared_memory);
   options.role = *role;
   options.engine.kv_lease_seconds = absl::GetFlag(FLAGS_kv_lease_seconds);
   options.engine.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);

@@ -48,6 +48,7 @@ absl::StatusOr<std::unique_ptr<ExpertEngine>> ExpertEngine::Load(
   // A CUDA backend stays on the executor thread, where its stream lives;
   // pinned compute threads stay on their CPUs.
   engine->run_inline_ = !options.device.is_cuda() && options.pin_cpus.empty();
+  engine->cuda_backend_ = options.device.is_cuda();
   engine->executor_ = std::thread([e = engine.get()] { e->ExecutorLoop(); });
   return engine;
 }
@@ -195,11 +196,25 @@ absl::Status ExpertEngine::Validate(absl::Span<const ExpertWork> work) const {
   return absl::OkStatus();
 }
 
+namespace {
+// The engine whose executor the calling thread stands in for (see
+// ExpertEngine::PinCallerAsExecutor); null for other threads.
+thread_local const ExpertEngine* executor_stand_in_for = nullptr;
+}  // namespace
+
+absl::Status ExpertEngine::PinCallerAsExecutor() {
+  if (cuda_backend_) return absl::OkStatus();  // the executor keeps its stream
+  RETURN_IF_ERROR(pool_->PinOwner());
+  executor_stand_in_for = this;
+  return absl::OkStatus();
+}
+
 void ExpertEngine::Submit(std::vector<ExpertWork> work, DoneCallback done) {
   Batch batch{std::move(work), nullptr, std::move(done)};
+  const bool may_run_here = run_inline_ || executor_stand_in_for == this;
   {
     absl::MutexLock lock(&mu_);
-    if (!run_inline_ || running_ || !queue_.empty()) {
+    if (!may_run_here || running_ || !queue_.empty()) {
       queue_.push_back(std::move(batch));
       return;
     }

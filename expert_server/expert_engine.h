@@ -105,6 +105,15 @@ class ExpertEngine {
   // `done` there before returning): one thread hand-off fewer per call.
   void Submit(std::vector<ExpertWork> work, DoneCallback done);
 
+  // Pins the calling thread where the executor runs (the first of
+  // `pin_cpus`) and lets this thread's Submit compute a batch itself, as
+  // an unpinned engine's callers do: for a thread that only waits for
+  // requests and hands them to Submit (the shared-memory channel). Nothing
+  // changes on a CUDA backend, whose batches stay on the executor. Errors:
+  // the CPU could not be pinned (the thread then hands batches over as
+  // before).
+  absl::Status PinCallerAsExecutor();
+
   // Work whose rows are not in host memory (the NCCL data plane receives
   // them on the device): runs `task(backend, groups)` on the executor
   // thread instead of the backend's Run, in queue order with Submit's
@@ -151,6 +160,7 @@ class ExpertEngine {
   // caller): the backend and the pool have one user at a time.
   bool running_ ABSL_GUARDED_BY(mu_) = false;
   bool run_inline_ = false;  // CPU backends: Submit may compute in place
+  bool cuda_backend_ = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread executor_;
 };

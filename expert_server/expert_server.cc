@@ -28,6 +28,9 @@ absl::StatusOr<std::unique_ptr<ExpertServer>> ExpertServer::Start(
   server->service_ = std::make_unique<ExpertServiceImpl>(
       server->engine_.get(), server->metrics_.get(), options.data_plane,
       options.engine.device);
+  server->service_->ConfigureSharedMemory(
+      options.shared_memory,
+      absl::Microseconds(options.engine.spin_microseconds));
 
   ASSIGN_OR_RETURN(StartedServer started,
                    StartGrpcServer("expert server", options.listen_address,

@@ -28,6 +28,9 @@ struct ExpertServerOptions {
   // registry nobody scrapes.
   std::shared_ptr<prometheus::Registry> registry;
   bool metrics_per_expert = true;  // the `expert` label on token counters
+  // Serve same-host clients over shared memory when they ask
+  // (ExpertService.AttachSharedMemory); false refuses, and they use gRPC.
+  bool shared_memory = true;
 };
 
 class ExpertServer {

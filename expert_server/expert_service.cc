@@ -16,6 +16,7 @@
 #include "core/rpc/call_stream_reactor.h"
 #include "core/rpc/grpc_status.h"
 #include "core/rpc/tensor_codec.h"
+#include "expert_server/shm_expert_channel.h"
 
 namespace moe {
 namespace {
@@ -322,6 +323,27 @@ ExpertServiceImpl::ExpertStream(grpc::CallbackServerContext* context) {
                   std::move(*response)));
             });
   });
+}
+
+grpc::ServerWriteReactor<v1::SharedMemoryEvent>*
+ExpertServiceImpl::AttachSharedMemory(
+    grpc::CallbackServerContext* /*context*/,
+    const v1::AttachSharedMemoryRequest* request) {
+  return StartShmAttach(
+      *request, accept_shared_memory_,
+      [this](const v1::RunExpertsRequest& in, v1::RunExpertsResponse* out,
+             std::function<void(absl::Status)> done) {
+        Process(in, out, std::move(done));
+      },
+      [this] {
+        if (absl::Status pinned = engine_->PinCallerAsExecutor();
+            !pinned.ok()) {
+          std::fprintf(stderr,
+                       "expert_server: shared-memory channel not pinned: %s\n",
+                       std::string(pinned.message()).c_str());
+        }
+      },
+      shared_memory_spin_);
 }
 
 namespace {

@@ -66,6 +66,13 @@ class ExpertServiceImpl final : public v1::ExpertService::CallbackService {
         metrics_(metrics),
         data_plane_(data_plane),
         device_(device) {}
+  // Whether AttachSharedMemory is served (it is by default), and how long
+  // a channel's thread spins for the next request before it sleeps. Call
+  // before the server starts.
+  void ConfigureSharedMemory(bool accept, absl::Duration spin) {
+    accept_shared_memory_ = accept;
+    shared_memory_spin_ = spin;
+  }
   // Waits for joins in progress (each ends by its timeout or its call's
   // cancellation) and aborts any serve step still waiting for its router.
   ~ExpertServiceImpl() override;
@@ -87,6 +94,12 @@ class ExpertServiceImpl final : public v1::ExpertService::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::JoinDataPlaneRequest* request,
       v1::JoinDataPlaneResponse* response) override;
+  // Serves a same-host client's shared-memory segment
+  // (expert_server/shm_expert_channel.h) with the same Process as
+  // ExpertStream.
+  grpc::ServerWriteReactor<v1::SharedMemoryEvent>* AttachSharedMemory(
+      grpc::CallbackServerContext* context,
+      const v1::AttachSharedMemoryRequest* request) override;
   // The load runs on its own thread (it reads the checkpoint), so no
   // callback thread waits on the disk.
   grpc::ServerUnaryReactor* LoadExperts(
@@ -133,6 +146,8 @@ class ExpertServiceImpl final : public v1::ExpertService::CallbackService {
   ExpertMetrics* metrics_;
   const DataPlane data_plane_;
   const DeviceSpec device_;
+  bool accept_shared_memory_ = true;
+  absl::Duration shared_memory_spin_ = absl::Microseconds(10);
   absl::Mutex mu_;
   std::shared_ptr<NcclLink> link_ ABSL_GUARDED_BY(mu_);  // null: none
   std::vector<std::thread> joins_ ABSL_GUARDED_BY(mu_);

@@ -54,6 +54,10 @@ ABSL_FLAG(std::string, data_plane, "grpc",
           "nccl (GPU to GPU as BF16 over an NCCL communicator the router "
           "sets up; needs --device=cuda:N and NCCL). gRPC carries the calls "
           "either way.");
+ABSL_FLAG(bool, shared_memory, true,
+          "Serve routers and attention servers on this host over shared "
+          "memory when they ask (/dev/shm and futex wake-ups instead of "
+          "gRPC); false makes them use gRPC.");
 ABSL_FLAG(double, drain_seconds, 5.0,
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
 
@@ -164,6 +168,7 @@ int main(int argc, char** argv) {
     return fail(std::string(s.message()));
   }
   options.metrics_per_expert = absl::GetFlag(FLAGS_metrics_per_expert);
+  options.shared_memory = absl::GetFlag(FLAGS_shared_memory);
   options.registry = std::make_shared<prometheus::Registry>();
 
   moe::PrepareServerProcess();

@@ -1,9 +1,11 @@
 #include "router/expert_connection.h"
 
+#include <cstdio>
 #include <deque>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "core/rpc/channel_util.h"
@@ -170,12 +172,20 @@ class ExpertConnection::Stream
   std::shared_ptr<Stream> self_;
 };
 
-ExpertConnection::ExpertConnection(std::string address)
+ExpertConnection::ExpertConnection(std::string address,
+                                   ShmLinkOptions shared_memory)
     : address_(std::move(address)),
+      shm_options_(shared_memory),
       stub_(v1::ExpertService::NewStub(MakeChannel(address_))) {}
 
 ExpertConnection::~ExpertConnection() {
   data_plane_.reset();
+  std::shared_ptr<ShmExpertLink> shm;
+  {
+    absl::MutexLock lock(&mu_);
+    shm = std::move(shm_);
+  }
+  if (shm != nullptr) shm->Close();
   std::shared_ptr<Stream> stream;
   {
     absl::MutexLock lock(&mu_);
@@ -199,14 +209,76 @@ void ExpertConnection::AttachDataPlane(
       std::move(on_broken));
 }
 
-void ExpertConnection::Call(std::unique_ptr<v1::RunExpertsRequest> request,
-                            std::chrono::system_clock::time_point deadline,
-                            Done done) {
+std::shared_ptr<ShmExpertLink> ExpertConnection::SharedMemoryLink() {
+  if (!shm_options_.enabled) return nullptr;
+  absl::MutexLock lock(&mu_);
+  if (shm_ != nullptr && !shm_->ended()) return shm_;
+  const absl::Time now = absl::Now();
+  if (shm_ != nullptr) {
+    // A served link that ended (the server restarted) is tried again soon;
+    // a refusal (another host, an old server) rarely changes.
+    const absl::Duration retry =
+        shm_->was_attached() ? absl::Seconds(1) : absl::Seconds(60);
+    if (now - shm_started_ < retry) return nullptr;
+  }
+  shm_ = ShmExpertLink::Start(stub_.get(), address_, shm_options_, &watchdog_);
+  shm_started_ = now;
+  return shm_;
+}
+
+std::string ExpertConnection::transport() {
+  if (nccl_active()) return "nccl";
+  std::shared_ptr<ShmExpertLink> link = SharedMemoryLink();
+  return link != nullptr && link->attached() ? "shared memory" : "grpc stream";
+}
+
+absl::Status ExpertConnection::WaitForSharedMemory(absl::Duration timeout) {
+  if (!shm_options_.enabled) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shared memory to expert server ", address_, " is off"));
+  }
+  std::shared_ptr<ShmExpertLink> link = SharedMemoryLink();
+  if (link == nullptr) {
+    absl::MutexLock lock(&mu_);
+    link = shm_;
+  }
+  return link->WaitUntilSettled(timeout);
+}
+
+const char* ExpertConnection::TransportName(Transport transport) {
+  switch (transport) {
+    case Transport::kNccl:
+      return "nccl";
+    case Transport::kSharedMemory:
+      return "shared_memory";
+    case Transport::kStream:
+      break;
+  }
+  return "grpc_stream";
+}
+
+ExpertConnection::Transport ExpertConnection::Call(
+    std::unique_ptr<v1::RunExpertsRequest> request,
+    std::chrono::system_clock::time_point deadline, Done done) {
   if (nccl_active()) {
     data_plane_->Call(std::move(request), deadline, std::move(done));
-    return;
+    return Transport::kNccl;
   }
+  if (std::shared_ptr<ShmExpertLink> link = SharedMemoryLink();
+      link != nullptr) {
+    uint64_t id;
+    {
+      absl::MutexLock lock(&mu_);
+      id = next_call_id_++;
+    }
+    if (link->TryCall(id, request, deadline, done)) {
+      shm_calls_.fetch_add(1, std::memory_order_relaxed);
+      return Transport::kSharedMemory;
+    }
+  }
+  stream_calls_.fetch_add(1, std::memory_order_relaxed);
   CallOverStream(std::move(request), deadline, std::move(done));
+  return Transport::kStream;
 }
 
 void ExpertConnection::CallOverStream(
@@ -230,6 +302,27 @@ void ExpertConnection::CallOverStream(
   }
   done(absl::UnavailableError(
       absl::StrCat("cannot open a stream to expert server ", address_)));
+}
+
+void AttachSharedMemoryAtStart(
+    const std::vector<std::unique_ptr<ExpertConnection>>& connections,
+    const std::string& who, absl::Duration timeout) {
+  for (const std::unique_ptr<ExpertConnection>& connection : connections) {
+    absl::Status attached = connection->WaitForSharedMemory(timeout);
+    if (absl::IsFailedPrecondition(attached) &&
+        absl::StrContains(attached.message(), " is off")) {
+      return;  // shared memory is off for every connection
+    }
+    if (attached.ok()) {
+      std::fprintf(stderr, "%s: expert server %s: MoE calls over shared memory\n",
+                   who.c_str(), connection->address().c_str());
+    } else {
+      std::fprintf(stderr,
+                   "%s: expert server %s: MoE calls over the gRPC stream (%s)\n",
+                   who.c_str(), connection->address().c_str(),
+                   std::string(attached.message()).c_str());
+    }
+  }
 }
 
 }  // namespace moe

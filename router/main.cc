@@ -40,6 +40,10 @@ ABSL_FLAG(bool, metrics_per_expert, true,
           "Label token counters by expert (off for models with many experts).");
 ABSL_FLAG(double, drain_seconds, 5.0,
           "Grace period for in-flight calls on SIGTERM.");
+ABSL_FLAG(bool, shared_memory, true,
+          "Reach expert servers on this host over shared memory (/dev/shm "
+          "and futex wake-ups), falling back to gRPC where they cannot "
+          "take it; false: always gRPC.");
 ABSL_FLAG(std::string, data_plane, "grpc",
           "How the groups' rows reach the expert servers: grpc (float32 in "
           "the requests) or nccl (BF16, GPU to GPU from --device over one "
@@ -138,6 +142,7 @@ int main(int argc, char** argv) {
     }
   }
   options.data_plane = *data_plane;
+  options.shared_memory.enabled = absl::GetFlag(FLAGS_shared_memory);
   options.device = *device;
 
   const double period = absl::GetFlag(FLAGS_rebalance_period_s);

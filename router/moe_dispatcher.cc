@@ -96,12 +96,13 @@ struct FanOut : std::enable_shared_from_this<FanOut> {
                   data->data() + r * row_bytes);
       }
     }
-    (*connections)[server]->Call(
+    const ExpertConnection::Transport transport = (*connections)[server]->Call(
         std::move(request), deadline,
         [self = shared_from_this(), server, groups = std::move(groups)](
             absl::StatusOr<std::unique_ptr<v1::RunExpertsResponse>> answer) {
           self->OnAnswer(server, groups, std::move(answer));
         });
+    if (metrics != nullptr) metrics->RecordExpertCall(server, transport);
   }
 
   void OnAnswer(int server, const std::vector<GroupRef>& groups,

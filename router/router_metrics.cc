@@ -82,12 +82,39 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry,
           .Name("moe_router_server_experts")
           .Help("(layer, expert) pairs placed on each expert server.")
           .Register(registry);
+  auto& calls =
+      prometheus::BuildCounter()
+          .Name("moe_router_expert_calls_total")
+          .Help("Calls to each expert server by the transport they took: "
+                "shared_memory (same host), grpc_stream, or nccl (rows GPU "
+                "to GPU).")
+          .Register(registry);
   for (const std::string& address : server_addresses) {
     const prometheus::Labels labels = {{"server", address}};
     servers_.push_back({&dispatched.Add(labels), &replica_choices.Add(labels),
                         &up.Add(labels), &down.Add(labels),
                         &fallbacks.Add(labels), &experts.Add(labels)});
-    servers_.back().up->Set(1.0);
+    ServerSeries& series = servers_.back();
+    series.up->Set(1.0);
+    for (ExpertConnection::Transport transport :
+         {ExpertConnection::Transport::kNccl,
+          ExpertConnection::Transport::kSharedMemory,
+          ExpertConnection::Transport::kStream}) {
+      prometheus::Counter* counter = &calls.Add(
+          {{"server", address},
+           {"transport", ExpertConnection::TransportName(transport)}});
+      switch (transport) {
+        case ExpertConnection::Transport::kNccl:
+          series.calls_nccl = counter;
+          break;
+        case ExpertConnection::Transport::kSharedMemory:
+          series.calls_shared_memory = counter;
+          break;
+        case ExpertConnection::Transport::kStream:
+          series.calls_grpc_stream = counter;
+          break;
+      }
+    }
   }
   auto& rebalances = prometheus::BuildCounter()
                          .Name("moe_router_rebalances_total")
@@ -158,6 +185,23 @@ void RouterMetrics::RecordServerState(int server, bool up) {
   ServerSeries& series = servers_[server];
   series.up->Set(up ? 1.0 : 0.0);
   if (!up) series.down->Increment();
+}
+
+void RouterMetrics::RecordExpertCall(int server,
+                                     ExpertConnection::Transport transport) {
+  if (server < 0 || server >= static_cast<int>(servers_.size())) return;
+  ServerSeries& series = servers_[server];
+  switch (transport) {
+    case ExpertConnection::Transport::kNccl:
+      series.calls_nccl->Increment();
+      return;
+    case ExpertConnection::Transport::kSharedMemory:
+      series.calls_shared_memory->Increment();
+      return;
+    case ExpertConnection::Transport::kStream:
+      series.calls_grpc_stream->Increment();
+      return;
+  }
 }
 
 void RouterMetrics::RecordDataPlaneFallback(int server) {

@@ -18,6 +18,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "router/dispatch_plan.h"
+#include "router/expert_connection.h"
 #include "router/placement_table.h"
 
 namespace moe {
@@ -45,6 +46,9 @@ class RouterMetrics {
   // The NCCL data plane to expert server `server` broke: its calls went
   // back to gRPC bytes.
   void RecordDataPlaneFallback(int server);
+  // One call to expert server `server` and the transport it took
+  // (moe_router_expert_calls_total).
+  void RecordExpertCall(int server, ExpertConnection::Transport transport);
   // A rebalance ended with `result` ("applied", "skipped" or "failed") and
   // these imbalance ratios (ignored for "failed").
   void RecordRebalance(const std::string& result, double imbalance_before,
@@ -67,6 +71,9 @@ class RouterMetrics {
     prometheus::Counter* down = nullptr;
     prometheus::Counter* data_plane_fallbacks = nullptr;
     prometheus::Gauge* experts = nullptr;
+    prometheus::Counter* calls_nccl = nullptr;
+    prometheus::Counter* calls_shared_memory = nullptr;
+    prometheus::Counter* calls_grpc_stream = nullptr;
   };
 
   const PlacementTable placement_;

@@ -125,7 +125,8 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
   }
   std::vector<std::unique_ptr<ExpertConnection>> connections;
   for (const std::string& address : options.expert_addresses) {
-    connections.push_back(std::make_unique<ExpertConnection>(address));
+    connections.push_back(
+        std::make_unique<ExpertConnection>(address, options.shared_memory));
   }
   server->registry_ = options.registry != nullptr
                           ? options.registry
@@ -138,6 +139,9 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(
     RETURN_IF_ERROR(JoinDataPlanes(options,
                                    server->engine_->config().hidden_size,
                                    connections, server->metrics_.get()));
+  } else {
+    AttachSharedMemoryAtStart(connections, "router",
+                              absl::Seconds(options.connect_timeout_seconds));
   }
   server->dispatcher_ = std::make_unique<MoeDispatcher>(
       server->engine_.get(), std::move(connections),

@@ -41,6 +41,9 @@ struct RouterServerOptions {
   // `connect_timeout_seconds`, or Start fails naming it.
   DataPlane data_plane = DataPlane::kGrpc;
   DeviceSpec device;
+  // Calls to expert servers on this host over shared memory
+  // (router/shm_expert_link.h); the gRPC stream otherwise.
+  ShmLinkOptions shared_memory;
   // Online expert rebalancing (router/rebalancer.h): its period (0: only on
   // a Rebalance call), gain threshold and slot budget.
   RebalanceOptions rebalance;

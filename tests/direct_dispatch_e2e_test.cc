@@ -6,6 +6,9 @@
 //     servers; the router planned none of the batches (its stats stay 0)
 //     and every expert server got slots from the attention server's own
 //     dispatcher (its moe_router_dispatched_slots_total).
+//   * Every MoE call went over shared memory (all servers share the host);
+//     with "shared_memory": false every one went over the gRPC stream, with
+//     the same tokens.
 //   * With an expert server killed before the streams start, its groups go
 //     to the live replica and the tokens are still the engine's; the
 //     attention server marks the dead one down.
@@ -32,9 +35,10 @@ using ::moe::testing::FixtureDir;
 using ::moe::testing::LaunchedCluster;
 
 // deploy/local/<name>.json with every attention server set to dispatch
-// directly, written into `dir`.
-std::string DirectTopology(const testing::TempDir& dir,
-                           const std::string& name) {
+// directly, written into `dir`; `shared_memory` false keeps every MoE call
+// on the gRPC stream.
+std::string DirectTopology(const testing::TempDir& dir, const std::string& name,
+                           bool shared_memory = true) {
   std::ifstream in(std::string(MOE_SOURCE_DIR) + "/deploy/local/" + name +
                    ".json");
   nlohmann::json topology = nlohmann::json::parse(in, nullptr, false);
@@ -46,6 +50,7 @@ std::string DirectTopology(const testing::TempDir& dir,
     for (int i = 0; i < count; ++i) servers.push_back(nlohmann::json::object());
   }
   for (nlohmann::json& server : servers) server["moe_dispatch"] = "direct";
+  if (!shared_memory) topology["shared_memory"] = false;
   const std::string path = dir.Join(name + "-direct.json");
   testing::WriteFileOrDie(path, topology.dump(2));
   return path;
@@ -60,6 +65,18 @@ double DispatchedSlots(const LaunchedCluster& cluster, const std::string& server
   if (!text.has_value()) return -1;
   return testing::SeriesValue(*text, "moe_router_dispatched_slots_total",
                               absl::StrCat("server=\"", address, "\""));
+}
+
+// moe_router_expert_calls_total of expert server `address` over
+// `transport`, as exported by `server`; -1 when unreadable.
+double ExpertCalls(const LaunchedCluster& cluster, const std::string& server,
+                   const std::string& address, const std::string& transport) {
+  const std::optional<std::string> text =
+      testing::HttpGet(cluster.metrics_url(server));
+  if (!text.has_value()) return -1;
+  return testing::SeriesValue(
+      *text, "moe_router_expert_calls_total",
+      absl::StrCat("server=\"", address, "\",transport=\"", transport, "\""));
 }
 
 int64_t RouterBatches(LaunchedCluster& cluster) {
@@ -90,6 +107,37 @@ TEST_P(DirectDispatchE2eTest, GreedyStreamsEqualTheEngineWithoutTheRouterHop) {
     if (!absl::StartsWith(name, "expert-")) continue;
     EXPECT_GT(DispatchedSlots(*cluster, "attention-0", cluster->address(name)), 0)
         << name << " got no slots from attention-0";
+    // Every server shares this host: every call went over shared memory
+    // (attached before the attention server took its first request).
+    EXPECT_GT(ExpertCalls(*cluster, "attention-0", cluster->address(name),
+                          "shared_memory"),
+              0)
+        << name;
+    EXPECT_EQ(ExpertCalls(*cluster, "attention-0", cluster->address(name),
+                          "grpc_stream"),
+              0)
+        << name;
+  }
+}
+
+TEST(DirectDispatchTransportTest, TheGrpcStreamGivesTheSameTokensWithoutSharedMemory) {
+  testing::TempDir dir;
+  std::unique_ptr<LaunchedCluster> cluster = LaunchedCluster::Start(
+      DirectTopology(dir, "four-slices", /*shared_memory=*/false),
+      FixtureDir("tiny-mixtral"));
+  ASSERT_NE(cluster, nullptr);
+  testing::ExpectConcurrentStreamsEqualTheEngine(cluster->gateway(),
+                                                 "tiny-mixtral");
+  for (const std::string& name : cluster->names()) {
+    if (!absl::StartsWith(name, "expert-")) continue;
+    EXPECT_GT(ExpertCalls(*cluster, "attention-0", cluster->address(name),
+                          "grpc_stream"),
+              0)
+        << name;
+    EXPECT_EQ(ExpertCalls(*cluster, "attention-0", cluster->address(name),
+                          "shared_memory"),
+              0)
+        << name;
   }
 }
 

@@ -30,3 +30,8 @@ target_link_libraries(rebalance_test PRIVATE moe_router_server moe_expert_server
 add_dependencies(rebalance_test moe-cli)
 target_compile_definitions(rebalance_test PRIVATE
   MOE_CLI_BIN="$<TARGET_FILE:moe-cli>")
+# The same-host shared-memory transport: segment, events, link and channel.
+moe_test(shm_segment_test shm_segment_test.cc)
+target_link_libraries(shm_segment_test PRIVATE moe_rpc)
+moe_test(shm_transport_test shm_transport_test.cc)
+target_link_libraries(shm_transport_test PRIVATE moe_router_server moe_expert_server)

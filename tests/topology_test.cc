@@ -19,11 +19,14 @@
 namespace moe::cluster {
 namespace {
 
+using ::moe::cluster::testing::Error;
 using ::moe::cluster::testing::Fixture;
 using ::moe::cluster::testing::ParseAndResolve;
 using ::moe::cluster::testing::With;
 using ::testing::Contains;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string DeployDir() {
   return std::string(MOE_SOURCE_DIR) + "/deploy/local";
@@ -264,6 +267,26 @@ TEST(TopologyTest, DefaultsAndSettingsBecomeOnlyTheGivenFlags) {
   EXPECT_THAT(plain[1].args, ElementsAre("--model=/m"));
   EXPECT_THAT(plain[2].args, ElementsAre("--model=/m", "--role=both"));
   EXPECT_THAT(plain[3].args, ElementsAre("--model=/m"));  // the gateway
+}
+
+TEST(TopologyTest, SharedMemoryReachesEveryServerThatUsesIt) {
+  for (const bool on : {false, true}) {
+    absl::StatusOr<ClusterPlan> plan = ParseAndResolve(
+        With(absl::StrCat(R"("expert_servers": 1, "attention_servers": 1,
+                "shared_memory": )", on ? "true" : "false")),
+        "tiny-mixtral");
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    const std::string flag = on ? "--shared_memory=true" : "--shared_memory=false";
+    std::vector<ServerLaunch> launches = PlanLaunches(*plan, "/m");
+    ASSERT_EQ(launches.size(), 4u);
+    EXPECT_THAT(launches[0].args, Contains(flag));  // the expert server
+    EXPECT_THAT(launches[1].args, Contains(flag));  // the router
+    EXPECT_THAT(launches[2].args, Contains(flag));  // the attention server
+    EXPECT_THAT(launches[3].args, Not(Contains(flag)));  // the gateway
+  }
+  EXPECT_THAT(Error(With(R"("expert_servers": 1, "attention_servers": 1,
+      "shared_memory": "yes")")),
+              HasSubstr("shared_memory"));
 }
 
 TEST(TopologyTest, NumbersAreWrittenShortestRoundTrip) {

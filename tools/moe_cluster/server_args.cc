@@ -23,6 +23,14 @@ void AddIfSet(std::vector<std::string>& args, absl::string_view flag,
   }
 }
 
+// --shared_memory when the topology sets it.
+void AddSharedMemory(std::vector<std::string>& args,
+                     const std::optional<bool>& shared_memory) {
+  if (!shared_memory.has_value()) return;
+  args.push_back(
+      absl::StrCat("--shared_memory=", *shared_memory ? "true" : "false"));
+}
+
 }  // namespace
 
 std::vector<std::string> RequiredBinaries() {
@@ -57,6 +65,7 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     if (plan.data_plane.kind == DataPlane::kNccl) {
       l.args.push_back("--data_plane=nccl");
     }
+    AddSharedMemory(l.args, plan.shared_memory);
     l.detail = absl::StrCat("experts ", experts);
     if (server.device.has_value())
       absl::StrAppend(&l.detail, " on ", *server.device);
@@ -79,6 +88,7 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
     AddIfSet(l.args, "rebalance_slots_per_server", r.rebalance_slots_per_server);
     AddIfSet(l.args, "rebalance_window_s", r.rebalance_window_s);
     AddIfSet(l.args, "expert_server_nodes", r.expert_server_nodes);
+    AddSharedMemory(l.args, plan.shared_memory);
     if (plan.data_plane.kind == DataPlane::kNccl) {
       l.args.push_back("--data_plane=nccl");
       l.args.push_back(
@@ -112,6 +122,7 @@ std::vector<ServerLaunch> PlanLaunches(const ClusterPlan& plan,
       l.args.push_back(absl::StrCat("--wire_dtype=", *server.wire_dtype));
     }
     AddIfSet(l.args, "pin_cpus", plan.pin_cpus);
+    AddSharedMemory(l.args, plan.shared_memory);
     l.detail = absl::StrCat("role ", l.role);
     launches.push_back(std::move(l));
   }

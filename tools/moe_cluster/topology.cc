@@ -495,7 +495,7 @@ absl::StatusOr<Topology> ParseRoot(const Json& root, absl::string_view source) {
                    "expert_threads", "expert_device", "expert_pin_cpus",
                    "router",
                    "attention_servers", "gateway", "security", "data_plane",
-                   "pin_cpus"}));
+                   "pin_cpus", "shared_memory"}));
   Topology topology;
   topology.source = std::string(source);
   absl::string_view stem = source.substr(source.rfind('/') + 1);
@@ -521,6 +521,8 @@ absl::StatusOr<Topology> ParseRoot(const Json& root, absl::string_view source) {
       return PathError("pin_cpus", cpus.message());
     }
   }
+  ASSIGN_OR_RETURN(topology.shared_memory,
+                   OptionalBool(root, "", "shared_memory"));
   RETURN_IF_ERROR(CheckUniqueNames(topology));
   RETURN_IF_ERROR(CheckDataPlane(topology, experts.device_paths));
   return topology;

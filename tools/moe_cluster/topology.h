@@ -31,6 +31,10 @@
 //                                 // server: their compute threads pinned,
 //                                 // thread k to the k-th CPU ("all" or a
 //                                 // list like "0,2-3"); unset: unpinned
+//     "shared_memory": true,      // --shared_memory of every expert server,
+//                                 // attention server and the router: MoE
+//                                 // calls between servers on one host over
+//                                 // /dev/shm (the default); false: gRPC
 //
 //     "router": {                 // each key maps to the router flag
 //       "capacity_factor": 0,     // number >= 0 (0 = unlimited)
@@ -195,6 +199,7 @@ struct Topology {
   SecurityTopology security;
   DataPlaneTopology data_plane;
   std::optional<std::string> pin_cpus;
+  std::optional<bool> shared_memory;
 };
 
 // Parses topology JSON. `source` names the file in errors; it also gives the
@@ -230,6 +235,7 @@ struct ClusterPlan {
   SecurityTopology security;
   DataPlaneTopology data_plane;
   std::optional<std::string> pin_cpus;
+  std::optional<bool> shared_memory;  // every server's --shared_memory
 };
 
 // Resolves the placement: automatic placement through moe::AutoPlacement,

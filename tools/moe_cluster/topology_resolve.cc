@@ -52,6 +52,7 @@ absl::StatusOr<ClusterPlan> Resolve(const Topology& topology,
   plan.security = topology.security;
   plan.data_plane = topology.data_plane;
   plan.pin_cpus = topology.pin_cpus;
+  plan.shared_memory = topology.shared_memory;
   const int num_servers = static_cast<int>(topology.expert_servers.size());
   absl::StatusOr<PlacementTable> table =
       topology.automatic_placement
