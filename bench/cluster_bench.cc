@@ -35,15 +35,19 @@
 //                          micro-batches) over bench.json (one), paired runs
 //                          of the two clusters, median ratio;
 //   expert_rtt_median_us   one router -> expert call made the router's way
-//                          (16 tokens of hidden 4096, BF16 weights, an FFN
-//                          of width 64), median;
+//                          to a server on its host, over shared memory (16
+//                          tokens of hidden 4096, BF16 weights, an FFN of
+//                          width 64), median;
 //   expert_compute_median_us  the FFN time the expert server reports in it;
 //   expert_transport_median_us  round trip minus FFN time, per call;
 //   echo_stream_rtt_median_us, echo_unary_rtt_median_us  the same bytes
 //                          echoed over one long-lived stream / unary calls;
 //   expert_rtt_vs_echo     transport / stream echo: what the router's call
 //                          costs beyond moving the bytes;
-//   expert_rtt_with_compute_vs_echo  the whole round trip / stream echo.
+//   expert_rtt_with_compute_vs_echo  the whole round trip / stream echo;
+//   expert_stream_rtt_median_us, expert_stream_transport_median_us,
+//   expert_rtt_stream_vs_echo  the same call over the ExpertStream (the way
+//                          to another host), measured in the same loop.
 //   eplb_step_time_ratio   decode seconds per step at batch 32 on a skewed
 //                          model (hot experts 0 and 4, both on expert-0 of
 //                          bench-eplb.json) after a rebalance over before
@@ -431,7 +435,18 @@ int main(int argc, char** argv) {
     rows.push_back({"echo_unary_rtt_median_us", rtt.echo_unary_median_us, "", true,
                     "same bytes, one unary call each"});
     rows.push_back({"expert_rtt_vs_echo", ratio, "<= 1.2", ratio <= 1.2,
-                    "transport / stream echo"});
+                    "transport / stream echo (shared memory)"});
+    const double stream_ratio =
+        rtt.echo_stream_median_us > 0
+            ? rtt.stream_transport_median_us / rtt.echo_stream_median_us
+            : 0;
+    rows.push_back({"expert_stream_rtt_median_us", rtt.expert_stream_median_us,
+                    "", true, "over the ExpertStream, FFN included"});
+    rows.push_back({"expert_stream_transport_median_us",
+                    rtt.stream_transport_median_us, "", true,
+                    "over the ExpertStream, minus FFN time"});
+    rows.push_back({"expert_rtt_stream_vs_echo", stream_ratio, "<= 1.2",
+                    stream_ratio <= 1.2, "the ExpertStream's transport / stream echo"});
     rows.push_back({"expert_rtt_with_compute_vs_echo",
                     rtt.echo_stream_median_us > 0
                         ? rtt.expert_median_us / rtt.echo_stream_median_us

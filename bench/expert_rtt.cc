@@ -84,7 +84,20 @@ ExpertRttResult MeasureExpertRtt(const ExpertRttOptions& options) {
       StartGrpcServer("echo", "127.0.0.1:0", {&echo_service});
   if (!echo_server.ok()) Die(echo_server.status().ToString());
 
-  ExpertConnection connection(absl::StrCat("127.0.0.1:", (*expert)->port()));
+  const std::string expert_address =
+      absl::StrCat("127.0.0.1:", (*expert)->port());
+  // The router's connection as it runs by default: shared memory with a
+  // server on this host. And one kept on the ExpertStream, the way calls to
+  // another host travel.
+  ShmLinkOptions shared_memory;
+  shared_memory.enabled = true;
+  ExpertConnection connection(expert_address, shared_memory);
+  if (absl::Status attached = connection.WaitForSharedMemory(absl::Seconds(30));
+      !attached.ok()) {
+    Die(absl::StrCat("shared memory to the expert server: ",
+                     attached.ToString()));
+  }
+  ExpertConnection stream_connection(expert_address);
   auto echo_stub = Echo::NewStub(
       MakeChannel(absl::StrCat("127.0.0.1:", echo_server->port)));
   grpc::ClientContext echo_stream_context;
@@ -99,9 +112,10 @@ ExpertRttResult MeasureExpertRtt(const ExpertRttOptions& options) {
   for (float& v : batch) v = dist(rng);
 
   ExpertRttResult result;
-  std::vector<double> expert_us, compute_us, transport_us, stream_us, unary_us;
-  for (int it = -20; it < options.iterations; ++it) {  // 20 warm-up calls
-    // The router's way: gather, send over the connection, decode.
+  std::string bytes;  // the tensor bytes of the last call, for the echoes
+  // One call the router's way: gather, send over `via`, decode. Returns the
+  // round trip and the server-reported FFN time, in seconds.
+  auto router_call = [&](ExpertConnection& via) -> std::pair<double, double> {
     const Clock::time_point start = Clock::now();
     auto request = std::make_unique<v1::RunExpertsRequest>();
     v1::ExpertGroup* group = request->add_groups();
@@ -117,24 +131,35 @@ ExpertRttResult MeasureExpertRtt(const ExpertRttOptions& options) {
     for (int r = 0; r < options.tokens; ++r) {  // every other row
       std::memcpy(dst + r * h, batch.data() + 2 * r * h, h * sizeof(float));
     }
-    const std::string bytes = *data;  // the same tensor bytes, for the echoes
     result.request_bytes = static_cast<int64_t>(request->ByteSizeLong());
     absl::Notification done;
     absl::StatusOr<std::unique_ptr<v1::RunExpertsResponse>> answer;
-    connection.Call(std::move(request),
-                    std::chrono::system_clock::now() + std::chrono::seconds(10),
-                    [&](absl::StatusOr<std::unique_ptr<v1::RunExpertsResponse>> a) {
-                      answer = std::move(a);
-                      done.Notify();
-                    });
+    via.Call(std::move(request),
+             std::chrono::system_clock::now() + std::chrono::seconds(10),
+             [&](absl::StatusOr<std::unique_ptr<v1::RunExpertsResponse>> a) {
+               answer = std::move(a);
+               done.Notify();
+             });
     done.WaitForNotification();
     if (!answer.ok()) Die(absl::StrCat("expert call: ", answer.status().ToString()));
     absl::StatusOr<F32Rows> rows = DecodeF32Rows((*answer)->outputs(0), h, "out");
     if (!rows.ok() || rows->rows != options.tokens) {
       Die("the expert server returned a malformed output");
     }
-    const double expert_seconds = SecondsSince(start);
-    const double compute_seconds = (*answer)->compute_seconds();
+    return {SecondsSince(start), (*answer)->compute_seconds()};
+  };
+  bytes.assign(static_cast<size_t>(options.tokens * h) * sizeof(float), '\0');
+  for (int r = 0; r < options.tokens; ++r) {
+    std::memcpy(bytes.data() + r * h * sizeof(float), batch.data() + 2 * r * h,
+                h * sizeof(float));
+  }
+
+  std::vector<double> expert_us, compute_us, transport_us, stream_us, unary_us;
+  std::vector<double> expert_stream_us, stream_transport_us;
+  for (int it = -20; it < options.iterations; ++it) {  // 20 warm-up calls
+    const auto [expert_seconds, compute_seconds] = router_call(connection);
+    const auto [over_stream_seconds, over_stream_compute] =
+        router_call(stream_connection);
 
     // Each echo, like the expert call, starts by putting the bytes in its
     // message.
@@ -157,14 +182,22 @@ ExpertRttResult MeasureExpertRtt(const ExpertRttOptions& options) {
     expert_us.push_back(expert_seconds * 1e6);
     compute_us.push_back(compute_seconds * 1e6);
     transport_us.push_back((expert_seconds - compute_seconds) * 1e6);
+    expert_stream_us.push_back(over_stream_seconds * 1e6);
+    stream_transport_us.push_back((over_stream_seconds - over_stream_compute) * 1e6);
     stream_us.push_back(stream_seconds * 1e6);
     unary_us.push_back(unary_seconds * 1e6);
+  }
+  if (connection.stream_calls() != 0) {
+    Die(absl::StrCat(connection.stream_calls(),
+                     " shared-memory calls fell back to the stream"));
   }
   echo_stream->WritesDone();
   echo_stream->Finish();
   result.expert_median_us = Median(expert_us);
   result.compute_median_us = Median(compute_us);
   result.transport_median_us = Median(transport_us);
+  result.expert_stream_median_us = Median(expert_stream_us);
+  result.stream_transport_median_us = Median(stream_transport_us);
   result.echo_stream_median_us = Median(stream_us);
   result.echo_unary_median_us = Median(unary_us);
   echo_server->server->Shutdown();
