@@ -97,6 +97,14 @@ absl::Status ShmExpertLink::WaitUntilSettled(absl::Duration timeout) {
 void ShmExpertLink::Close() {
   context_.TryCancel();
   done_.WaitForNotification();
+  // The receiver uses the connection's watchdog: it stops before Close
+  // returns, so the connection may go away.
+  stopping_.store(true);
+  if (segment_ != nullptr) segment_->header().responses.Signal();
+  if (receiver_.joinable() &&
+      receiver_.get_id() != std::this_thread::get_id()) {
+    receiver_.join();
+  }
 }
 
 bool ShmExpertLink::TryCall(uint64_t call_id,
@@ -196,6 +204,7 @@ void ShmExpertLink::FailPending(const absl::Status& reason) {
       watchdog_->Cancel(pending.deadline);
       failed.push_back(std::move(pending.done));
       pending.done = nullptr;
+      pending.deadline = 0;
     }
   }
   for (Done& done : failed) done(reason);
@@ -209,6 +218,7 @@ void ShmExpertLink::Expire(int slot, uint64_t call_id) {
     if (pending.call_id != call_id || !pending.done) return;
     done = std::move(pending.done);
     pending.done = nullptr;
+    pending.deadline = 0;  // it has run
   }
   // A server that misses a deadline is treated as stuck: no call sent
   // after this one's failure is reported may go to it.

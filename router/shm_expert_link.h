@@ -78,7 +78,8 @@ class ShmExpertLink
   absl::Status WaitUntilSettled(absl::Duration timeout);
 
   // Ends the link: cancels the call and waits for it to end (pending calls
-  // fail with UNAVAILABLE). Idempotent.
+  // fail with UNAVAILABLE) and for the receiver to stop. Idempotent; not
+  // from a `done`.
   void Close();
 
   void OnReadDone(bool ok) override;
