@@ -49,6 +49,22 @@ TEST(TensorCodecTest, Bf16RowsAreRoundedToNearestEvenInHalfTheBytes) {
   EXPECT_TRUE(std::isnan(rows->data[5]));
 }
 
+TEST(TensorCodecTest, NoRowsEncodeToAnEmptyTensorInEitherDtype) {
+  // A group with no tokens: its rows pointer is null (an empty vector's).
+  for (v1::DType dtype : {v1::DTYPE_F32, v1::DTYPE_BF16}) {
+    v1::Tensor t;
+    EncodeRows(nullptr, 0, 8, dtype, &t);
+    EXPECT_EQ(t.dtype(), dtype);
+    ASSERT_EQ(t.shape_size(), 2);
+    EXPECT_EQ(t.shape(0), 0);
+    EXPECT_EQ(t.shape(1), 8);
+    EXPECT_TRUE(t.data().empty());
+    absl::StatusOr<F32Rows> rows = DecodeF32Rows(t, 8, "t");
+    ASSERT_TRUE(rows.ok()) << rows.status();
+    EXPECT_EQ(rows->rows, 0);
+  }
+}
+
 TEST(TensorCodecTest, WireDtypeSpellings) {
   EXPECT_EQ(*ParseWireDtype("f32"), v1::DTYPE_F32);
   EXPECT_EQ(*ParseWireDtype("Float32"), v1::DTYPE_F32);

@@ -43,6 +43,7 @@ const char* WireDtypeName(v1::DType dtype) {
 }
 
 void WriteWire(v1::DType dtype, const float* src, int64_t count, char* dst) {
+  if (count <= 0) return;  // no rows: `src` and `dst` may be null
   if (dtype != v1::DTYPE_BF16) {
     std::memcpy(dst, src, static_cast<size_t>(count) * sizeof(float));
     return;
