@@ -104,7 +104,9 @@ bench-gpu: configure
 # The suite under ASan + UBSan, and the fuzzers, share one Clang tree,
 # $(BUILD_DIR)-asan, configured with MOE_FUZZ=ON: every library and test is
 # built with ASan, UBSan (errors abort) and libFuzzer's coverage
-# instrumentation at -O1, and the fuzz targets link libFuzzer. One build
+# instrumentation, the libraries and programs at -O1 and the test binaries'
+# own sources at -O0 (tests/CMakeLists.txt), and the fuzz targets link
+# libFuzzer. One build
 # serves both halves of `make test`; it leaves out the benchmarks (no test
 # runs them) and links with lld.
 SAN_DIR = $(BUILD_DIR)-asan
