@@ -226,6 +226,15 @@ std::shared_ptr<ShmExpertLink> ExpertConnection::SharedMemoryLink() {
   return shm_;
 }
 
+bool ExpertConnection::HelpReceive(absl::Duration max_wait) {
+  std::shared_ptr<ShmExpertLink> link;
+  {
+    absl::MutexLock lock(&mu_);
+    link = shm_;
+  }
+  return link != nullptr && link->HelpReceive(max_wait);
+}
+
 std::string ExpertConnection::transport() {
   if (nccl_active()) return "nccl";
   std::shared_ptr<ShmExpertLink> link = SharedMemoryLink();

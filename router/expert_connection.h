@@ -31,6 +31,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "core/deadline_watchdog.h"
 #include "moe/v1/expert.grpc.pb.h"
 #include "router/nccl_expert_link.h"
@@ -78,6 +79,9 @@ class ExpertConnection {
   // (FAILED_PRECONDITION when it is not enabled). For startup logs, tests
   // and benchmarks; calls never wait for it.
   absl::Status WaitForSharedMemory(absl::Duration timeout);
+  // ShmExpertLink::HelpReceive on the current shared-memory link; false at
+  // once when there is none or it has no call in flight.
+  bool HelpReceive(absl::Duration max_wait);
   // Calls sent over shared memory and over the stream so far.
   int64_t shared_memory_calls() const { return shm_calls_.load(); }
   int64_t stream_calls() const { return stream_calls_.load(); }

@@ -296,6 +296,13 @@ MoeDispatcher::MoeDispatcher(
       [metrics](int server, bool up) { metrics->RecordServerState(server, up); });
 }
 
+bool MoeDispatcher::HelpReceive(absl::Duration max_wait) {
+  for (const std::unique_ptr<ExpertConnection>& connection : connections_) {
+    if (connection->HelpReceive(max_wait)) return true;
+  }
+  return false;
+}
+
 void MoeDispatcher::Dispatch(const v1::RunMoeRequest& request,
                              std::chrono::system_clock::time_point deadline,
                              v1::RunMoeResponse* response,

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "moe/v1/router.pb.h"
 #include "router/expert_connection.h"
 #include "router/expert_health.h"
@@ -56,6 +57,14 @@ class MoeDispatcher {
                 std::chrono::system_clock::time_point deadline,
                 v1::RunMoeResponse* response,
                 std::function<void(absl::Status)> done);
+
+  // For a caller that has one Dispatch outstanding and nothing to do but
+  // wait for its `done`: receives the answers of one expert server it has
+  // calls in flight to over shared memory, on the calling thread, waiting
+  // at most `max_wait` (ExpertConnection::HelpReceive). False at once when
+  // no server has such calls (the answers come over gRPC, or have all
+  // arrived): then only waiting for `done` is left.
+  bool HelpReceive(absl::Duration max_wait);
 
   RouterEngine& engine() { return *engine_; }
   const ExpertConnection& connection(int server) const {

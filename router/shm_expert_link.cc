@@ -42,6 +42,7 @@ std::shared_ptr<ShmExpertLink> ShmExpertLink::Start(
     absl::MutexLock lock(&link->mu_);
     link->pending_.resize(options.slots);
     link->busy_.assign(options.slots, false);
+    link->receiving_.assign(options.slots, false);
     link->self_ = link;
   }
   stub->async()->AttachSharedMemory(&link->context_, &link->request_,
@@ -238,34 +239,73 @@ void ShmExpertLink::Break() {
 
 void ShmExpertLink::ReceiveLoop() {
   ShmEvent& responses = segment_->header().responses;
-  const int slots = segment_->num_slots();
   while (!stopping_.load()) {
     // Read the counter before looking: an answer written after the look
     // changes it, so the wait returns at once.
-    const uint32_t seen = responses.sequence.load(std::memory_order_acquire);
-    bool received = false;
-    for (int i = 0; i < slots; ++i) {
-      if (segment_->slot(i).state.load(std::memory_order_acquire) ==
-          kShmSlotResponse) {
-        received |= Receive(i);
-      }
-    }
-    if (received) continue;
+    const uint32_t seen = responses.sequence.load(std::memory_order_seq_cst);
+    // While a helper waits, the answers are its to take (it takes any it
+    // left behind once it stops waiting, see HelpReceive).
+    const bool helped = helpers_.load(std::memory_order_seq_cst) > 0;
+    if (!helped && ReceiveAnswered(/*counted_in_helpers=*/false)) continue;
     int in_flight;
     {
       absl::MutexLock lock(&mu_);
       in_flight = in_flight_;
     }
     responses.Wait(seen, kIdleWait,
-                   in_flight > 0 ? options_.spin : absl::ZeroDuration());
+                   in_flight > 0 && !helped ? options_.spin
+                                            : absl::ZeroDuration());
   }
 }
 
-bool ShmExpertLink::Receive(int i) {
+bool ShmExpertLink::ReceiveAnswered(bool counted_in_helpers) {
+  bool received = false;
+  for (int i = 0; i < segment_->num_slots(); ++i) {
+    if (segment_->slot(i).state.load(std::memory_order_seq_cst) ==
+        kShmSlotResponse) {
+      received |= Receive(i, counted_in_helpers);
+    }
+  }
+  return received;
+}
+
+bool ShmExpertLink::HelpReceive(absl::Duration max_wait) {
+  if (segment_ == nullptr) return false;
+  ShmEvent& responses = segment_->header().responses;
+  // Announced before the counter is read and the calls are counted: an
+  // answer the receiver thread was already taking when this look missed it
+  // bumps the counter once it is done (see Receive), so the wait returns.
+  helpers_.fetch_add(1, std::memory_order_seq_cst);
+  const uint32_t seen = responses.sequence.load(std::memory_order_seq_cst);
+  bool in_flight;
+  {
+    absl::MutexLock lock(&mu_);
+    in_flight = attached_ && !ended_ && in_flight_ > 0;
+  }
+  if (in_flight && !ReceiveAnswered(/*counted_in_helpers=*/true)) {
+    responses.Wait(seen, max_wait, absl::ZeroDuration());
+  }
+  helpers_.fetch_sub(1, std::memory_order_seq_cst);
+  // After the count dropped: takes the answers that arrived while the
+  // receiver stood back for this helper; later ones are the receiver's.
+  if (in_flight) ReceiveAnswered(/*counted_in_helpers=*/false);
+  return in_flight;
+}
+
+bool ShmExpertLink::Receive(int i, bool counted_in_helpers) {
   Pending pending;
   {
     absl::MutexLock lock(&mu_);
-    if (!busy_[i]) return false;  // not ours to take (a confused server)
+    // Not ours to take (a confused server), or another thread took it: it
+    // is being taken, or it was taken and the slot already holds the next
+    // call (the state is read again under the lock, which TryCall holds
+    // when it posts).
+    if (!busy_[i] || receiving_[i] ||
+        segment_->slot(i).state.load(std::memory_order_acquire) !=
+            kShmSlotResponse) {
+      return false;
+    }
+    receiving_[i] = true;
     pending = std::move(pending_[i]);
     pending_[i] = Pending();
   }
@@ -280,8 +320,21 @@ bool ShmExpertLink::Receive(int i) {
   {
     absl::MutexLock lock(&mu_);
     busy_[i] = false;
+    receiving_[i] = false;
     --in_flight_;
   }
+  // Once the call's done has run: a helper that looked while this thread
+  // was taking the answer may be waiting for it; wake it to look again.
+  // Bumping the response counter is harmless (the server only adds to it).
+  struct WakeHelpers {
+    ShmExpertLink* link;
+    int self;  // 1 when this thread is counted in helpers_
+    ~WakeHelpers() {
+      if (link->helpers_.load(std::memory_order_seq_cst) > self) {
+        link->segment_->header().responses.Signal();
+      }
+    }
+  } wake_helpers{this, counted_in_helpers ? 1 : 0};
   if (pending.deadline != 0) watchdog_->Cancel(pending.deadline);
   if (!pending.done) return true;  // its deadline or the link's end failed it
   if (!parsed || response->call_id() != pending.call_id) {

@@ -4,6 +4,8 @@
 // (ExpertService.AttachSharedMemory) and, once it does, writes calls into
 // the segment's slots and wakes the server's channel thread directly; a
 // receiver thread here waits for the answers and runs each call's `done`.
+// A caller that has nothing to do but wait for its answer can receive it
+// itself (HelpReceive), which saves the hand-off from the receiver to it.
 //
 // The link ends when the AttachSharedMemory call ends (the server went
 // away, shut down or refused): calls in flight then fail with UNAVAILABLE,
@@ -69,6 +71,16 @@ class ShmExpertLink
                std::unique_ptr<v1::RunExpertsRequest>& request,
                std::chrono::system_clock::time_point deadline, Done& done);
 
+  // For a thread that would otherwise sleep until its calls' `done`s run:
+  // waits at most `max_wait` for an answer on this link and receives the
+  // answers there are, running their `done`s on the calling thread (the
+  // receiver thread stands back while a helper waits). Returns
+  // false at once, without waiting, when no call is in flight or the link
+  // is not attached; true after it waited or received, whether or not the
+  // caller's own call was among the answers. It does not spin: the server
+  // computing the answer may need this thread's core.
+  bool HelpReceive(absl::Duration max_wait);
+
   bool attached() const;
   bool ended() const;
   // Whether the server ever served the segment.
@@ -95,9 +107,13 @@ class ShmExpertLink
   ShmExpertLink(std::string address, const ShmLinkOptions& options,
                 DeadlineWatchdog* watchdog);
   void ReceiveLoop();
+  // Receives every slot that holds an answer; true when it took any.
+  // `counted_in_helpers`: the calling thread is one of helpers_.
+  bool ReceiveAnswered(bool counted_in_helpers);
   // Takes slot `i`'s answer (its state is kShmSlotResponse) and runs its
-  // call's done; false when the slot holds no call of this link.
-  bool Receive(int i);
+  // call's done; false when the slot holds no call of this link, or
+  // another thread is already taking it.
+  bool Receive(int i, bool counted_in_helpers);
   void Expire(int slot, uint64_t call_id);
   // Stops taking calls at once and ends the link (the server misbehaved).
   void Break();
@@ -124,6 +140,10 @@ class ShmExpertLink
   absl::Status end_reason_ ABSL_GUARDED_BY(mu_);
   std::vector<Pending> pending_ ABSL_GUARDED_BY(mu_);  // by slot
   std::vector<bool> busy_ ABSL_GUARDED_BY(mu_);        // by slot
+  // By slot: a thread (the receiver or a helper) is taking its answer.
+  std::vector<bool> receiving_ ABSL_GUARDED_BY(mu_);
+  // Threads inside HelpReceive; a receive by another thread wakes them.
+  std::atomic<int> helpers_{0};
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t posted_ ABSL_GUARDED_BY(mu_) = 0;
   // Held from Start until OnDone (the reactor must outlive its call).

@@ -10,6 +10,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -462,6 +463,111 @@ TEST_F(HeldShmTest, TheServerGoingAwayFailsPendingCallsWithUnavailable) {
       << pending->answer.status();
   EXPECT_THAT(pending->answer.status().message(), HasSubstr("ended"));
   server_.reset();
+}
+
+// One call of hidden `kHidden` whose rows are unique to `tag`: the echo
+// server's answer must carry exactly these bytes back.
+std::unique_ptr<v1::RunExpertsRequest> TaggedRequest(int tag, int rows,
+                                                     int64_t hidden) {
+  auto request = std::make_unique<v1::RunExpertsRequest>();
+  std::vector<float> x(rows * hidden);
+  for (size_t i = 0; i < x.size(); ++i) {
+    x[i] = static_cast<float>(tag) + static_cast<float>(i) * 1e-3f;
+  }
+  v1::ExpertGroup* group = request->add_groups();
+  group->set_layer(0);
+  group->set_expert(tag % 8);
+  EncodeRows(x.data(), rows, hidden, v1::DTYPE_F32, group->mutable_hidden());
+  return request;
+}
+
+// Waits for `call` the way DirectMoeExecutor::WaitMoe does: receiving
+// answers on this thread while the connection has calls in flight.
+void HelpUntilDone(ExpertConnection& connection, PendingCall& call,
+                   absl::Duration max_wait) {
+  while (!call.done.HasBeenNotified() && connection.HelpReceive(max_wait)) {
+  }
+  call.done.WaitForNotification();
+}
+
+TEST_F(HeldShmTest, AHelperWithNoCallInFlightReturnsAtOnce) {
+  ExpertConnection connection(address_, SharedMemory());
+  ASSERT_TRUE(connection.WaitForSharedMemory(kSettle).ok());
+  // Nothing is owed: a helper that waited here would never be woken.
+  EXPECT_FALSE(connection.HelpReceive(absl::InfiniteDuration()));
+  ExpertConnection without(address_);
+  EXPECT_FALSE(without.HelpReceive(absl::InfiniteDuration()));
+}
+
+TEST_F(HeldShmTest, AHelperReceivesTheAnswerItWaitsFor) {
+  ExpertConnection connection(address_, SharedMemory());
+  ASSERT_TRUE(connection.WaitForSharedMemory(kSettle).ok());
+  std::unique_ptr<v1::RunExpertsRequest> request =
+      TaggedRequest(7, 3, kHidden);
+  const std::string sent = request->groups(0).hidden().SerializeAsString();
+  std::shared_ptr<PendingCall> call = Send(connection, std::move(request));
+  service_.WaitForHeld(1);
+  std::thread releaser([this] { service_.ReleaseAll(); });
+  // Waits without a bound: only the answer (or the link's end) wakes it.
+  HelpUntilDone(connection, *call, absl::InfiniteDuration());
+  releaser.join();
+  ASSERT_TRUE(call->answer.ok()) << call->answer.status();
+  EXPECT_EQ((*call->answer)->outputs(0).SerializeAsString(), sent);
+  EXPECT_FALSE(connection.HelpReceive(absl::InfiniteDuration()));
+}
+
+TEST_F(HeldShmTest, AHelperIsWokenWhenItsCallFailsByItsDeadline) {
+  ExpertConnection connection(address_, SharedMemory());
+  ASSERT_TRUE(connection.WaitForSharedMemory(kSettle).ok());
+  // Held forever: only the deadline ends it, and the link's end must wake
+  // the helper, which waits without a bound.
+  std::shared_ptr<PendingCall> late =
+      Send(connection, TaggedRequest(1, 2, kHidden), absl::Milliseconds(50));
+  HelpUntilDone(connection, *late, absl::InfiniteDuration());
+  EXPECT_TRUE(absl::IsDeadlineExceeded(late->answer.status()))
+      << late->answer.status();
+}
+
+TEST_F(HeldShmTest, HelpersAndTheReceiverTakeEachAnswerOnceIntoItsOwnCall) {
+  service_.ReleaseAll(/*hold=*/false);  // answered at once
+  ExpertConnection connection(address_, SharedMemory(/*slots=*/2));
+  ASSERT_TRUE(connection.WaitForSharedMemory(kSettle).ok());
+  constexpr int kCallsPerThread = 400;
+  std::atomic<int> wrong{0};
+  absl::Mutex mu;
+  std::string first_error;
+  // Two threads help, one leaves its answers to the receiver thread: slots
+  // are freed and posted again while others are still looking at them.
+  auto run = [&](int thread, bool help) {
+    for (int k = 0; k < kCallsPerThread; ++k) {
+      const int tag = thread * kCallsPerThread + k;
+      std::unique_ptr<v1::RunExpertsRequest> request =
+          TaggedRequest(tag, 1 + k % 4, kHidden);
+      const std::string sent = request->groups(0).hidden().SerializeAsString();
+      std::shared_ptr<PendingCall> call = Send(connection, std::move(request));
+      if (help) {
+        HelpUntilDone(connection, *call, absl::Milliseconds(50));
+      } else {
+        call->done.WaitForNotification();
+      }
+      const bool right = call->answer.ok() &&
+                         (*call->answer)->outputs_size() == 1 &&
+                         (*call->answer)->outputs(0).SerializeAsString() == sent;
+      if (!right && wrong.fetch_add(1) == 0) {
+        absl::MutexLock lock(&mu);
+        first_error = absl::StrCat(
+            "call ", tag, ": ",
+            call->answer.ok() ? "answer of another call"
+                              : call->answer.status().ToString());
+      }
+    }
+  };
+  std::thread a(run, 0, true), b(run, 1, true), c(run, 2, false);
+  a.join();
+  b.join();
+  c.join();
+  EXPECT_EQ(wrong.load(), 0) << first_error;
+  EXPECT_GT(connection.shared_memory_calls(), 0);
 }
 
 }  // namespace
