@@ -17,7 +17,8 @@
 //                       (as the engine's figure, prefill excluded).
 //   cluster_vs_engine_b{1,16}
 //                       cluster / engine: engine and cluster runs are paired
-//                       (same prompts, back to back) and the median of the
+//                       (same prompts, back to back, alternating which goes
+//                       first) and the median of the
 //                       pairs' ratios is reported; the two rates above are
 //                       each one's best run.
 //   kv_transfer_gbps       K/V of a 4096-token prompt prefilled on the
@@ -96,7 +97,7 @@ ABSL_FLAG(std::string, work_dir, "build/bench/cluster",
           "Logs and the small expert-RTT model go here.");
 ABSL_FLAG(int, decode_steps, 64, "Decode steps per measurement.");
 ABSL_FLAG(int, prompt_tokens, 16, "Prompt length of the decode measurements.");
-ABSL_FLAG(int, repeats, 5, "Paired engine/cluster runs per batch size.");
+ABSL_FLAG(int, repeats, 7, "Paired engine/cluster runs per batch size.");
 ABSL_FLAG(bool, skip_rtt, false, "Skip the expert round-trip measurement.");
 ABSL_FLAG(bool, skip_decode, false, "Skip the decode measurements.");
 ABSL_FLAG(std::string, disagg_topology, "deploy/local/bench-1p1d.json",
@@ -140,9 +141,9 @@ struct Rates {
 };
 
 // Decode tokens/s of the engine and of the cluster at `batch`, their runs
-// paired (engine, then cluster on the same prompts) so that a drift in the
-// machine's speed affects both alike; the ratio is the median of the pairs'
-// ratios, which one fast or slow run cannot move.
+// paired (back to back on the same prompts, in alternating order) so that a
+// drift in the machine's speed affects both alike; the ratio is the median
+// of the pairs' ratios, which one fast or slow run cannot move.
 Rates MeasureDecode(moe::Engine& engine, moe::v1::Inference::Stub& stub,
                     int batch) {
   const int steps = absl::GetFlag(FLAGS_decode_steps);
@@ -155,10 +156,15 @@ Rates MeasureDecode(moe::Engine& engine, moe::v1::Inference::Stub& stub,
     const std::vector<moe::GenerationRequest> requests =
         moe::bench::DecodeRequests(batch, prompt, r < 0 ? 8 : steps, vocab,
                                    r < 0 ? 99 : 1000 + r);
+    // Odd runs measure the cluster first, so that whatever the first of a
+    // pair leaves behind (caches, the other side's threads waking up) does
+    // not always fall on the same side.
+    const bool cluster_first = r % 2 != 0;
+    double cluster_rate = cluster_first ? ClusterDecodeRun(stub, requests) : 0;
     const moe::GenerationStats s = moe::bench::RunEngine(engine, requests);
     const double engine_rate =
         s.decode_seconds > 0 ? s.decode_tokens / s.decode_seconds : 0;
-    const double cluster_rate = ClusterDecodeRun(stub, requests);
+    if (!cluster_first) cluster_rate = ClusterDecodeRun(stub, requests);
     if (r < 0) {
       Note(absl::StrCat("decode, batch ", batch, ": warm-up"));
       continue;
