@@ -10,6 +10,12 @@
 namespace moe {
 namespace {
 
+std::chrono::steady_clock::duration LeaseDuration(
+    const AttentionEngineOptions& options) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(options.kv_lease_seconds));
+}
+
 double Seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
@@ -196,6 +202,7 @@ absl::Status AttentionEngine::ReceiveKv(SequenceId id, int layer,
   }
   // Under the lock, so that the executor cannot free the blocks meanwhile.
   const std::vector<int32_t> table = cache_->BlockTable(id);
+  const int missing_before = seq.missing;
   for (int i = 0; i < num_blocks; ++i) {
     std::memcpy(cache_->BlockData(layer, table[first_block + i]),
                 data.data() + i * block_bytes, block_bytes);
@@ -205,6 +212,11 @@ absl::Status AttentionEngine::ReceiveKv(SequenceId id, int layer,
       seq.received[slot] = true;
       --seq.missing;
     }
+  }
+  // New blocks came, so the prefill is making progress: the lease runs from
+  // now (blocks sent again do not extend it).
+  if (seq.missing < missing_before) {
+    seq.lease_deadline = LeaseNow() + LeaseDuration(options_);
   }
   return absl::OkStatus();
 }
@@ -266,6 +278,32 @@ void AttentionEngine::FailKvTransfer(SequenceId id, const absl::Status& status) 
   if (it == awaiting_.end()) return;
   failed_transfers_.emplace_back(std::move(it->second), status);
   awaiting_.erase(it);
+}
+
+void AttentionEngine::ExpireLeases() {
+  absl::MutexLock lock(&mu_);
+  ExpireLeasesLocked();
+}
+
+void AttentionEngine::ExpireLeasesLocked() {
+  const Clock::time_point now = LeaseNow();
+  for (auto it = awaiting_.begin(); it != awaiting_.end();) {
+    if (now < it->second->lease_deadline) {
+      ++it;
+      continue;
+    }
+    failed_transfers_.emplace_back(
+        std::move(it->second),
+        absl::DeadlineExceededError(absl::StrCat(
+            "no K/V of the prompt arrived for the ", options_.kv_lease_seconds,
+            " s lease of its reservation (counted from the reservation and "
+            "from each arrival); the request was not decoded")));
+    it = awaiting_.erase(it);
+  }
+}
+
+AttentionEngine::Clock::time_point AttentionEngine::LeaseNow() const {
+  return options_.lease_clock ? options_.lease_clock() : Clock::now();
 }
 
 void AttentionEngine::StopAccepting() {
@@ -340,9 +378,7 @@ bool AttentionEngine::StartSequence(Sequence& seq) {
         static_cast<size_t>(seq.prompt_blocks) * weights_.config.num_layers,
         false);
     seq.missing = static_cast<int>(seq.received.size());
-    seq.lease_deadline =
-        seq.admitted_at + std::chrono::microseconds(static_cast<int64_t>(
-                              options_.kv_lease_seconds * 1e6));
+    seq.lease_deadline = LeaseNow() + LeaseDuration(options_);
     return true;
   }
   const std::vector<uint64_t> hashes = MatchableHashes(prompt);
@@ -373,10 +409,11 @@ void AttentionEngine::ExecutorLoop() {
       // Sleep until there is work, or until the earliest transfer lease
       // runs out.
       absl::Time wake = absl::InfiniteFuture();
+      const Clock::time_point lease_now = LeaseNow();
       for (const auto& [id, seq] : awaiting_) {
         wake = std::min(wake, absl::Now() + absl::FromChrono(
                                                 seq->lease_deadline -
-                                                Clock::now()));
+                                                lease_now));
       }
       mu_.AwaitWithDeadline(absl::Condition(this, &AttentionEngine::HasWork),
                             wake);
@@ -390,25 +427,17 @@ void AttentionEngine::ExecutorLoop() {
           ++it;
         }
       }
-      const Clock::time_point now = Clock::now();
       for (auto it = awaiting_.begin(); it != awaiting_.end();) {
         Sequence& seq = *it->second;
         if (stopping || cancelled.contains(seq.id)) {
           failed.emplace_back(std::move(it->second),
                               absl::CancelledError("the request was cancelled"));
-        } else if (now >= seq.lease_deadline) {
-          failed.emplace_back(
-              std::move(it->second),
-              absl::DeadlineExceededError(absl::StrCat(
-                  "the prompt's K/V did not arrive within the ",
-                  options_.kv_lease_seconds,
-                  " s lease of its reservation; the request was not decoded")));
+          it = awaiting_.erase(it);
         } else {
           ++it;
-          continue;
         }
-        it = awaiting_.erase(it);
       }
+      ExpireLeasesLocked();
       for (auto& entry : failed_transfers_) failed.push_back(std::move(entry));
       failed_transfers_.clear();
       transferred.swap(transferred_);

@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -76,9 +77,14 @@ struct AttentionEngineOptions {
   int max_running = 256;           // sequences holding KV at once
   int max_waiting = 4096;          // queued sequences; more are refused
   bool prefix_cache = true;        // reuse cached K/V of earlier prompts
-  // A decode-role sequence whose K/V has not fully arrived this long after
-  // its blocks were reserved fails (DEADLINE_EXCEEDED) and frees them.
+  // A decode-role sequence to which no K/V has come for this long (since
+  // its blocks were reserved, or since the last K/V arrived) before its
+  // transfer completed fails (DEADLINE_EXCEEDED) and frees them: a prefill
+  // that keeps sending may take longer, a stalled one may not.
   double kv_lease_seconds = 30;
+  // The clock of those leases; null: std::chrono::steady_clock. For tests,
+  // with ExpireLeases.
+  std::function<std::chrono::steady_clock::time_point()> lease_clock;
   // Micro-batch ping-pong (1 = off, up to 3): a step's sequences are split
   // into this many micro-batches that go through the layers interleaved, so
   // that one micro-batch's attention is computed while another's MoE step
@@ -201,6 +207,10 @@ class AttentionEngine {
   // The transfer broke: the sequence fails with `status` and its blocks are
   // freed. Unknown ids are ignored.
   void FailKvTransfer(SequenceId id, const absl::Status& status);
+  // Fails now every transfer whose lease has run out by the lease clock
+  // (the executor does the same on its own when a lease runs out by the
+  // steady clock); afterwards ReceiveKv answers NOT_FOUND for them.
+  void ExpireLeases();
 
   // Refuses new sequences from now on (drain); queued and running ones go on.
   void StopAccepting();
@@ -242,6 +252,11 @@ class AttentionEngine {
   // Reports the end of a sequence and frees its KV blocks and reservation.
   void Finish(Sequence& seq, const absl::Status& status, FinishReason reason);
   int BlocksFor(const SequenceSpec& spec) const;
+  // Now by the lease clock (AttentionEngineOptions::lease_clock).
+  Clock::time_point LeaseNow() const;
+  // Moves the transfers whose lease ran out by LeaseNow() to
+  // failed_transfers_.
+  void ExpireLeasesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Prefix hashes a prompt may match: its full blocks short of its last
   // token (which must be computed to get logits).
   std::vector<uint64_t> MatchableHashes(absl::Span<const int32_t> prompt) const;

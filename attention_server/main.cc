@@ -36,7 +36,8 @@ ABSL_FLAG(std::string, role, "both",
           "both: run requests end to end; prefill: compute prompts' K/V and "
           "ship it to decode servers; decode: receive K/V and decode.");
 ABSL_FLAG(double, kv_lease_seconds, 30.0,
-          "Role decode: how long a reservation waits for its K/V, s.");
+          "Role decode: how long a reservation waits for new K/V (from the "
+          "reservation and from each arrival of new blocks), s.");
 ABSL_FLAG(int, micro_batches, 1,
           "Micro-batch ping-pong: split each step into this many micro-batches "
           "(1-3) whose attention overlaps the others' MoE steps.");

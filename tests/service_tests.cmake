@@ -4,6 +4,9 @@ target_link_libraries(expert_server_test PRIVATE moe_expert_server)
 moe_test(router_server_test router_server_test.cc)
 target_link_libraries(router_server_test PRIVATE moe_router_server moe_expert_server
   moe_attention_server)
+# The decode side's K/V lease, on a clock the test moves.
+moe_test(kv_lease_test kv_lease_test.cc)
+target_link_libraries(kv_lease_test PRIVATE moe_attention_server)
 # A whole cluster in one process (tests/inprocess_cluster.h).
 add_library(moe_inprocess_cluster STATIC inprocess_cluster.cc)
 target_link_libraries(moe_inprocess_cluster PUBLIC moe_test_support
