@@ -159,12 +159,18 @@ Rates MeasureDecode(moe::Engine& engine, moe::v1::Inference::Stub& stub,
     // Odd runs measure the cluster first, so that whatever the first of a
     // pair leaves behind (caches, the other side's threads waking up) does
     // not always fall on the same side.
-    const bool cluster_first = r % 2 != 0;
-    double cluster_rate = cluster_first ? ClusterDecodeRun(stub, requests) : 0;
-    const moe::GenerationStats s = moe::bench::RunEngine(engine, requests);
-    const double engine_rate =
-        s.decode_seconds > 0 ? s.decode_tokens / s.decode_seconds : 0;
-    if (!cluster_first) cluster_rate = ClusterDecodeRun(stub, requests);
+    auto engine_run = [&] {
+      const moe::GenerationStats s = moe::bench::RunEngine(engine, requests);
+      return s.decode_seconds > 0 ? s.decode_tokens / s.decode_seconds : 0.0;
+    };
+    double engine_rate, cluster_rate;
+    if (r % 2 != 0) {
+      cluster_rate = ClusterDecodeRun(stub, requests);
+      engine_rate = engine_run();
+    } else {
+      engine_rate = engine_run();
+      cluster_rate = ClusterDecodeRun(stub, requests);
+    }
     if (r < 0) {
       Note(absl::StrCat("decode, batch ", batch, ": warm-up"));
       continue;
