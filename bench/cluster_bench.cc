@@ -159,17 +159,16 @@ Rates MeasureDecode(moe::Engine& engine, moe::v1::Inference::Stub& stub,
     // Odd runs measure the cluster first, so that whatever the first of a
     // pair leaves behind (caches, the other side's threads waking up) does
     // not always fall on the same side.
-    auto engine_run = [&] {
+    const bool cluster_first = r % 2 != 0;
+    double engine_rate = 0;
+    double cluster_rate = 0;
+    for (const bool cluster_turn : {cluster_first, !cluster_first}) {
+      if (cluster_turn) {
+        cluster_rate = ClusterDecodeRun(stub, requests);
+        continue;
+      }
       const moe::GenerationStats s = moe::bench::RunEngine(engine, requests);
-      return s.decode_seconds > 0 ? s.decode_tokens / s.decode_seconds : 0.0;
-    };
-    double engine_rate, cluster_rate;
-    if (r % 2 != 0) {
-      cluster_rate = ClusterDecodeRun(stub, requests);
-      engine_rate = engine_run();
-    } else {
-      engine_rate = engine_run();
-      cluster_rate = ClusterDecodeRun(stub, requests);
+      if (s.decode_seconds > 0) engine_rate = s.decode_tokens / s.decode_seconds;
     }
     if (r < 0) {
       Note(absl::StrCat("decode, batch ", batch, ": warm-up"));
